@@ -1,0 +1,77 @@
+"""What a loader produces and the engine consumes: architecture, sizes, and weight views
+named the GGUF way (`token_embd.weight`, `blk.0.attn_qkv.weight`, ...)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import GptgenError
+
+# Bytes per element of the storage types the engine reads.
+DTYPE_SIZES = {"f32": 4, "f16": 2, "bf16": 2}
+
+
+@dataclass(frozen=True)
+class TensorView:
+    """A weight as raw bytes: `data` is a read-only, contiguous uint8 view of the file.
+
+    `shape` is as stored, outermost first. `layout` says how a 2-D weight of logical shape
+    [n_out, n_in] is stored: "out_in" ([n_out, n_in], nn.Linear and GGUF) or "in_out"
+    ([n_in, n_out], the Conv1D of Hugging Face GPT-2).
+    """
+
+    data: np.ndarray
+    dtype: str
+    shape: tuple[int, ...]
+    layout: str = "out_in"
+
+    @property
+    def n_elements(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def to_numpy(self) -> np.ndarray:
+        """The values as float32 (a copy), for tests and tools; the engine never needs this."""
+        if self.dtype == "f32":
+            values = self.data.view(np.float32)
+        elif self.dtype == "f16":
+            values = self.data.view(np.float16).astype(np.float32)
+        elif self.dtype == "bf16":
+            values = (self.data.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+        else:
+            raise GptgenError(f"cannot convert tensor type {self.dtype} to float32")
+        return values.reshape(self.shape)
+
+
+@dataclass
+class ModelSpec:
+    """A model ready to hand to the engine."""
+
+    arch: str
+    # n_vocab, n_ctx, n_embd, n_layer, n_head, n_kv_head, n_ff, norm_eps
+    config: dict[str, int | float]
+    tensors: dict[str, TensorView]
+    path: Path
+    format: str
+    eos_token_ids: list[int] = field(default_factory=list)
+    bos_token_id: int | None = None
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.config["n_ctx"])
+
+    @property
+    def n_params(self) -> int:
+        return sum(t.n_elements for t in self.tensors.values())
+
+    def dtype_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for t in self.tensors.values():
+            counts[t.dtype] = counts.get(t.dtype, 0) + 1
+        return counts
+
+    def engine_tensors(self) -> dict[str, tuple[np.ndarray, str, list[int], str]]:
+        """The tensors in the form `gptgen._native.Engine` takes."""
+        return {name: (t.data, t.dtype, list(t.shape), t.layout) for name, t in self.tensors.items()}

@@ -1,0 +1,127 @@
+//! The innermost loops, each with a scalar reference and an AVX2 twin chosen at run time.
+//!
+//! Weight elements come in several storage types (`Elem`); activations are always f32.
+//! Every public function here validates lengths before reaching an `unsafe` SIMD body.
+//! Setting `GPTGEN_FORCE_SCALAR=1` forces the scalar path everywhere (for debugging and tests).
+
+pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+
+use half::{bf16, f16};
+use std::sync::OnceLock;
+
+/// A weight storage type that widens to f32.
+pub trait Elem: bytemuck::Pod + Send + Sync + 'static {
+    fn to_f32(self) -> f32;
+
+    /// Loads 8 consecutive elements widened to f32.
+    ///
+    /// # Safety
+    /// `p` must be valid for reading 8 elements and the CPU must support AVX2 and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+}
+
+impl Elem for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        std::arch::x86_64::_mm256_loadu_ps(p)
+    }
+}
+
+impl Elem for f16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+}
+
+impl Elem for bf16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // bf16 is the top half of an f32: widen to u32 and shift into place.
+        let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
+    }
+}
+
+/// Whether the AVX2 kernels are in use (detected once; `GPTGEN_FORCE_SCALAR=1` turns them off).
+pub fn simd_enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        let forced_scalar = std::env::var("GPTGEN_FORCE_SCALAR").is_ok_and(|v| v != "0" && !v.is_empty());
+        !forced_scalar && cpu_has_avx2()
+    })
+}
+
+/// The name of the kernel family in use, for `gptgen info` and benchmarks.
+pub fn kernel_name() -> &'static str {
+    if simd_enabled() {
+        "avx2"
+    } else {
+        "scalar"
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpu_has_avx2() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn cpu_has_avx2() -> bool {
+    false
+}
+
+/// sum_i x[i] * w[i]
+#[inline]
+pub fn dot<W: Elem>(x: &[f32], w: &[W]) -> f32 {
+    assert_eq!(x.len(), w.len(), "dot: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if simd_enabled() {
+        // SAFETY: lengths are equal (checked above) and AVX2/FMA/F16C were detected.
+        return unsafe { avx2::dot(x, w) };
+    }
+    scalar::dot(x, w)
+}
+
+/// y[i] += a * w[i]
+#[inline]
+pub fn axpy<W: Elem>(y: &mut [f32], a: f32, w: &[W]) {
+    assert_eq!(y.len(), w.len(), "axpy: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if simd_enabled() {
+        // SAFETY: lengths are equal (checked above) and AVX2/FMA/F16C were detected.
+        return unsafe { avx2::axpy(y, a, w) };
+    }
+    scalar::axpy(y, a, w)
+}
+
+/// y[i] *= a
+#[inline]
+pub fn scale(y: &mut [f32], a: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if simd_enabled() {
+        // SAFETY: AVX2 was detected; the body reads and writes only within `y`.
+        return unsafe { avx2::scale(y, a) };
+    }
+    scalar::scale(y, a)
+}

@@ -1,0 +1,154 @@
+//! GPT-2 (transformers models/gpt2/modeling_gpt2.py): learned position embeddings,
+//! pre-LayerNorm blocks with fused QKV attention and a GELU MLP, LM head tied to the token
+//! embedding unless an `output.weight` is given.
+
+use super::session::{sized, Session};
+use super::{Config, Model};
+use crate::error::Result;
+use crate::ops::activation::gelu_tanh;
+use crate::ops::attention::{attention, Heads};
+use crate::ops::matmul::matmul;
+use crate::ops::norm::layer_norm;
+use crate::ops::add_in_place;
+use crate::tensor::{Matrix, WeightSet};
+
+struct LayerNorm {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+/// A matrix with its bias.
+struct Linear {
+    weight: Matrix,
+    bias: Vec<f32>,
+}
+
+struct Block {
+    attn_norm: LayerNorm,
+    /// [3 * n_embd, n_embd]: rows Q | K | V
+    attn_qkv: Linear,
+    /// [n_embd, n_embd]
+    attn_output: Linear,
+    ffn_norm: LayerNorm,
+    /// [n_ff, n_embd]
+    ffn_up: Linear,
+    /// [n_embd, n_ff]
+    ffn_down: Linear,
+}
+
+pub struct Gpt2 {
+    cfg: Config,
+    /// [n_vocab, n_embd]
+    token_embd: Matrix,
+    /// [n_ctx, n_embd]
+    position_embd: Matrix,
+    blocks: Vec<Block>,
+    output_norm: LayerNorm,
+    /// [n_vocab, n_embd]: the token embedding itself when tied.
+    output: Matrix,
+}
+
+impl Gpt2 {
+    pub fn new(cfg: Config, w: &WeightSet) -> Result<Self> {
+        let (d, f) = (cfg.n_embd, cfg.n_ff);
+        if cfg.n_kv_head != cfg.n_head {
+            crate::bail!("GPT-2 needs n_kv_head == n_head (got {} and {})", cfg.n_kv_head, cfg.n_head);
+        }
+        let norm = |name: &str| -> Result<LayerNorm> {
+            Ok(LayerNorm { weight: w.vector(&format!("{name}.weight"), d)?, bias: w.vector(&format!("{name}.bias"), d)? })
+        };
+        let linear = |name: &str, n_out: usize, n_in: usize| -> Result<Linear> {
+            Ok(Linear {
+                weight: w.matrix(&format!("{name}.weight"), n_out, n_in)?,
+                bias: w.vector(&format!("{name}.bias"), n_out)?,
+            })
+        };
+        let blocks = (0..cfg.n_layer)
+            .map(|i| {
+                Ok(Block {
+                    attn_norm: norm(&format!("blk.{i}.attn_norm"))?,
+                    attn_qkv: linear(&format!("blk.{i}.attn_qkv"), 3 * d, d)?,
+                    attn_output: linear(&format!("blk.{i}.attn_output"), d, d)?,
+                    ffn_norm: norm(&format!("blk.{i}.ffn_norm"))?,
+                    ffn_up: linear(&format!("blk.{i}.ffn_up"), f, d)?,
+                    ffn_down: linear(&format!("blk.{i}.ffn_down"), d, f)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let token_embd = w.matrix("token_embd.weight", cfg.n_vocab, d)?;
+        let output = if w.contains("output.weight") {
+            w.matrix("output.weight", cfg.n_vocab, d)?
+        } else {
+            token_embd.clone()
+        };
+        Ok(Gpt2 {
+            position_embd: w.matrix("position_embd.weight", cfg.n_ctx, d)?,
+            output_norm: norm("output_norm")?,
+            token_embd,
+            blocks,
+            output,
+            cfg,
+        })
+    }
+}
+
+impl Model for Gpt2 {
+    fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn forward(&self, session: &mut Session, tokens: &[u32], all_logits: bool) {
+        let cfg = &self.cfg;
+        let (n, d, pos0) = (tokens.len(), cfg.n_embd, session.pos);
+        let heads = Heads { n_head: cfg.n_head, n_kv_head: cfg.n_head, head_dim: cfg.head_dim() };
+        let (max_seq, layer_len) = (session.max_seq, session.layer_len());
+        let Session { k_cache, v_cache, logits, scratch: s, .. } = session;
+        let x = sized(&mut s.x, n * d);
+        let h = sized(&mut s.h, n * d);
+        let qkv = sized(&mut s.qkv, n * 3 * d);
+        let att = sized(&mut s.att, n * d);
+        let ff = sized(&mut s.ff, n * cfg.n_ff);
+        let rows = x.chunks_exact_mut(d).zip(h.chunks_exact_mut(d));
+        for (t, (&tok, (x_t, h_t))) in tokens.iter().zip(rows).enumerate() {
+            self.token_embd.read_row(tok as usize, x_t);
+            self.position_embd.read_row(pos0 + t, h_t);
+            add_in_place(x_t, h_t);
+        }
+
+        for (layer, b) in self.blocks.iter().enumerate() {
+            let k_layer = &mut k_cache[layer * layer_len..(layer + 1) * layer_len];
+            let v_layer = &mut v_cache[layer * layer_len..(layer + 1) * layer_len];
+
+            layer_norm(h, x, &b.attn_norm.weight, &b.attn_norm.bias, cfg.norm_eps);
+            matmul(qkv, h, &b.attn_qkv.weight, Some(&b.attn_qkv.bias), &mut s.tiles);
+            // Heads are contiguous in K and V: head g sits at columns g*head_dim.. of each.
+            for (t, row) in qkv.chunks_exact(3 * d).enumerate() {
+                for g in 0..cfg.n_head {
+                    let at = g * max_seq * heads.head_dim + (pos0 + t) * heads.head_dim;
+                    let cols = g * heads.head_dim..(g + 1) * heads.head_dim;
+                    k_layer[at..at + heads.head_dim].copy_from_slice(&row[d + cols.start..d + cols.end]);
+                    v_layer[at..at + heads.head_dim].copy_from_slice(&row[2 * d + cols.start..2 * d + cols.end]);
+                }
+            }
+            attention(att, qkv, 3 * d, k_layer, v_layer, max_seq, pos0, heads);
+            matmul(h, att, &b.attn_output.weight, Some(&b.attn_output.bias), &mut s.tiles);
+            add_in_place(x, h);
+
+            layer_norm(h, x, &b.ffn_norm.weight, &b.ffn_norm.bias, cfg.norm_eps);
+            matmul(ff, h, &b.ffn_up.weight, Some(&b.ffn_up.bias), &mut s.tiles);
+            gelu_tanh(ff);
+            matmul(h, ff, &b.ffn_down.weight, Some(&b.ffn_down.bias), &mut s.tiles);
+            add_in_place(x, h);
+        }
+
+        // Only the rows whose logits are wanted go through the final norm and the LM head.
+        let rows = if all_logits { 0..n } else { n - 1..n };
+        let n_rows = rows.len();
+        let x_out = &x[rows.start * d..rows.end * d];
+        let h_out = &mut h[..n_rows * d];
+        layer_norm(h_out, x_out, &self.output_norm.weight, &self.output_norm.bias, cfg.norm_eps);
+        logits.resize(n_rows * cfg.n_vocab, 0.0);
+        matmul(logits, h_out, &self.output, None, &mut s.tiles);
+        session.pos += n;
+    }
+}

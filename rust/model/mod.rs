@@ -1,0 +1,147 @@
+//! Models: an architecture's weights and forward pass (`Model`), the per-sequence state
+//! (`Session`), and the `Engine` that runs one on its own thread pool.
+
+pub mod gpt2;
+pub mod session;
+
+use crate::bail;
+use crate::error::{EngineError, Result};
+use crate::tensor::WeightSet;
+pub use session::Session;
+
+/// The hyperparameters every architecture shares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub n_vocab: usize,
+    /// Longest sequence the model was trained for.
+    pub n_ctx: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub n_ff: usize,
+    pub norm_eps: f32,
+}
+
+impl Config {
+    pub fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+
+    /// Rejects sizes no model can have, before any buffer is sized from them.
+    pub fn validate(&self) -> Result<()> {
+        let sizes = [
+            ("n_vocab", self.n_vocab),
+            ("n_ctx", self.n_ctx),
+            ("n_embd", self.n_embd),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+            ("n_kv_head", self.n_kv_head),
+            ("n_ff", self.n_ff),
+        ];
+        for (name, value) in sizes {
+            if value == 0 || value > 1 << 24 {
+                bail!("config {name} = {value} is out of range");
+            }
+        }
+        if self.n_embd % self.n_head != 0 {
+            bail!("n_embd {} is not divisible by n_head {}", self.n_embd, self.n_head);
+        }
+        if self.n_head % self.n_kv_head != 0 {
+            bail!("n_head {} is not divisible by n_kv_head {}", self.n_head, self.n_kv_head);
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
+            bail!("norm epsilon {} must be a positive number", self.norm_eps);
+        }
+        Ok(())
+    }
+}
+
+/// An architecture: weights plus the forward pass over them.
+pub trait Model: Send + Sync {
+    fn config(&self) -> &Config;
+
+    /// Runs `tokens` at positions `session.pos..`, appending their keys and values to the cache
+    /// and leaving logits in `session.logits`: [tokens.len(), n_vocab] if `all_logits`, else
+    /// [1, n_vocab] for the last token. Inputs were validated by `Engine::forward`.
+    fn forward(&self, session: &mut Session, tokens: &[u32], all_logits: bool);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Gpt2,
+}
+
+impl Arch {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "gpt2" => Ok(Arch::Gpt2),
+            _ => bail!("unsupported architecture {name:?}"),
+        }
+    }
+}
+
+/// A loaded model and the thread pool its forward passes run on.
+pub struct Engine {
+    model: Box<dyn Model>,
+    pool: rayon::ThreadPool,
+}
+
+impl Engine {
+    /// `threads` = 0 means one per physical core.
+    pub fn new(arch: Arch, config: Config, weights: &WeightSet, threads: usize) -> Result<Self> {
+        config.validate()?;
+        let model: Box<dyn Model> = match arch {
+            Arch::Gpt2 => Box::new(gpt2::Gpt2::new(config, weights)?),
+        };
+        let threads = if threads == 0 { num_cpus::get_physical().max(1) } else { threads };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("gptgen-{i}"))
+            .build()
+            .map_err(|e| EngineError(format!("cannot start {threads} threads: {e}")))?;
+        Ok(Engine { model, pool })
+    }
+
+    pub fn config(&self) -> &Config {
+        self.model.config()
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// A fresh session able to hold `max_seq` positions (at most the model's context).
+    pub fn new_session(&self, max_seq: usize) -> Result<Session> {
+        let cfg = self.config();
+        if max_seq == 0 || max_seq > cfg.n_ctx {
+            bail!("session length {max_seq} must be between 1 and the model context {}", cfg.n_ctx);
+        }
+        Ok(Session::new(cfg, max_seq))
+    }
+
+    /// Validates the tokens against the model and the session, then runs the forward pass.
+    /// Returns the logits, [rows, n_vocab] row-major.
+    pub fn forward<'s>(&self, session: &'s mut Session, tokens: &[u32], all_logits: bool) -> Result<&'s [f32]> {
+        let cfg = self.config();
+        if tokens.is_empty() {
+            bail!("no tokens to process");
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.n_vocab) {
+            bail!("token id {bad} is outside the vocabulary of {}", cfg.n_vocab);
+        }
+        if !session.fits(cfg) {
+            bail!("this session belongs to a model of another shape");
+        }
+        if session.pos + tokens.len() > session.max_seq {
+            bail!(
+                "{} tokens at position {} exceed the session length {}",
+                tokens.len(),
+                session.pos,
+                session.max_seq
+            );
+        }
+        self.pool.install(|| self.model.forward(session, tokens, all_logits));
+        Ok(&session.logits)
+    }
+}

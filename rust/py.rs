@@ -1,0 +1,181 @@
+//! The PyO3 boundary: `gptgen._native`. Python hands each weight over once as a read-only,
+//! C-contiguous uint8 NumPy buffer (usually a view of a memory map) and then drives a
+//! `Session` with one call per prompt and one per generated token, the GIL released.
+
+use crate::error::EngineError;
+use crate::model::{self, Arch, Config};
+use crate::tensor::{DType, Layout, Storage, Tensor, WeightSet};
+use numpy::{PyArray1, PyArrayMethods, PyUntypedArrayMethods};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+impl From<EngineError> for PyErr {
+    fn from(e: EngineError) -> PyErr {
+        PyValueError::new_err(e.0)
+    }
+}
+
+/// A NumPy buffer kept alive (and read-only) for as long as the engine reads it.
+struct NumpyBuffer {
+    _owner: Py<PyAny>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the buffer is immutable (checked read-only at construction) and owned by `_owner`,
+// which lives as long as this value; reading it from any thread is sound.
+unsafe impl Send for NumpyBuffer {}
+unsafe impl Sync for NumpyBuffer {}
+
+impl Storage for NumpyBuffer {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: ptr/len describe the C-contiguous data of `_owner`, validated in `from_array`.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl NumpyBuffer {
+    fn from_array(name: &str, array: &Bound<'_, PyArray1<u8>>) -> PyResult<Self> {
+        if !array.is_c_contiguous() {
+            return Err(PyValueError::new_err(format!("tensor {name}: buffer is not contiguous")));
+        }
+        let writeable: bool = array.getattr("flags")?.getattr("writeable")?.extract()?;
+        if writeable {
+            return Err(PyValueError::new_err(format!("tensor {name}: buffer must be read-only")));
+        }
+        Ok(NumpyBuffer { _owner: array.clone().into_any().unbind(), ptr: array.data() as *const u8, len: array.len() })
+    }
+}
+
+fn item<'py, T: FromPyObjectOwned<'py>>(dict: &Bound<'py, PyDict>, key: &str) -> PyResult<T> {
+    match dict.get_item(key)? {
+        Some(value) => value.extract().map_err(|_| PyValueError::new_err(format!("config {key} has the wrong type"))),
+        None => Err(PyValueError::new_err(format!("config is missing {key}"))),
+    }
+}
+
+fn config_from_dict(d: &Bound<'_, PyDict>) -> PyResult<Config> {
+    Ok(Config {
+        n_vocab: item(d, "n_vocab")?,
+        n_ctx: item(d, "n_ctx")?,
+        n_embd: item(d, "n_embd")?,
+        n_layer: item(d, "n_layer")?,
+        n_head: item(d, "n_head")?,
+        n_kv_head: item(d, "n_kv_head")?,
+        n_ff: item(d, "n_ff")?,
+        norm_eps: item(d, "norm_eps")?,
+    })
+}
+
+/// tensors: {name: (uint8 buffer, dtype name, shape, layout "out_in" | "in_out")}
+fn weights_from_dict(tensors: &Bound<'_, PyDict>) -> PyResult<WeightSet> {
+    let mut map = HashMap::new();
+    for (key, value) in tensors.iter() {
+        let name: String = key.extract()?;
+        let (array, dtype, shape, layout): (Bound<'_, PyArray1<u8>>, String, Vec<usize>, String) = value
+            .extract()
+            .map_err(|_| PyValueError::new_err(format!("tensor {name}: expected (uint8 array, dtype, shape, layout)")))?;
+        let layout = match layout.as_str() {
+            "out_in" => Layout::OutIn,
+            "in_out" => Layout::InOut,
+            other => return Err(PyValueError::new_err(format!("tensor {name}: unknown layout {other:?}"))),
+        };
+        let storage = Arc::new(NumpyBuffer::from_array(&name, &array)?);
+        let tensor = Tensor::new(storage, DType::parse(&dtype)?, shape)
+            .map_err(|e| PyValueError::new_err(format!("tensor {name}: {e}")))?;
+        map.insert(name, (tensor, layout));
+    }
+    Ok(WeightSet::new(map))
+}
+
+/// A loaded model on its own thread pool.
+#[pyclass(frozen, module = "gptgen._native")]
+struct Engine {
+    inner: Arc<model::Engine>,
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    #[pyo3(signature = (arch, config, tensors, threads = 0))]
+    fn new(arch: &str, config: &Bound<'_, PyDict>, tensors: &Bound<'_, PyDict>, threads: usize) -> PyResult<Self> {
+        let arch = Arch::parse(arch)?;
+        let config = config_from_dict(config)?;
+        let weights = weights_from_dict(tensors)?;
+        Ok(Engine { inner: Arc::new(model::Engine::new(arch, config, &weights, threads)?) })
+    }
+
+    #[getter]
+    fn threads(&self) -> usize {
+        self.inner.threads()
+    }
+
+    #[getter]
+    fn n_vocab(&self) -> usize {
+        self.inner.config().n_vocab
+    }
+
+    #[getter]
+    fn n_ctx(&self) -> usize {
+        self.inner.config().n_ctx
+    }
+
+    /// A new sequence able to hold `max_seq` positions.
+    fn new_session(&self, max_seq: usize) -> PyResult<Session> {
+        Ok(Session { engine: self.inner.clone(), inner: self.inner.new_session(max_seq)? })
+    }
+}
+
+/// One sequence: its KV cache and position.
+#[pyclass(module = "gptgen._native")]
+struct Session {
+    engine: Arc<model::Engine>,
+    inner: model::Session,
+}
+
+#[pymethods]
+impl Session {
+    /// Runs `tokens` at the next positions. Returns float32 logits [len(tokens), n_vocab]
+    /// when `all_logits`, else [1, n_vocab] for the last token.
+    #[pyo3(signature = (tokens, all_logits = false))]
+    fn forward<'py>(&mut self, py: Python<'py>, tokens: Vec<u32>, all_logits: bool) -> PyResult<Bound<'py, PyAny>> {
+        let engine = &self.engine;
+        let session = &mut self.inner;
+        let rows = if all_logits { tokens.len() } else { 1 };
+        let logits = py.detach(|| engine.forward(session, &tokens, all_logits).map(|l| l.to_vec()))?;
+        let array = PyArray1::from_vec(py, logits);
+        Ok(array.reshape([rows, self.engine.config().n_vocab])?.into_any())
+    }
+
+    #[getter]
+    fn pos(&self) -> usize {
+        self.inner.pos
+    }
+
+    #[getter]
+    fn max_seq(&self) -> usize {
+        self.inner.max_seq
+    }
+
+    /// Forgets every position from `pos` on.
+    fn rewind(&mut self, pos: usize) {
+        self.inner.rewind(pos)
+    }
+}
+
+/// The SIMD kernel family in use ("avx2" or "scalar").
+#[pyfunction]
+fn kernel_name() -> &'static str {
+    crate::kernels::kernel_name()
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Engine>()?;
+    m.add_class::<Session>()?;
+    m.add_function(wrap_pyfunction!(kernel_name, m)?)?;
+    Ok(())
+}
