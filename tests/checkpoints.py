@@ -1,0 +1,171 @@
+"""Test helpers, independent of gptgen's loaders: write Hugging Face GPT-2 checkpoint
+directories with random weights, and compute GPT-2 logits with plain NumPy (float64).
+
+The forward pass follows transformers' modeling_gpt2.py line by line; it shares no code with
+the engine, so agreement between the two is evidence both are right.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+_ST_DTYPES = {"f32": "F32", "f16": "F16", "bf16": "BF16"}
+
+
+def round_to_dtype(values: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 values as they will be stored, returned as float64."""
+    values = values.astype(np.float32)
+    if dtype == "f32":
+        return values.astype(np.float64)
+    if dtype == "f16":
+        return values.astype(np.float16).astype(np.float64)
+    if dtype == "bf16":
+        return bf16_bits_to_f32(f32_to_bf16_bits(values)).astype(np.float64)
+    raise ValueError(dtype)
+
+
+def f32_to_bf16_bits(values: np.ndarray) -> np.ndarray:
+    """Round-to-nearest-even to the upper 16 bits of each float32."""
+    bits = values.astype(np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+    return rounded.astype(np.uint16)
+
+
+def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def encode_tensor(values: np.ndarray, dtype: str) -> bytes:
+    if dtype == "f32":
+        return values.astype("<f4").tobytes()
+    if dtype == "f16":
+        return values.astype("<f2").tobytes()
+    return f32_to_bf16_bits(values).astype("<u2").tobytes()
+
+
+def write_safetensors(path: Path, tensors: dict[str, np.ndarray], dtype: str, pad_to: int = 8) -> None:
+    """The safetensors layout written out by hand (the library cannot write bfloat16 from NumPy)."""
+    header: dict[str, dict] = {}
+    blobs = []
+    offset = 0
+    for name, values in tensors.items():
+        blob = encode_tensor(values, dtype)
+        header[name] = {"dtype": _ST_DTYPES[dtype], "shape": list(values.shape), "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    header_bytes = json.dumps(header).encode()
+    header_bytes += b" " * (-len(header_bytes) % pad_to)
+    path.write_bytes(len(header_bytes).to_bytes(8, "little") + header_bytes + b"".join(blobs))
+
+
+def random_gpt2_weights(rng: np.random.Generator, *, n_vocab, n_ctx, n_embd, n_layer, n_ff) -> dict[str, np.ndarray]:
+    """Hugging Face GPT-2 tensors (Conv1D weights [in, out]) with random float32 values."""
+
+    def normal(*shape, scale=0.2):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    w = {"wte.weight": normal(n_vocab, n_embd), "wpe.weight": normal(n_ctx, n_embd)}
+    for i in range(n_layer):
+        p = f"h.{i}."
+        w[p + "ln_1.weight"] = 1 + normal(n_embd, scale=0.1)
+        w[p + "ln_1.bias"] = normal(n_embd, scale=0.1)
+        w[p + "attn.c_attn.weight"] = normal(n_embd, 3 * n_embd)
+        w[p + "attn.c_attn.bias"] = normal(3 * n_embd, scale=0.1)
+        w[p + "attn.c_proj.weight"] = normal(n_embd, n_embd)
+        w[p + "attn.c_proj.bias"] = normal(n_embd, scale=0.1)
+        w[p + "ln_2.weight"] = 1 + normal(n_embd, scale=0.1)
+        w[p + "ln_2.bias"] = normal(n_embd, scale=0.1)
+        w[p + "mlp.c_fc.weight"] = normal(n_embd, n_ff)
+        w[p + "mlp.c_fc.bias"] = normal(n_ff, scale=0.1)
+        w[p + "mlp.c_proj.weight"] = normal(n_ff, n_embd)
+        w[p + "mlp.c_proj.bias"] = normal(n_embd, scale=0.1)
+    w["ln_f.weight"] = 1 + normal(n_embd, scale=0.1)
+    w["ln_f.bias"] = normal(n_embd, scale=0.1)
+    return w
+
+
+def write_gpt2_checkpoint(
+    directory: Path,
+    weights: dict[str, np.ndarray],
+    *,
+    n_head: int,
+    dtype: str = "f32",
+    shards: int = 1,
+    n_inner: int | None = None,
+    extra_config: dict | None = None,
+) -> None:
+    """A checkpoint directory as transformers would save it (config.json + safetensors)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    n_vocab, n_embd = weights["wte.weight"].shape
+    n_layer = len({k.split(".")[1] for k in weights if k.startswith("h.")})
+    config = {
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        "vocab_size": n_vocab,
+        "n_positions": weights["wpe.weight"].shape[0],
+        "n_embd": n_embd,
+        "n_layer": n_layer,
+        "n_head": n_head,
+        "n_inner": n_inner,
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": 1e-5,
+        "eos_token_id": n_vocab - 1,
+        "bos_token_id": n_vocab - 1,
+        "tie_word_embeddings": "lm_head.weight" not in weights,
+        **(extra_config or {}),
+    }
+    (directory / "config.json").write_text(json.dumps(config))
+    names = list(weights)
+    if shards == 1:
+        write_safetensors(directory / "model.safetensors", weights, dtype)
+        return
+    weight_map = {}
+    for s in range(shards):
+        file = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
+        part = {n: weights[n] for n in names[s::shards]}
+        write_safetensors(directory / file, part, dtype)
+        weight_map.update({n: file for n in part})
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+
+def _layer_norm(x, w, b, eps):
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * w + b
+
+
+def _gelu_new(x):
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def gpt2_logits(weights: dict[str, np.ndarray], n_head: int, tokens: list[int], eps: float = 1e-5) -> np.ndarray:
+    """Logits [len(tokens), n_vocab] of a GPT-2 with these (float64) weights, full causal attention."""
+    w = {k: v.astype(np.float64) for k, v in weights.items()}
+    n = len(tokens)
+    x = w["wte.weight"][tokens] + w["wpe.weight"][:n]
+    n_embd = x.shape[1]
+    hd = n_embd // n_head
+    n_layer = len({k.split(".")[1] for k in w if k.startswith("h.")})
+    mask = np.triu(np.full((n, n), -np.inf), k=1)
+    for i in range(n_layer):
+        p = f"h.{i}."
+        h = _layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"], eps)
+        qkv = h @ w[p + "attn.c_attn.weight"] + w[p + "attn.c_attn.bias"]
+        q, k, v = np.split(qkv, 3, axis=1)
+        heads = []
+        for hh in range(n_head):
+            cols = slice(hh * hd, (hh + 1) * hd)
+            scores = q[:, cols] @ k[:, cols].T / math.sqrt(hd) + mask
+            scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+            heads.append((scores / scores.sum(axis=1, keepdims=True)) @ v[:, cols])
+        attn = np.concatenate(heads, axis=1)
+        x = x + attn @ w[p + "attn.c_proj.weight"] + w[p + "attn.c_proj.bias"]
+        h = _layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], eps)
+        x = x + _gelu_new(h @ w[p + "mlp.c_fc.weight"] + w[p + "mlp.c_fc.bias"]) @ w[p + "mlp.c_proj.weight"] + w[p + "mlp.c_proj.bias"]
+    x = _layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], eps)
+    head = w.get("lm_head.weight", w["wte.weight"])
+    return x @ head.T

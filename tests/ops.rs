@@ -1,0 +1,121 @@
+//! Matmul and attention against naive double-precision loops.
+
+use _native::ops::attention::{attention, Heads};
+use _native::ops::matmul::matmul;
+use _native::tensor::{DType, Layout, Matrix, Tensor};
+use half::{bf16, f16};
+use std::sync::Arc;
+
+struct Rng(u64);
+
+impl Rng {
+    fn unit(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.unit()).collect()
+    }
+}
+
+/// A matrix of logical shape [n_out, n_in] stored with `layout` and `dtype`, and its values
+/// (as stored) in [n_out, n_in] order.
+fn matrix(rng: &mut Rng, n_out: usize, n_in: usize, layout: Layout, dtype: DType) -> (Matrix, Vec<f64>) {
+    let logical = rng.vec(n_out * n_in);
+    let stored: Vec<f32> = match layout {
+        Layout::OutIn => logical.clone(),
+        Layout::InOut => (0..n_in * n_out).map(|k| logical[(k % n_out) * n_in + k / n_out]).collect(),
+    };
+    let shape = match layout {
+        Layout::OutIn => vec![n_out, n_in],
+        Layout::InOut => vec![n_in, n_out],
+    };
+    let tensor = match dtype {
+        DType::F32 => Tensor::new(Arc::new(stored), dtype, shape),
+        DType::F16 => Tensor::new(Arc::new(stored.iter().map(|&v| f16::from_f32(v)).collect::<Vec<_>>()), dtype, shape),
+        DType::BF16 => Tensor::new(Arc::new(stored.iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>()), dtype, shape),
+    }
+    .unwrap();
+    let rounded: Vec<f64> = logical
+        .iter()
+        .map(|&v| match dtype {
+            DType::F32 => v as f64,
+            DType::F16 => f16::from_f32(v).to_f64(),
+            DType::BF16 => bf16::from_f32(v).to_f64(),
+        })
+        .collect();
+    (Matrix { tensor, layout, n_out, n_in }, rounded)
+}
+
+#[test]
+fn matmul_matches_naive_for_every_layout_type_and_batch() {
+    let mut rng = Rng(0x1234_5678);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    for &(n_out, n_in) in &[(1, 1), (7, 5), (33, 17), (130, 64), (300, 21)] {
+        for layout in [Layout::OutIn, Layout::InOut] {
+            for dtype in [DType::F32, DType::F16, DType::BF16] {
+                let (w, values) = matrix(&mut rng, n_out, n_in, layout, dtype);
+                let bias = rng.vec(n_out);
+                for n in [1, 2, 5, 40] {
+                    let x = rng.vec(n * n_in);
+                    let mut y = vec![f32::NAN; n * n_out];
+                    let mut scratch = Vec::new();
+                    pool.install(|| matmul(&mut y, &x, &w, Some(&bias), &mut scratch));
+                    for t in 0..n {
+                        for o in 0..n_out {
+                            let want: f64 = bias[o] as f64
+                                + (0..n_in).map(|i| x[t * n_in + i] as f64 * values[o * n_in + i]).sum::<f64>();
+                            let got = y[t * n_out + o] as f64;
+                            assert!(
+                                (got - want).abs() < 1e-5 * (n_in as f64).sqrt().max(1.0) * 4.0,
+                                "{layout:?} {dtype:?} [{n_out}x{n_in}] n={n} t={t} o={o}: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn attention_matches_naive_softmax_with_grouped_heads() {
+    let mut rng = Rng(99);
+    let heads = Heads { n_head: 6, n_kv_head: 2, head_dim: 5 };
+    let (max_seq, pos0, n) = (20, 9, 4);
+    let q_stride = heads.n_head * heads.head_dim + 3; // rows padded, as in a fused QKV buffer
+    let q = rng.vec(n * q_stride);
+    let cache_len = heads.n_kv_head * max_seq * heads.head_dim;
+    let (k, v) = (rng.vec(cache_len), rng.vec(cache_len));
+    let mut out = vec![0.0; n * heads.n_head * heads.head_dim];
+    attention(&mut out, &q, q_stride, &k, &v, max_seq, pos0, heads);
+    let hd = heads.head_dim;
+    for t in 0..n {
+        for h in 0..heads.n_head {
+            let g = h / (heads.n_head / heads.n_kv_head);
+            let qh = &q[t * q_stride + h * hd..][..hd];
+            let row = |c: &[f32], j: usize| c[(g * max_seq + j) * hd..][..hd].to_vec();
+            let scores: Vec<f64> = (0..=pos0 + t)
+                .map(|j| row(&k, j).iter().zip(qh).map(|(a, b)| (*a as f64) * (*b as f64)).sum::<f64>() / (hd as f64).sqrt())
+                .collect();
+            let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let weights: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+            let total: f64 = weights.iter().sum();
+            for d in 0..hd {
+                let want: f64 = (0..=pos0 + t).map(|j| weights[j] / total * row(&v, j)[d] as f64).sum();
+                let got = out[(t * heads.n_head + h) * hd + d] as f64;
+                assert!((got - want).abs() < 1e-5, "t={t} h={h} d={d}: {got} vs {want}");
+            }
+        }
+    }
+}
+
+#[test]
+fn tensor_rejects_wrong_sizes_and_overflowing_shapes() {
+    let bytes: Arc<Vec<u8>> = Arc::new(vec![0u8; 12]);
+    assert!(Tensor::new(bytes.clone(), DType::F32, vec![3]).is_ok());
+    assert!(Tensor::new(bytes.clone(), DType::F32, vec![4]).is_err());
+    assert!(Tensor::new(bytes.clone(), DType::F16, vec![usize::MAX, 2]).is_err());
+}

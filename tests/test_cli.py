@@ -1,0 +1,133 @@
+"""The command line through its installed entry point, as users run it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import TINY_GPT2, run_cli
+
+MODEL = ["-m", str(TINY_GPT2)]
+
+
+def test_generate_json_matches_transformers_greedy(tiny_gpt2_expected):
+    expected, _ = tiny_gpt2_expected
+    p = expected["prompts"][0]
+    out = run_cli("generate", p["prompt"], *MODEL, "-n", "24", "-t", "0", "--ignore-eos", "--json", "--logprobs", "3")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert set(result) == {"text", "prompt_tokens", "tokens", "finish_reason", "logprobs", "timings"}
+    assert result["prompt_tokens"] == p["ids"]
+    assert result["tokens"] == p["greedy24"]
+    assert result["finish_reason"] == "length"
+    assert set(result["timings"]) == {"prefill_s", "decode_s", "prefill_tok_s", "decode_tok_s"}
+    assert len(result["logprobs"]) == 24
+    for entry, token in zip(result["logprobs"], p["greedy24"]):
+        assert entry["token"] == token
+        assert len(entry["top"]) == 3
+        # Greedy picks the most likely token: it heads the top list with the same logprob.
+        assert entry["top"][0][0] == token and entry["top"][0][1] == pytest.approx(entry["logprob"])
+        assert entry["top"][0][1] >= entry["top"][1][1] >= entry["top"][2][1]
+    assert out.stderr == b""
+
+
+def test_hello_example_from_the_issue():
+    out = run_cli("generate", "Hello", *MODEL, "-n", "8", "--json", "-t", "0")
+    result = json.loads(out.stdout)
+    assert result["prompt_tokens"] == [15496] and len(result["tokens"]) == 8
+
+
+def test_stdin_prompt_equals_argument_prompt():
+    args = [*MODEL, "-n", "12", "-t", "0", "--ignore-eos"]
+    from_arg = run_cli("generate", "Once upon a time", *args)
+    from_stdin = run_cli("generate", *args, input=b"Once upon a time\n")
+    from_dash = run_cli("generate", "-", *args, input=b"Once upon a time")
+    assert from_arg.returncode == from_stdin.returncode == from_dash.returncode == 0
+    assert from_arg.stdout and from_arg.stdout == from_stdin.stdout == from_dash.stdout
+
+
+def test_streamed_text_equals_json_text():
+    args = ["The quick brown fox", *MODEL, "-n", "20", "--seed", "3", "--ignore-eos"]
+    streamed = run_cli("generate", *args)
+    as_json = json.loads(run_cli("generate", *args, "--json").stdout)
+    assert streamed.stdout.decode("utf-8") == as_json["text"]
+
+
+def test_seed_makes_sampling_reproducible():
+    args = ["generate", "Hi", *MODEL, "-n", "16", "--seed", "11", "--ignore-eos", "--json"]
+    first, second = (json.loads(run_cli(*args).stdout)["tokens"] for _ in range(2))
+    assert first == second
+
+
+def test_verbose_timings_go_to_stderr_only():
+    out = run_cli("generate", "Hi", *MODEL, "-n", "4", "-t", "0", "--verbose")
+    assert out.returncode == 0
+    assert b"tok/s" in out.stderr and b"tok/s" not in out.stdout
+
+
+def test_tokenize_prints_a_json_list(tiny_gpt2_expected):
+    expected, _ = tiny_gpt2_expected
+    p = expected["prompts"][2]
+    out = run_cli("tokenize", p["prompt"], *MODEL)
+    assert json.loads(out.stdout) == p["ids"]
+    out = run_cli("tokenize", "-", *MODEL, input=p["prompt"].encode())
+    assert json.loads(out.stdout) == p["ids"]
+
+
+def test_info_describes_the_model():
+    out = run_cli("info", *MODEL)
+    assert out.returncode == 0
+    text = out.stdout.decode()
+    assert "gpt2" in text and "1,637,792" in text and "f32" in text
+
+
+def _assert_one_line_error(out, fragment: str):
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    err = out.stderr.decode()
+    assert "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert fragment in err, err
+    assert out.stdout == b""
+
+
+def test_missing_model_path(tmp_path):
+    _assert_one_line_error(run_cli("generate", "hi", "-m", str(tmp_path / "nope")), "does not exist")
+
+
+def test_directory_that_is_not_a_checkpoint(tmp_path):
+    _assert_one_line_error(run_cli("generate", "hi", "-m", str(tmp_path)), "not a supported checkpoint")
+
+
+def test_no_model_given():
+    _assert_one_line_error(run_cli("generate", "hi", env={"GPTGEN_MODEL": ""}), "no model given")
+
+
+def test_config_weights_mismatch(tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in TINY_GPT2.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    config = json.loads((broken / "config.json").read_text())
+    config["n_embd"] = 64
+    (broken / "config.json").write_text(json.dumps(config))
+    _assert_one_line_error(run_cli("generate", "hi", "-m", str(broken)), "shape")
+    config["n_embd"], config["n_layer"] = 32, 1
+    (broken / "config.json").write_text(json.dumps(config))
+    _assert_one_line_error(run_cli("generate", "hi", "-m", str(broken)), "n_layer")
+    config["n_layer"] = "two"
+    (broken / "config.json").write_text(json.dumps(config))
+    _assert_one_line_error(run_cli("generate", "hi", "-m", str(broken)), "positive integer")
+
+
+def test_prompt_longer_than_the_context():
+    _assert_one_line_error(run_cli("generate", "word " * 200, *MODEL), "context")
+
+
+def test_max_tokens_beyond_the_context():
+    _assert_one_line_error(run_cli("generate", "Hello", *MODEL, "-n", "500"), "context")
+
+
+def test_bad_sampling_values():
+    _assert_one_line_error(run_cli("generate", "Hello", *MODEL, "--top-p", "1.5"), "top-p")
+    _assert_one_line_error(run_cli("generate", "Hello", *MODEL, "-t", "-1"), "temperature")
