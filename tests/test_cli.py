@@ -48,16 +48,24 @@ def test_stdin_prompt_equals_argument_prompt():
 
 
 def test_streamed_text_equals_json_text():
-    args = ["The quick brown fox", *MODEL, "-n", "20", "--seed", "3", "--ignore-eos"]
+    args = ["The quick brown fox", *MODEL, "-n", "20", "-t", "1.0", "--seed", "3", "--ignore-eos"]
     streamed = run_cli("generate", *args)
     as_json = json.loads(run_cli("generate", *args, "--json").stdout)
     assert streamed.stdout.decode("utf-8") == as_json["text"]
 
 
 def test_seed_makes_sampling_reproducible():
-    args = ["generate", "Hi", *MODEL, "-n", "16", "--seed", "11", "--ignore-eos", "--json"]
+    args = ["generate", "Hi", *MODEL, "-n", "16", "-t", "1.5", "--top-k", "0", "--seed", "11", "--ignore-eos", "--json"]
     first, second = (json.loads(run_cli(*args).stdout)["tokens"] for _ in range(2))
     assert first == second
+    other = json.loads(run_cli(*args[:-3], "12", "--ignore-eos", "--json").stdout)["tokens"]
+    assert other != first  # a different seed draws differently (16 near-uniform draws)
+
+
+def test_default_sampling_follows_generation_config():
+    """tiny-gpt2's generation_config.json has no do_sample: transformers decodes greedily, so do we."""
+    args = ["generate", "Hello", *MODEL, "-n", "8", "--json"]
+    assert json.loads(run_cli(*args).stdout)["tokens"] == json.loads(run_cli(*args, "-t", "0").stdout)["tokens"]
 
 
 def test_verbose_timings_go_to_stderr_only():

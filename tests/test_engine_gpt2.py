@@ -115,3 +115,16 @@ def test_threads_one_and_two_agree(tmp_path):
         assert engine.threads == threads
         results.append(engine.new_session(len(tokens)).forward(tokens, all_logits=True))
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_generation_config_sets_sampling_defaults(tmp_path):
+    import json
+
+    build(tmp_path, SHAPES[0], "f32", seed=6)
+    directory = tmp_path / "ckpt-f32-6"
+    assert load_spec(directory).sampling_defaults.temperature == 0  # no generation_config.json: greedy
+    (directory / "generation_config.json").write_text(json.dumps({"do_sample": True, "temperature": 0.7, "top_p": 0.9}))
+    params = load_spec(directory).sampling_defaults
+    assert (params.temperature, params.top_k, params.top_p) == (0.7, 50, 0.9)
+    (directory / "generation_config.json").write_text(json.dumps({"do_sample": False, "temperature": 0.7}))
+    assert load_spec(directory).sampling_defaults.temperature == 0

@@ -50,9 +50,11 @@ def generate(
     max_tokens: Optional[int] = typer.Option(
         None, "--max-tokens", "-n", help="Tokens to generate (default: 128, or what the context has room for)."
     ),
-    temperature: float = typer.Option(0.8, "--temperature", "-t", help="Sampling temperature; 0 is greedy."),
-    top_k: int = typer.Option(40, "--top-k", help="Sample from the k most likely tokens (0: all)."),
-    top_p: float = typer.Option(0.95, "--top-p", help="Sample from the smallest set reaching this probability."),
+    temperature: Optional[float] = typer.Option(
+        None, "--temperature", "-t", help="Sampling temperature; 0 is greedy. Default: the model's own."
+    ),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample from the k most likely tokens (0: all)."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Sample from the smallest set reaching this probability."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed, for reproducible sampling."),
     threads: Optional[int] = ThreadsOption,
     ignore_eos: bool = typer.Option(False, "--ignore-eos", help="Keep generating past the end-of-sequence token."),
@@ -66,10 +68,11 @@ def generate(
     from .sampling import SamplingParams
 
     text = _read_prompt(prompt)
-    sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    sampling.validate()
+    overrides = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+    SamplingParams(**{k: v for k, v in overrides.items() if v is not None}).validate()  # fail before loading
     load_start = time.perf_counter()
     m = Model.load(model, threads)
+    sampling = m.spec.sampling_defaults.with_overrides(**overrides)
     if verbose:
         _log(f"loaded {m.spec.path} ({m.spec.arch}, {m.engine.threads} threads) in {time.perf_counter() - load_start:.2f} s")
     ids = m.tokenizer.encode(text)

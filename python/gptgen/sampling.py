@@ -6,7 +6,7 @@ tokens get -inf. The order is Hugging Face's: temperature, then top-k, then top-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -15,12 +15,17 @@ from .errors import GptgenError
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """temperature 0 means greedy; top_k 0 and top_p 1 mean no filtering."""
+    """temperature 0 means greedy; top_k 0 and top_p 1 mean no filtering. The defaults are
+    llama.cpp's; a model's own defaults (generation_config.json) take precedence over them."""
 
     temperature: float = 0.8
     top_k: int = 40
     top_p: float = 0.95
     seed: int | None = None
+
+    def with_overrides(self, **values: float | int | None) -> "SamplingParams":
+        """These parameters with every value that is not None replaced."""
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
 
     def validate(self) -> None:
         if not (np.isfinite(self.temperature) and self.temperature >= 0):

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from ..errors import GptgenError
+from ..sampling import SamplingParams
 from .hf_config import HFConfig, read_json
 from .safetensors import read_safetensors
 from .spec import ModelSpec, TensorView
@@ -129,6 +130,7 @@ def _gpt2_spec(directory: Path, config: HFConfig, hf_tensors: dict[str, TensorVi
         format="safetensors",
         eos_token_ids=_generation_ids(directory, config, "eos_token_id"),
         bos_token_id=next(iter(_generation_ids(directory, config, "bos_token_id")), None),
+        sampling_defaults=_sampling_defaults(directory),
     )
 
 
@@ -142,6 +144,26 @@ def _gpt2_target(name: str) -> tuple[str, str] | None:
         engine_name, layout = _GPT2_BLOCK[match.group(2)]
         return (f"blk.{match.group(1)}.{engine_name}", layout)
     return None
+
+
+def _sampling_defaults(directory: Path) -> SamplingParams:
+    """generation_config.json read with transformers' semantics: greedy unless do_sample is true,
+    then its temperature, top_k and top_p (transformers' defaults 1.0, 50, 1.0 when absent)."""
+    path = directory / "generation_config.json"
+    if not path.is_file():
+        return SamplingParams(temperature=0.0)
+    gen = HFConfig(path)
+    if not gen.get("do_sample", False):
+        return SamplingParams(temperature=0.0)
+    top_k = gen.get("top_k", 50)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise GptgenError(f"{path}: top_k must be a non-negative integer, not {top_k!r}")
+    params = SamplingParams(temperature=gen.positive_float("temperature", 1.0), top_k=top_k, top_p=gen.positive_float("top_p", 1.0))
+    try:
+        params.validate()
+    except GptgenError as e:
+        raise GptgenError(f"{path}: {e}") from None
+    return params
 
 
 def _generation_ids(directory: Path, config: HFConfig, key: str) -> list[int]:

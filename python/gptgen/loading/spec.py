@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GptgenError
+from ..sampling import SamplingParams
 
 # Bytes per element of the storage types the engine reads.
 DTYPE_SIZES = {"f32": 4, "f16": 2, "bf16": 2}
@@ -57,6 +58,8 @@ class ModelSpec:
     format: str
     eos_token_ids: list[int] = field(default_factory=list)
     bos_token_id: int | None = None
+    # What `generate` does when the user sets no sampling option.
+    sampling_defaults: SamplingParams = field(default_factory=SamplingParams)
 
     @property
     def n_ctx(self) -> int:
