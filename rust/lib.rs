@@ -12,6 +12,7 @@ pub mod error;
 pub mod kernels;
 pub mod model;
 pub mod ops;
+pub mod quant;
 pub mod tensor;
 
 #[cfg(feature = "python")]

@@ -3,6 +3,7 @@
 
 use crate::bail;
 use crate::error::{EngineError, Result};
+use crate::quant::blocks::*;
 use half::{bf16, f16};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,21 +20,41 @@ impl<T: bytemuck::Pod + Send + Sync> Storage for Vec<T> {
     }
 }
 
+/// Storage types: plain floats, and ggml's quantized blocks.
+#[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DType {
     F32,
     F16,
     BF16,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    Q4_K,
+    Q6_K,
 }
 
 impl DType {
+    const ALL: [DType; 10] = [
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q8_0,
+        DType::Q4_K,
+        DType::Q6_K,
+    ];
+
     pub fn parse(name: &str) -> Result<Self> {
-        Ok(match name {
-            "f32" => DType::F32,
-            "f16" => DType::F16,
-            "bf16" => DType::BF16,
-            _ => bail!("unsupported tensor type {name:?}"),
-        })
+        match DType::ALL.into_iter().find(|t| t.name() == name) {
+            Some(t) => Ok(t),
+            None => bail!("unsupported tensor type {name:?}"),
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -41,31 +62,75 @@ impl DType {
             DType::F32 => "f32",
             DType::F16 => "f16",
             DType::BF16 => "bf16",
+            DType::Q4_0 => "q4_0",
+            DType::Q4_1 => "q4_1",
+            DType::Q5_0 => "q5_0",
+            DType::Q5_1 => "q5_1",
+            DType::Q8_0 => "q8_0",
+            DType::Q4_K => "q4_k",
+            DType::Q6_K => "q6_k",
         }
     }
 
-    pub fn size(self) -> usize {
+    /// (elements, bytes) of one block; plain floats are blocks of one.
+    pub fn block(self) -> (usize, usize) {
+        use std::mem::size_of;
+        match self {
+            DType::F32 => (1, 4),
+            DType::F16 | DType::BF16 => (1, 2),
+            DType::Q4_0 => (32, size_of::<BlockQ4_0>()),
+            DType::Q4_1 => (32, size_of::<BlockQ4_1>()),
+            DType::Q5_0 => (32, size_of::<BlockQ5_0>()),
+            DType::Q5_1 => (32, size_of::<BlockQ5_1>()),
+            DType::Q8_0 => (32, size_of::<BlockQ8_0>()),
+            DType::Q4_K => (256, size_of::<BlockQ4K>()),
+            DType::Q6_K => (256, size_of::<BlockQ6K>()),
+        }
+    }
+
+    /// Alignment the element or block type needs in memory.
+    fn align(self) -> usize {
         match self {
             DType::F32 => 4,
-            DType::F16 | DType::BF16 => 2,
+            _ => 2, // f16 / bf16, and every block starts with or holds f16 fields
         }
+    }
+
+    pub fn is_quantized(self) -> bool {
+        self.block().0 > 1
     }
 }
 
 /// The elements of a tensor, typed.
+#[allow(non_camel_case_types)]
 pub enum Elems<'a> {
     F32(&'a [f32]),
     F16(&'a [f16]),
     BF16(&'a [bf16]),
+    Q4_0(&'a [BlockQ4_0]),
+    Q4_1(&'a [BlockQ4_1]),
+    Q5_0(&'a [BlockQ5_0]),
+    Q5_1(&'a [BlockQ5_1]),
+    Q8_0(&'a [BlockQ8_0]),
+    Q4_K(&'a [BlockQ4K]),
+    Q6_K(&'a [BlockQ6K]),
 }
 
-/// Runs `$body` with `$w` bound to the typed element slice, whatever the storage type.
+/// Runs `$float` with `$w` bound to a float element slice, or `$quant` with it bound to a
+/// quantized block slice, whatever the storage type.
 macro_rules! with_elems {
-    ($elems:expr, $w:ident => $body:expr) => {
+    ($elems:expr, $w:ident => float $float:expr, quant $quant:expr) => {
         match $elems {
-            $crate::tensor::Elems::F32($w) => $body,
-            $crate::tensor::Elems::F16($w) => $body,
-            $crate::tensor::Elems::BF16($w) => $body,
+            $crate::tensor::Elems::F32($w) => $float,
+            $crate::tensor::Elems::F16($w) => $float,
+            $crate::tensor::Elems::BF16($w) => $float,
+            $crate::tensor::Elems::Q4_0($w) => $quant,
+            $crate::tensor::Elems::Q4_1($w) => $quant,
+            $crate::tensor::Elems::Q5_0($w) => $quant,
+            $crate::tensor::Elems::Q5_1($w) => $quant,
+            $crate::tensor::Elems::Q8_0($w) => $quant,
+            $crate::tensor::Elems::Q4_K($w) => $quant,
+            $crate::tensor::Elems::Q6_K($w) => $quant,
         }
     };
 }
@@ -80,18 +145,24 @@ pub struct Tensor {
 }
 
 impl Tensor {
-    /// Checks that the bytes hold exactly `shape` elements of `dtype`, suitably aligned.
+    /// Checks that the bytes hold exactly `shape` elements of `dtype` (whole blocks along the
+    /// innermost, last dimension), suitably aligned.
     pub fn new(storage: Arc<dyn Storage>, dtype: DType, shape: Vec<usize>) -> Result<Self> {
         let count = shape
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
             .ok_or_else(|| EngineError(format!("tensor shape {shape:?} overflows")))?;
-        let bytes = storage.bytes();
-        if count.checked_mul(dtype.size()) != Some(bytes.len()) {
-            bail!("tensor of shape {shape:?} and type {} needs {count} elements, buffer has {} bytes", dtype.name(), bytes.len());
+        let (block_elems, block_bytes) = dtype.block();
+        let innermost = shape.last().copied().unwrap_or(1);
+        if innermost % block_elems != 0 {
+            bail!("tensor rows of {innermost} elements are not whole {} blocks of {block_elems}", dtype.name());
         }
-        if bytes.as_ptr() as usize % dtype.size() != 0 {
-            bail!("tensor buffer is not aligned to {} bytes", dtype.size());
+        let bytes = storage.bytes();
+        if Some(bytes.len()) != (count / block_elems).checked_mul(block_bytes) {
+            bail!("tensor of shape {shape:?} and type {} needs {} bytes, buffer has {}", dtype.name(), count / block_elems * block_bytes, bytes.len());
+        }
+        if bytes.as_ptr() as usize % dtype.align() != 0 {
+            bail!("tensor buffer is not aligned to {} bytes", dtype.align());
         }
         Ok(Tensor { storage, dtype, shape })
     }
@@ -123,18 +194,32 @@ impl Tensor {
             DType::F32 => Elems::F32(bytemuck::cast_slice(bytes)),
             DType::F16 => Elems::F16(bytemuck::cast_slice(bytes)),
             DType::BF16 => Elems::BF16(bytemuck::cast_slice(bytes)),
+            DType::Q4_0 => Elems::Q4_0(bytemuck::cast_slice(bytes)),
+            DType::Q4_1 => Elems::Q4_1(bytemuck::cast_slice(bytes)),
+            DType::Q5_0 => Elems::Q5_0(bytemuck::cast_slice(bytes)),
+            DType::Q5_1 => Elems::Q5_1(bytemuck::cast_slice(bytes)),
+            DType::Q8_0 => Elems::Q8_0(bytemuck::cast_slice(bytes)),
+            DType::Q4_K => Elems::Q4_K(bytemuck::cast_slice(bytes)),
+            DType::Q6_K => Elems::Q6_K(bytemuck::cast_slice(bytes)),
         }
     }
 
-    /// Widens elements `start..start + out.len()` into `out`.
+    /// Widens elements `start..start + out.len()` into `out`; for quantized types both ends
+    /// must fall on block boundaries (whole rows always do).
     pub fn read_f32(&self, start: usize, out: &mut [f32]) {
         use crate::kernels::Elem;
+        use crate::quant::QuantBlock;
         let end = start + out.len();
-        with_elems!(self.elems(), w => {
-            for (o, &e) in out.iter_mut().zip(&w[start..end]) {
-                *o = e.to_f32();
-            }
-        })
+        let qk = self.dtype.block().0;
+        assert!(start % qk == 0 && end % qk == 0, "read_f32: range is not block-aligned");
+        with_elems!(self.elems(), w =>
+            float {
+                for (o, &e) in out.iter_mut().zip(&w[start..end]) {
+                    *o = e.to_f32();
+                }
+            },
+            quant QuantBlock::dequantize(&w[start / qk..end / qk], out)
+        )
     }
 
     pub fn to_f32_vec(&self) -> Vec<f32> {
@@ -192,6 +277,9 @@ impl WeightSet {
     /// A weight matrix of logical shape [n_out, n_in], stored either way round.
     pub fn matrix(&self, name: &str, n_out: usize, n_in: usize) -> Result<Matrix> {
         let (tensor, layout) = self.get(name)?;
+        if tensor.dtype().is_quantized() && *layout != Layout::OutIn {
+            bail!("tensor {name}: quantized weights must be stored [n_out, n_in]");
+        }
         let want = match layout {
             Layout::OutIn => [n_out, n_in],
             Layout::InOut => [n_in, n_out],

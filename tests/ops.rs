@@ -1,7 +1,9 @@
 //! Matmul and attention against naive double-precision loops.
 
 use _native::ops::attention::{attention, Heads};
-use _native::ops::matmul::matmul;
+use _native::ops::matmul::{matmul, MatmulScratch};
+use _native::quant::blocks::{BlockQ4_1, BlockQ6K, BlockQ8_0};
+use _native::quant::{ActBlock, QuantBlock};
 use _native::tensor::{DType, Layout, Matrix, Tensor};
 use half::{bf16, f16};
 use std::sync::Arc;
@@ -36,6 +38,7 @@ fn matrix(rng: &mut Rng, n_out: usize, n_in: usize, layout: Layout, dtype: DType
         DType::F32 => Tensor::new(Arc::new(stored), dtype, shape),
         DType::F16 => Tensor::new(Arc::new(stored.iter().map(|&v| f16::from_f32(v)).collect::<Vec<_>>()), dtype, shape),
         DType::BF16 => Tensor::new(Arc::new(stored.iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>()), dtype, shape),
+        _ => unreachable!("float types only"),
     }
     .unwrap();
     let rounded: Vec<f64> = logical
@@ -44,6 +47,7 @@ fn matrix(rng: &mut Rng, n_out: usize, n_in: usize, layout: Layout, dtype: DType
             DType::F32 => v as f64,
             DType::F16 => f16::from_f32(v).to_f64(),
             DType::BF16 => bf16::from_f32(v).to_f64(),
+            _ => unreachable!("float types only"),
         })
         .collect();
     (Matrix { tensor, layout, n_out, n_in }, rounded)
@@ -61,7 +65,7 @@ fn matmul_matches_naive_for_every_layout_type_and_batch() {
                 for n in [1, 2, 5, 40] {
                     let x = rng.vec(n * n_in);
                     let mut y = vec![f32::NAN; n * n_out];
-                    let mut scratch = Vec::new();
+                    let mut scratch = MatmulScratch::default();
                     pool.install(|| matmul(&mut y, &x, &w, Some(&bias), &mut scratch));
                     for t in 0..n {
                         for o in 0..n_out {
@@ -118,4 +122,43 @@ fn tensor_rejects_wrong_sizes_and_overflowing_shapes() {
     assert!(Tensor::new(bytes.clone(), DType::F32, vec![3]).is_ok());
     assert!(Tensor::new(bytes.clone(), DType::F32, vec![4]).is_err());
     assert!(Tensor::new(bytes.clone(), DType::F16, vec![usize::MAX, 2]).is_err());
+}
+
+/// Quantized matmul: every output equals the kernel's own dot product of that weight row with
+/// the quantized activation row, whatever the batch size and tiling.
+fn check_quant_matmul<B: QuantBlock>(dtype: DType, fix: impl Fn(&mut B)) {
+    let mut rng = Rng(0xABCD_EF01);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let (n_out, n_in) = (70, 512);
+    let blocks_per_row = n_in / B::QK;
+    let mut blocks: Vec<B> = vec![bytemuck::Zeroable::zeroed(); n_out * blocks_per_row];
+    for b in blocks.iter_mut() {
+        for byte in bytemuck::bytes_of_mut(b) {
+            *byte = (rng.unit() * 1000.0) as i32 as u8;
+        }
+        fix(b);
+    }
+    let tensor = Tensor::new(Arc::new(blocks.clone()), dtype, vec![n_out, n_in]).unwrap();
+    let w = Matrix { tensor, layout: Layout::OutIn, n_out, n_in };
+    for n in [1, 3, 40] {
+        let x = rng.vec(n * n_in);
+        let mut y = vec![f32::NAN; n * n_out];
+        let mut scratch = MatmulScratch::default();
+        pool.install(|| matmul(&mut y, &x, &w, None, &mut scratch));
+        for t in 0..n {
+            let mut act: Vec<B::Act> = vec![bytemuck::Zeroable::zeroed(); n_in / <B::Act as ActBlock>::QK];
+            B::Act::quantize(&x[t * n_in..(t + 1) * n_in], &mut act);
+            for o in 0..n_out {
+                let want = B::dot(&blocks[o * blocks_per_row..(o + 1) * blocks_per_row], &act);
+                assert_eq!(y[t * n_out + o], want, "{dtype:?} n={n} t={t} o={o}");
+            }
+        }
+    }
+}
+
+#[test]
+fn quantized_matmul_matches_row_dot_products() {
+    check_quant_matmul::<BlockQ4_1>(DType::Q4_1, |b| (b.d, b.m) = (f16::from_f32(0.01), f16::from_f32(-0.05)));
+    check_quant_matmul::<BlockQ8_0>(DType::Q8_0, |b| b.d = f16::from_f32(0.02));
+    check_quant_matmul::<BlockQ6K>(DType::Q6_K, |b| b.d = f16::from_f32(0.001));
 }

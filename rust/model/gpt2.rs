@@ -120,7 +120,7 @@ impl Model for Gpt2 {
             let v_layer = &mut v_cache[layer * layer_len..(layer + 1) * layer_len];
 
             layer_norm(h, x, &b.attn_norm.weight, &b.attn_norm.bias, cfg.norm_eps);
-            matmul(qkv, h, &b.attn_qkv.weight, Some(&b.attn_qkv.bias), &mut s.tiles);
+            matmul(qkv, h, &b.attn_qkv.weight, Some(&b.attn_qkv.bias), &mut s.matmul);
             // Heads are contiguous in K and V: head g sits at columns g*head_dim.. of each.
             for (t, row) in qkv.chunks_exact(3 * d).enumerate() {
                 for g in 0..cfg.n_head {
@@ -131,13 +131,13 @@ impl Model for Gpt2 {
                 }
             }
             attention(att, qkv, 3 * d, k_layer, v_layer, max_seq, pos0, heads);
-            matmul(h, att, &b.attn_output.weight, Some(&b.attn_output.bias), &mut s.tiles);
+            matmul(h, att, &b.attn_output.weight, Some(&b.attn_output.bias), &mut s.matmul);
             add_in_place(x, h);
 
             layer_norm(h, x, &b.ffn_norm.weight, &b.ffn_norm.bias, cfg.norm_eps);
-            matmul(ff, h, &b.ffn_up.weight, Some(&b.ffn_up.bias), &mut s.tiles);
+            matmul(ff, h, &b.ffn_up.weight, Some(&b.ffn_up.bias), &mut s.matmul);
             gelu_tanh(ff);
-            matmul(h, ff, &b.ffn_down.weight, Some(&b.ffn_down.bias), &mut s.tiles);
+            matmul(h, ff, &b.ffn_down.weight, Some(&b.ffn_down.bias), &mut s.matmul);
             add_in_place(x, h);
         }
 
@@ -148,7 +148,7 @@ impl Model for Gpt2 {
         let h_out = &mut h[..n_rows * d];
         layer_norm(h_out, x_out, &self.output_norm.weight, &self.output_norm.bias, cfg.norm_eps);
         logits.resize(n_rows * cfg.n_vocab, 0.0);
-        matmul(logits, h_out, &self.output, None, &mut s.tiles);
+        matmul(logits, h_out, &self.output, None, &mut s.matmul);
         session.pos += n;
     }
 }

@@ -2,6 +2,7 @@
 //! (scratch grows once to the longest prompt batch, never per generated token).
 
 use super::Config;
+use crate::ops::matmul::MatmulScratch;
 
 pub struct Session {
     /// Positions already in the cache; the next token goes at `pos`.
@@ -30,8 +31,7 @@ pub struct Scratch {
     pub att: Vec<f32>,
     /// feed-forward hidden [n, n_ff]
     pub ff: Vec<f32>,
-    /// matmul tiles [n, widest output]
-    pub tiles: Vec<f32>,
+    pub matmul: MatmulScratch,
 }
 
 impl Session {

@@ -4,8 +4,13 @@
 //! every token, so a tile's weights are read from memory once per call whatever the batch size.
 //! With one token the tiles are contiguous pieces of y and are written in place; with several,
 //! tasks write tiles into a scratch buffer that is then scattered into y row by row.
+//!
+//! Float weights (f32/f16/bf16) multiply f32 activations directly, in either layout.
+//! Quantized weights ([n_out, n_in] only) first have each activation row quantized once into
+//! the partner block format, then take integer dot products.
 
 use crate::kernels::{axpy, dot, Elem};
+use crate::quant::{ActBlock, QuantBlock};
 use crate::tensor::{with_elems, Layout, Matrix};
 use rayon::prelude::*;
 
@@ -17,8 +22,17 @@ const TILE_IN_OUT: usize = 128;
 /// Tokens processed together while a tile's weights sit in cache.
 const TOKEN_BLOCK: usize = 32;
 
-/// y[n, n_out] = x[n, n_in] · Wᵀ + bias. `scratch` grows to n * n_out when n > 1.
-pub fn matmul(y: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f32]>, scratch: &mut Vec<f32>) {
+/// Buffers a matmul reuses from call to call.
+#[derive(Default)]
+pub struct MatmulScratch {
+    /// [n, n_out] in tiles, when n > 1.
+    tiles: Vec<f32>,
+    /// Quantized activation rows, as raw 8-byte words (aligned for every block type).
+    act: Vec<u64>,
+}
+
+/// y[n, n_out] = x[n, n_in] · Wᵀ + bias.
+pub fn matmul(y: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f32]>, scratch: &mut MatmulScratch) {
     let (n_in, n_out) = (w.n_in, w.n_out);
     assert!(n_in > 0 && x.len() % n_in == 0, "matmul: x is not a whole number of rows");
     let n = x.len() / n_in;
@@ -26,23 +40,28 @@ pub fn matmul(y: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f32]>, scratc
     if let Some(b) = bias {
         assert_eq!(b.len(), n_out, "matmul: bias has the wrong size");
     }
-    let tile = match w.layout {
-        Layout::OutIn => TILE_OUT_IN,
-        Layout::InOut => TILE_IN_OUT,
-    };
-    let fill = |k: usize, out: &mut [f32]| {
-        let col0 = k * tile;
-        let width = out.len() / n;
-        with_elems!(w.tensor.elems(), ws => fill_tile(out, x, n, ws, w, bias, col0, width))
-    };
+    let MatmulScratch { tiles, act } = scratch;
+    with_elems!(w.tensor.elems(), ws =>
+        float {
+            let tile = if w.layout == Layout::OutIn { TILE_OUT_IN } else { TILE_IN_OUT };
+            run_tiles(y, n, tile, tiles, |col0, out| float_tile(out, x, n, ws, w, bias, col0))
+        },
+        quant quant_matmul(y, x, n, ws, w, bias, tiles, act)
+    )
+}
+
+/// Fills y [n, n_out] by calling `fill(col0, tile)` for tiles of `tile` columns in parallel;
+/// `tile` receives [n, width] row-major.
+fn run_tiles(y: &mut [f32], n: usize, tile: usize, tiles: &mut Vec<f32>, fill: impl Fn(usize, &mut [f32]) + Sync) {
     if n == 1 {
-        y.par_chunks_mut(tile).enumerate().for_each(|(k, out)| fill(k, out));
+        y.par_chunks_mut(tile).enumerate().for_each(|(k, out)| fill(k * tile, out));
         return;
     }
-    scratch.resize(n * n_out, 0.0);
-    scratch.par_chunks_mut(tile * n).enumerate().for_each(|(k, out)| fill(k, out));
+    let n_out = y.len() / n;
+    tiles.resize(n * n_out, 0.0);
+    tiles.par_chunks_mut(tile * n).enumerate().for_each(|(k, out)| fill(k * tile, out));
     // Tile k holds [n, width_k] row-major; y wants [n, n_out].
-    let tiles: &[f32] = scratch;
+    let tiles: &[f32] = tiles;
     y.par_chunks_mut(n_out).enumerate().for_each(|(t, y_row)| {
         for (k, y_part) in y_row.chunks_mut(tile).enumerate() {
             let width = y_part.len();
@@ -52,26 +71,21 @@ pub fn matmul(y: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f32]>, scratc
     });
 }
 
-/// out[n, width] = columns col0..col0+width of x[n, n_in] · Wᵀ + bias.
-#[allow(clippy::too_many_arguments)]
-fn fill_tile<W: Elem>(
-    out: &mut [f32],
-    x: &[f32],
-    n: usize,
-    ws: &[W],
-    w: &Matrix,
-    bias: Option<&[f32]>,
-    col0: usize,
-    width: usize,
-) {
-    let (n_in, n_out) = (w.n_in, w.n_out);
-    for t in 0..n {
-        let row = &mut out[t * width..(t + 1) * width];
+/// Starts each row of a tile out[n, width] at the bias (or zero).
+fn init_tile(out: &mut [f32], n: usize, bias: Option<&[f32]>, col0: usize) {
+    let width = out.len() / n;
+    for row in out.chunks_exact_mut(width) {
         match bias {
             Some(b) => row.copy_from_slice(&b[col0..col0 + width]),
             None => row.fill(0.0),
         }
     }
+}
+
+/// out[n, width] = columns col0.. of x[n, n_in] · Wᵀ + bias, float weights.
+fn float_tile<W: Elem>(out: &mut [f32], x: &[f32], n: usize, ws: &[W], w: &Matrix, bias: Option<&[f32]>, col0: usize) {
+    let (n_in, n_out, width) = (w.n_in, w.n_out, out.len() / n);
+    init_tile(out, n, bias, col0);
     match w.layout {
         Layout::OutIn => {
             for t0 in (0..n).step_by(TOKEN_BLOCK) {
@@ -93,4 +107,40 @@ fn fill_tile<W: Elem>(
             }
         }
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn quant_matmul<B: QuantBlock>(
+    y: &mut [f32],
+    x: &[f32],
+    n: usize,
+    ws: &[B],
+    w: &Matrix,
+    bias: Option<&[f32]>,
+    tiles: &mut Vec<f32>,
+    act_words: &mut Vec<u64>,
+) {
+    let n_in = w.n_in;
+    let blocks_per_row = n_in / B::QK;
+    let act_per_row = n_in / <B::Act as ActBlock>::QK;
+    // [n, act_per_row] activation blocks, quantized once for every weight row to use.
+    let act_bytes = n * act_per_row * std::mem::size_of::<B::Act>();
+    act_words.resize(act_bytes.div_ceil(8), 0);
+    let act: &mut [B::Act] = bytemuck::cast_slice_mut(&mut bytemuck::cast_slice_mut::<u64, u8>(act_words)[..act_bytes]);
+    x.par_chunks(n_in).zip(act.par_chunks_mut(act_per_row)).for_each(|(xr, ar)| B::Act::quantize(xr, ar));
+    let act: &[B::Act] = act;
+
+    run_tiles(y, n, TILE_OUT_IN, tiles, |col0, out| {
+        let width = out.len() / n;
+        init_tile(out, n, bias, col0);
+        for t0 in (0..n).step_by(TOKEN_BLOCK) {
+            let t1 = (t0 + TOKEN_BLOCK).min(n);
+            for j in 0..width {
+                let w_row = &ws[(col0 + j) * blocks_per_row..(col0 + j + 1) * blocks_per_row];
+                for t in t0..t1 {
+                    out[t * width + j] += B::dot(w_row, &act[t * act_per_row..(t + 1) * act_per_row]);
+                }
+            }
+        }
+    });
 }

@@ -1,0 +1,209 @@
+//! AVX2 twins of the quantized dot products in `scalar.rs`. Callers (quant/mod.rs) check that
+//! both rows have the same number of blocks and that the CPU has AVX2, FMA and F16C.
+//!
+//! The integer products use `maddubs` (unsigned x signed bytes -> pairwise i16 sums); signed
+//! weights are made unsigned by moving their sign onto the activation (`_mm256_sign_epi8`).
+
+use super::blocks::*;
+use crate::kernels::avx2::hsum;
+use std::arch::x86_64::*;
+
+/// 16 packed bytes -> 32 nibbles: low nibbles in bytes 0..16, high nibbles in 16..32.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    let packed = _mm_loadu_si128(p as *const __m128i);
+    let both = _mm256_set_m128i(_mm_srli_epi16::<4>(packed), packed);
+    _mm256_and_si256(both, _mm256_set1_epi8(0xF))
+}
+
+/// Byte i is 0xFF where bit i of `bits` is set, else 0.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn bit_mask_bytes(bits: u32) -> __m256i {
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(bits as i32),
+        _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0),
+    );
+    // Each byte keeps only its own bit clear in the mask, so it is all-ones iff that bit is set.
+    let others = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    _mm256_cmpeq_epi8(others, _mm256_set1_epi8(-1))
+}
+
+/// 8 lanes of pairwise sums of u8 x i8 products, as i32.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_u8_i8(x: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
+}
+
+/// 8 lanes of pairwise sums of i8 x i8 products, as i32.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_i8_i8(x: __m256i, y: __m256i) -> __m256i {
+    dot_u8_i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn load32(p: *const i8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// # Safety
+/// `w.len() == a.len()`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+        let qx = _mm256_sub_epi8(nibbles(x.qs.as_ptr()), _mm256_set1_epi8(8));
+        let p = _mm256_cvtepi32_ps(dot_i8_i8(qx, load32(y.qs.as_ptr())));
+        acc = _mm256_fmadd_ps(d, p, acc);
+    }
+    hsum(acc)
+}
+
+/// # Safety
+/// `w.len() == a.len()`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut mins = 0.0f32;
+    for (x, y) in w.iter().zip(a) {
+        mins += x.m.to_f32() * y.s.to_f32();
+        let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+        let p = _mm256_cvtepi32_ps(dot_u8_i8(nibbles(x.qs.as_ptr()), load32(y.qs.as_ptr())));
+        acc = _mm256_fmadd_ps(d, p, acc);
+    }
+    hsum(acc) + mins
+}
+
+/// # Safety
+/// `w.len() == a.len()`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+        // q - 16 as i8: where the fifth bit is clear, set the high nibble (nibble - 16).
+        let high = _mm256_andnot_si256(bit_mask_bytes(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0xF0u8 as i8));
+        let qx = _mm256_or_si256(nibbles(x.qs.as_ptr()), high);
+        let p = _mm256_cvtepi32_ps(dot_i8_i8(qx, load32(y.qs.as_ptr())));
+        acc = _mm256_fmadd_ps(d, p, acc);
+    }
+    hsum(acc)
+}
+
+/// # Safety
+/// `w.len() == a.len()`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut mins = 0.0f32;
+    for (x, y) in w.iter().zip(a) {
+        mins += x.m.to_f32() * y.s.to_f32();
+        let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+        let high = _mm256_and_si256(bit_mask_bytes(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0x10));
+        let qx = _mm256_or_si256(nibbles(x.qs.as_ptr()), high);
+        let p = _mm256_cvtepi32_ps(dot_u8_i8(qx, load32(y.qs.as_ptr())));
+        acc = _mm256_fmadd_ps(d, p, acc);
+    }
+    hsum(acc) + mins
+}
+
+/// # Safety
+/// `w.len() == a.len()`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+        let p = _mm256_cvtepi32_ps(dot_i8_i8(load32(x.qs.as_ptr()), load32(y.qs.as_ptr())));
+        acc = _mm256_fmadd_ps(d, p, acc);
+    }
+    hsum(acc)
+}
+
+/// # Safety
+/// `w.len() == a.len()`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+    let low4 = _mm256_set1_epi8(0xF);
+    let mut sum = 0.0f32;
+    for (x, y) in w.iter().zip(a) {
+        let mut sumi = _mm256_setzero_si256();
+        let mut sumi_mins = 0i32;
+        for chunk in 0..4 {
+            let (sc_lo, m_lo) = q4k_scale_min(2 * chunk, &x.scales);
+            let (sc_hi, m_hi) = q4k_scale_min(2 * chunk + 1, &x.scales);
+            sumi_mins += m_lo as i32 * (y.bsums[4 * chunk] as i32 + y.bsums[4 * chunk + 1] as i32);
+            sumi_mins += m_hi as i32 * (y.bsums[4 * chunk + 2] as i32 + y.bsums[4 * chunk + 3] as i32);
+            // 32 bytes: low nibbles are sub-block 2*chunk, high nibbles sub-block 2*chunk + 1.
+            let bytes = _mm256_loadu_si256(x.qs.as_ptr().add(32 * chunk) as *const __m256i);
+            let lo = _mm256_and_si256(bytes, low4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), low4);
+            let y_lo = load32(y.qs.as_ptr().add(64 * chunk));
+            let y_hi = load32(y.qs.as_ptr().add(64 * chunk + 32));
+            let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y_lo), _mm256_set1_epi16(sc_lo as i16));
+            let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y_hi), _mm256_set1_epi16(sc_hi as i16));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
+        }
+        sum += x.d.to_f32() * y.d * hsum_i32(sumi) as f32 - x.dmin.to_f32() * y.d * sumi_mins as f32;
+    }
+    sum
+}
+
+/// Bits SHIFT..SHIFT+2 of each byte of `qh`, moved to bits 4..6 (a Q6_K value's high part).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn q6_high_bits<const SHIFT: i32>(qh: __m256i) -> __m256i {
+    let two = _mm256_and_si256(_mm256_srli_epi16::<SHIFT>(qh), _mm256_set1_epi8(3));
+    _mm256_slli_epi16::<4>(two)
+}
+
+/// # Safety
+/// `w.len() == a.len()`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
+    let low4 = _mm256_set1_epi8(0xF);
+    let mut sum = 0.0f32;
+    for (x, y) in w.iter().zip(a) {
+        let mut sumi = _mm256_setzero_si256();
+        for half in 0..2 {
+            let ql0 = _mm256_loadu_si256(x.ql.as_ptr().add(64 * half) as *const __m256i);
+            let ql1 = _mm256_loadu_si256(x.ql.as_ptr().add(64 * half + 32) as *const __m256i);
+            let qh = _mm256_loadu_si256(x.qh.as_ptr().add(32 * half) as *const __m256i);
+            // The four runs of 32 values in this half, unsigned (q + 32 in 0..64).
+            let quarters = [
+                _mm256_or_si256(_mm256_and_si256(ql0, low4), q6_high_bits::<0>(qh)),
+                _mm256_or_si256(_mm256_and_si256(ql1, low4), q6_high_bits::<2>(qh)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low4), q6_high_bits::<4>(qh)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low4), q6_high_bits::<6>(qh)),
+            ];
+            for (k, q) in quarters.into_iter().enumerate() {
+                let start = 128 * half + 32 * k;
+                let g = start / 16;
+                let scales = _mm256_set_m128i(
+                    _mm_set1_epi16(x.scales[g + 1] as i16),
+                    _mm_set1_epi16(x.scales[g] as i16),
+                );
+                let p = _mm256_maddubs_epi16(q, load32(y.qs.as_ptr().add(start)));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scales));
+            }
+        }
+        // The values carried +32: take 32 * scale * (sum of activations) back out.
+        let offset: i32 = (0..16).map(|g| x.scales[g] as i32 * y.bsums[g] as i32).sum::<i32>() * 32;
+        sum += x.d.to_f32() * y.d * (hsum_i32(sumi) - offset) as f32;
+    }
+    sum
+}

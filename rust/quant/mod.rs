@@ -1,0 +1,81 @@
+//! Block-quantized weights in ggml's formats.
+//!
+//! Weights stay in their blocks; a matmul quantizes each activation row once into the weight
+//! type's partner format (`QuantBlock::Act`, as llama.cpp pairs them) and takes integer dot
+//! products block by block. Each dot product has a scalar reference and an AVX2 twin.
+
+pub mod blocks;
+pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+
+use crate::kernels::simd_enabled;
+use blocks::*;
+use bytemuck::{Pod, Zeroable};
+
+/// A quantized activation block type.
+pub trait ActBlock: Pod + Zeroable + Send + Sync {
+    /// Elements per block.
+    const QK: usize;
+    /// x.len() == out.len() * QK.
+    fn quantize(x: &[f32], out: &mut [Self]);
+}
+
+/// A quantized weight block type.
+pub trait QuantBlock: Pod + Send + Sync {
+    /// Elements per block.
+    const QK: usize;
+    /// The activation format its dot product takes.
+    type Act: ActBlock;
+    /// out.len() == blocks.len() * QK.
+    fn dequantize(blocks: &[Self], out: &mut [f32]);
+    /// sum over the row of w * a, for rows of equal block count.
+    fn dot(w: &[Self], a: &[Self::Act]) -> f32;
+}
+
+macro_rules! act_block {
+    ($block:ty, $qk:expr, $quantize:path) => {
+        impl ActBlock for $block {
+            const QK: usize = $qk;
+            fn quantize(x: &[f32], out: &mut [Self]) {
+                assert_eq!(x.len(), out.len() * $qk, "quantize: length mismatch");
+                $quantize(x, out)
+            }
+        }
+    };
+}
+
+act_block!(BlockQ8_0, 32, scalar::quantize_q8_0);
+act_block!(BlockQ8_1, 32, scalar::quantize_q8_1);
+act_block!(BlockQ8K, 256, scalar::quantize_q8_k);
+
+macro_rules! quant_block {
+    ($block:ty, $qk:expr, $act:ty, $dequantize:ident, $dot:ident) => {
+        impl QuantBlock for $block {
+            const QK: usize = $qk;
+            type Act = $act;
+            fn dequantize(blocks: &[Self], out: &mut [f32]) {
+                assert_eq!(out.len(), blocks.len() * $qk, "dequantize: length mismatch");
+                scalar::$dequantize(blocks, out)
+            }
+            #[inline]
+            fn dot(w: &[Self], a: &[$act]) -> f32 {
+                assert_eq!(w.len(), a.len(), "quantized dot: block count mismatch");
+                #[cfg(target_arch = "x86_64")]
+                if simd_enabled() {
+                    // SAFETY: equal block counts (checked above); AVX2/FMA/F16C were detected.
+                    return unsafe { avx2::$dot(w, a) };
+                }
+                scalar::$dot(w, a)
+            }
+        }
+    };
+}
+
+quant_block!(BlockQ4_0, 32, BlockQ8_0, dequantize_q4_0, dot_q4_0);
+quant_block!(BlockQ4_1, 32, BlockQ8_1, dequantize_q4_1, dot_q4_1);
+quant_block!(BlockQ5_0, 32, BlockQ8_0, dequantize_q5_0, dot_q5_0);
+quant_block!(BlockQ5_1, 32, BlockQ8_1, dequantize_q5_1, dot_q5_1);
+quant_block!(BlockQ8_0, 32, BlockQ8_0, dequantize_q8_0, dot_q8_0);
+quant_block!(BlockQ4K, 256, BlockQ8K, dequantize_q4_k, dot_q4_k);
+quant_block!(BlockQ6K, 256, BlockQ8K, dequantize_q6_k, dot_q6_k);

@@ -1,0 +1,259 @@
+//! Scalar references for the quantized formats: dequantization, activation quantization and
+//! the integer dot products, written for clarity. The AVX2 twins in `avx2.rs` must agree.
+
+use super::blocks::*;
+use half::f16;
+
+// ---- dequantization (weights -> f32), used for embedding rows and as the test reference ----
+
+pub fn dequantize_q4_0(blocks: &[BlockQ4_0], out: &mut [f32]) {
+    for (b, y) in blocks.iter().zip(out.chunks_exact_mut(32)) {
+        let d = b.d.to_f32();
+        for j in 0..16 {
+            y[j] = ((b.qs[j] & 0xF) as i32 - 8) as f32 * d;
+            y[j + 16] = ((b.qs[j] >> 4) as i32 - 8) as f32 * d;
+        }
+    }
+}
+
+pub fn dequantize_q4_1(blocks: &[BlockQ4_1], out: &mut [f32]) {
+    for (b, y) in blocks.iter().zip(out.chunks_exact_mut(32)) {
+        let (d, m) = (b.d.to_f32(), b.m.to_f32());
+        for j in 0..16 {
+            y[j] = (b.qs[j] & 0xF) as f32 * d + m;
+            y[j + 16] = (b.qs[j] >> 4) as f32 * d + m;
+        }
+    }
+}
+
+/// The 5-bit values of a Q5 block, 0..32, in element order.
+fn q5_values(qh: [u8; 4], qs: &[u8; 16]) -> [i32; 32] {
+    let qh = u32::from_le_bytes(qh);
+    let mut q = [0i32; 32];
+    for j in 0..16 {
+        q[j] = ((qs[j] & 0xF) as u32 | ((qh >> j) & 1) << 4) as i32;
+        q[j + 16] = ((qs[j] >> 4) as u32 | ((qh >> (j + 16)) & 1) << 4) as i32;
+    }
+    q
+}
+
+pub fn dequantize_q5_0(blocks: &[BlockQ5_0], out: &mut [f32]) {
+    for (b, y) in blocks.iter().zip(out.chunks_exact_mut(32)) {
+        let d = b.d.to_f32();
+        for (yj, q) in y.iter_mut().zip(q5_values(b.qh, &b.qs)) {
+            *yj = (q - 16) as f32 * d;
+        }
+    }
+}
+
+pub fn dequantize_q5_1(blocks: &[BlockQ5_1], out: &mut [f32]) {
+    for (b, y) in blocks.iter().zip(out.chunks_exact_mut(32)) {
+        let (d, m) = (b.d.to_f32(), b.m.to_f32());
+        for (yj, q) in y.iter_mut().zip(q5_values(b.qh, &b.qs)) {
+            *yj = q as f32 * d + m;
+        }
+    }
+}
+
+pub fn dequantize_q8_0(blocks: &[BlockQ8_0], out: &mut [f32]) {
+    for (b, y) in blocks.iter().zip(out.chunks_exact_mut(32)) {
+        let d = b.d.to_f32();
+        for (yj, &q) in y.iter_mut().zip(&b.qs) {
+            *yj = q as f32 * d;
+        }
+    }
+}
+
+/// The 4-bit values of a Q4_K block, 0..16, in element order.
+fn q4k_values(b: &BlockQ4K) -> [u8; 256] {
+    let mut q = [0u8; 256];
+    for chunk in 0..4 {
+        for l in 0..32 {
+            let byte = b.qs[32 * chunk + l];
+            q[64 * chunk + l] = byte & 0xF;
+            q[64 * chunk + 32 + l] = byte >> 4;
+        }
+    }
+    q
+}
+
+pub fn dequantize_q4_k(blocks: &[BlockQ4K], out: &mut [f32]) {
+    for (b, y) in blocks.iter().zip(out.chunks_exact_mut(256)) {
+        let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
+        let q = q4k_values(b);
+        for sub in 0..8 {
+            let (sc, m) = q4k_scale_min(sub, &b.scales);
+            let (scale, min) = (d * sc as f32, dmin * m as f32);
+            for l in 0..32 {
+                y[32 * sub + l] = scale * q[32 * sub + l] as f32 - min;
+            }
+        }
+    }
+}
+
+/// The 6-bit values of a Q6_K block minus 32, in element order.
+fn q6k_values(b: &BlockQ6K) -> [i8; 256] {
+    let mut q = [0i8; 256];
+    for half in 0..2 {
+        let (ql, qh) = (&b.ql[64 * half..], &b.qh[32 * half..]);
+        let y = &mut q[128 * half..];
+        for l in 0..32 {
+            y[l] = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i8 - 32;
+            y[l + 32] = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+            y[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+            y[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+        }
+    }
+    q
+}
+
+pub fn dequantize_q6_k(blocks: &[BlockQ6K], out: &mut [f32]) {
+    for (b, y) in blocks.iter().zip(out.chunks_exact_mut(256)) {
+        let d = b.d.to_f32();
+        for (i, q) in q6k_values(b).into_iter().enumerate() {
+            y[i] = d * b.scales[i / 16] as f32 * q as f32;
+        }
+    }
+}
+
+// ---- activation quantization, exactly as llama.cpp's x86 build does it ----
+
+/// Round half to even, like `_mm256_round_ps(_MM_ROUND_NEAREST)` and ggml's nearest_int.
+#[inline]
+fn round_even(x: f32) -> i32 {
+    x.round_ties_even() as i32
+}
+
+/// d = amax / 127 and q = round(x * 127 / amax).
+fn quantize_32(x: &[f32]) -> (f32, [i8; 32]) {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut qs = [0i8; 32];
+    for (q, &v) in qs.iter_mut().zip(x) {
+        *q = round_even(v * id) as i8;
+    }
+    (d, qs)
+}
+
+pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    for (xb, b) in x.chunks_exact(32).zip(out) {
+        let (d, qs) = quantize_32(xb);
+        *b = BlockQ8_0 { d: f16::from_f32(d), qs };
+    }
+}
+
+pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+    for (xb, b) in x.chunks_exact(32).zip(out) {
+        let (d, qs) = quantize_32(xb);
+        let sum: i32 = qs.iter().map(|&q| q as i32).sum();
+        *b = BlockQ8_1 { d: f16::from_f32(d), s: f16::from_f32(d * sum as f32), qs };
+    }
+}
+
+/// The Q8_K scale is set by the element of largest magnitude, keeping its sign: q = -127 there.
+pub fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
+    for (xb, b) in x.chunks_exact(256).zip(out) {
+        let (mut amax, mut max) = (0.0f32, 0.0f32);
+        for &v in xb {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        *b = BlockQ8K { d: 0.0, qs: [0; 256], bsums: [0; 16] };
+        if amax == 0.0 {
+            continue;
+        }
+        let iscale = -127.0 / max;
+        for (q, &v) in b.qs.iter_mut().zip(xb) {
+            *q = round_even(iscale * v).min(127) as i8;
+        }
+        for (s, group) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+            *s = group.iter().map(|&q| q as i16).sum();
+        }
+        b.d = 1.0 / iscale;
+    }
+}
+
+// ---- dot products: one weight row (blocks) with one quantized activation row ----
+
+fn dot_i8(a: impl Iterator<Item = i32>, b: &[i8]) -> i32 {
+    a.zip(b).map(|(x, &y)| x * y as i32).sum()
+}
+
+pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
+    let mut sum = 0.0;
+    for (x, y) in w.iter().zip(a) {
+        let lo = dot_i8(x.qs.iter().map(|&q| (q & 0xF) as i32 - 8), &y.qs[..16]);
+        let hi = dot_i8(x.qs.iter().map(|&q| (q >> 4) as i32 - 8), &y.qs[16..]);
+        sum += (lo + hi) as f32 * (x.d.to_f32() * y.d.to_f32());
+    }
+    sum
+}
+
+pub fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+    let mut sum = 0.0;
+    for (x, y) in w.iter().zip(a) {
+        let lo = dot_i8(x.qs.iter().map(|&q| (q & 0xF) as i32), &y.qs[..16]);
+        let hi = dot_i8(x.qs.iter().map(|&q| (q >> 4) as i32), &y.qs[16..]);
+        sum += (lo + hi) as f32 * (x.d.to_f32() * y.d.to_f32()) + x.m.to_f32() * y.s.to_f32();
+    }
+    sum
+}
+
+pub fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
+    let mut sum = 0.0;
+    for (x, y) in w.iter().zip(a) {
+        let q = q5_values(x.qh, &x.qs);
+        sum += dot_i8(q.iter().map(|&v| v - 16), &y.qs) as f32 * (x.d.to_f32() * y.d.to_f32());
+    }
+    sum
+}
+
+pub fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
+    let mut sum = 0.0;
+    for (x, y) in w.iter().zip(a) {
+        let q = q5_values(x.qh, &x.qs);
+        sum += dot_i8(q.iter().copied(), &y.qs) as f32 * (x.d.to_f32() * y.d.to_f32()) + x.m.to_f32() * y.s.to_f32();
+    }
+    sum
+}
+
+pub fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
+    let mut sum = 0.0;
+    for (x, y) in w.iter().zip(a) {
+        sum += dot_i8(x.qs.iter().map(|&q| q as i32), &y.qs) as f32 * (x.d.to_f32() * y.d.to_f32());
+    }
+    sum
+}
+
+pub fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+    let mut sum = 0.0;
+    for (x, y) in w.iter().zip(a) {
+        let q = q4k_values(x);
+        let (mut sumi, mut sumi_mins) = (0i32, 0i32);
+        for sub in 0..8 {
+            let (sc, m) = q4k_scale_min(sub, &x.scales);
+            let r = 32 * sub..32 * sub + 32;
+            sumi += sc as i32 * dot_i8(q[r.clone()].iter().map(|&v| v as i32), &y.qs[r]);
+            sumi_mins += m as i32 * (y.bsums[2 * sub] as i32 + y.bsums[2 * sub + 1] as i32);
+        }
+        sum += x.d.to_f32() * y.d * sumi as f32 - x.dmin.to_f32() * y.d * sumi_mins as f32;
+    }
+    sum
+}
+
+pub fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
+    let mut sum = 0.0;
+    for (x, y) in w.iter().zip(a) {
+        let q = q6k_values(x);
+        let mut sumi = 0i32;
+        for g in 0..16 {
+            let r = 16 * g..16 * g + 16;
+            sumi += x.scales[g] as i32 * dot_i8(q[r.clone()].iter().map(|&v| v as i32), &y.qs[r]);
+        }
+        sum += x.d.to_f32() * y.d * sumi as f32;
+    }
+    sum
+}

@@ -1,0 +1,131 @@
+//! Quantized kernels: AVX2 against scalar on random blocks, and quantized dot products against
+//! f32 arithmetic on the dequantized weights (the error must be what activation quantization
+//! explains, no more).
+
+use _native::quant::blocks::*;
+use _native::quant::{scalar, ActBlock, QuantBlock};
+use half::f16;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.unit()).collect()
+    }
+    fn scale(&mut self) -> f16 {
+        f16::from_f32(0.001 + 0.05 * self.unit().abs())
+    }
+}
+
+/// Random blocks: random bytes, then sane scales (random f16 bits can be NaN).
+fn random_blocks<B: QuantBlock>(rng: &mut Rng, n: usize, fix: impl Fn(&mut B, &mut Rng)) -> Vec<B> {
+    let mut blocks: Vec<B> = vec![bytemuck::Zeroable::zeroed(); n];
+    for b in blocks.iter_mut() {
+        for byte in bytemuck::bytes_of_mut(b) {
+            *byte = rng.next() as u8;
+        }
+        fix(b, rng);
+    }
+    blocks
+}
+
+fn avx2() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+}
+
+/// Checks one type: SIMD == scalar (to float rounding), and quantized dot ~ f32 dot.
+fn check<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng), simd: unsafe fn(&[B], &[B::Act]) -> f32, reference: fn(&[B], &[B::Act]) -> f32) {
+    assert!(avx2(), "run these tests on an AVX2 machine");
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for &n_blocks in &[1usize, 2, 3, 8, 18] {
+        for _ in 0..20 {
+            let w: Vec<B> = random_blocks(&mut rng, n_blocks, &fix);
+            let x = rng.vec(n_blocks * B::QK);
+            let mut act: Vec<B::Act> = vec![bytemuck::Zeroable::zeroed(); n_blocks * B::QK / <B::Act as ActBlock>::QK];
+            B::Act::quantize(&x, &mut act);
+            let want = reference(&w, &act);
+            // SAFETY: equal block counts; AVX2/FMA/F16C asserted.
+            let got = unsafe { simd(&w, &act) };
+            let mut wf = vec![0.0; n_blocks * B::QK];
+            B::dequantize(&w, &mut wf);
+            let magnitude: f32 = wf.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum::<f32>().max(1e-3);
+            assert!((got - want).abs() <= 1e-5 * magnitude, "{name}: simd {got} vs scalar {want}");
+            assert_eq!(B::dot(&w, &act), got, "{name}: dispatch picks the SIMD path");
+            // Quantizing x to 8 bits moves each element by at most half a step (amax / 254),
+            // plus the f16 rounding of the activation scale.
+            let exact: f32 = wf.iter().zip(&x).map(|(a, b)| a * b).sum();
+            let step_error: f32 = wf.iter().map(|v| v.abs()).sum::<f32>() * (1.0 / 254.0 + 1e-3);
+            assert!((got - exact).abs() <= step_error + 1e-4, "{name}: quantized {got} vs f32 {exact} (bound {step_error})");
+        }
+    }
+}
+
+#[test]
+fn q4_0() {
+    check::<BlockQ4_0>("q4_0", |b, r| b.d = r.scale(), _native::quant::avx2::dot_q4_0, scalar::dot_q4_0);
+}
+
+#[test]
+fn q4_1() {
+    check::<BlockQ4_1>("q4_1", |b, r| (b.d, b.m) = (r.scale(), f16::from_f32(-0.1 * r.unit())), _native::quant::avx2::dot_q4_1, scalar::dot_q4_1);
+}
+
+#[test]
+fn q5_0() {
+    check::<BlockQ5_0>("q5_0", |b, r| b.d = r.scale(), _native::quant::avx2::dot_q5_0, scalar::dot_q5_0);
+}
+
+#[test]
+fn q5_1() {
+    check::<BlockQ5_1>("q5_1", |b, r| (b.d, b.m) = (r.scale(), f16::from_f32(0.1 * r.unit())), _native::quant::avx2::dot_q5_1, scalar::dot_q5_1);
+}
+
+#[test]
+fn q8_0() {
+    check::<BlockQ8_0>("q8_0", |b, r| b.d = r.scale(), _native::quant::avx2::dot_q8_0, scalar::dot_q8_0);
+}
+
+#[test]
+fn q4_k() {
+    check::<BlockQ4K>("q4_k", |b, r| (b.d, b.dmin) = (r.scale(), r.scale()), _native::quant::avx2::dot_q4_k, scalar::dot_q4_k);
+}
+
+#[test]
+fn q6_k() {
+    check::<BlockQ6K>("q6_k", |b, r| b.d = f16::from_f32(0.01 * r.scale().to_f32()), _native::quant::avx2::dot_q6_k, scalar::dot_q6_k);
+}
+
+#[test]
+fn activation_quantization_rounds_half_to_even_and_keeps_sums() {
+    // amax = 127 makes the scale exactly 1, so x * id is x itself: 2.5 -> 2, 3.5 -> 4, -0.5 -> 0.
+    let mut x = vec![0.0f32; 32];
+    x[..5].copy_from_slice(&[127.0, 2.5, 3.5, -0.5, -1.5]);
+    let mut b8 = [BlockQ8_1 { d: f16::ZERO, s: f16::ZERO, qs: [0; 32] }];
+    BlockQ8_1::quantize(&x, &mut b8);
+    assert_eq!(&b8[0].qs[..5], &[127, 2, 4, 0, -2]);
+    assert_eq!(b8[0].d.to_f32(), 1.0);
+    assert_eq!(b8[0].s.to_f32(), 131.0);
+    // Q8_K: the largest-magnitude element maps to -127 * sign flip, bsums per 16.
+    let mut rng = Rng(5);
+    let x = rng.vec(256);
+    let mut k = [BlockQ8K { d: 0.0, qs: [0; 256], bsums: [0; 16] }];
+    BlockQ8K::quantize(&x, &mut k);
+    for g in 0..16 {
+        assert_eq!(k[0].bsums[g] as i32, k[0].qs[16 * g..16 * g + 16].iter().map(|&q| q as i32).sum::<i32>());
+    }
+    for (q, v) in k[0].qs.iter().zip(&x) {
+        assert!((*q as f32 * k[0].d - v).abs() <= k[0].d.abs() * 0.5 + 1e-6);
+    }
+    let zeros = [0.0f32; 256];
+    BlockQ8K::quantize(&zeros, &mut k);
+    assert_eq!(k[0].d, 0.0);
+}
