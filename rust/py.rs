@@ -4,8 +4,9 @@
 
 use crate::error::EngineError;
 use crate::model::{self, Arch, Config};
+use crate::ops::rope::{Rope, RopePairing};
 use crate::tensor::{DType, Layout, Storage, Tensor, WeightSet};
-use numpy::{PyArray1, PyArrayMethods, PyUntypedArrayMethods};
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -57,7 +58,27 @@ fn item<'py, T: FromPyObjectOwned<'py>>(dict: &Bound<'py, PyDict>, key: &str) ->
     }
 }
 
+/// config: n_vocab, n_ctx, n_embd, n_layer, n_head, n_kv_head, n_ff, head_dim, norm_eps,
+/// kv_cache ("f32" | "f16"), and for RoPE models rope_base, rope_dims, rope_pairing
+/// ("adjacent" | "halves").
 fn config_from_dict(d: &Bound<'_, PyDict>) -> PyResult<Config> {
+    let rope = match d.get_item("rope_base")? {
+        None => None,
+        Some(_) => Some(Rope {
+            base: item(d, "rope_base")?,
+            dims: item(d, "rope_dims")?,
+            pairing: match item::<String>(d, "rope_pairing")?.as_str() {
+                "adjacent" => RopePairing::Adjacent,
+                "halves" => RopePairing::Halves,
+                other => return Err(PyValueError::new_err(format!("unknown rope_pairing {other:?}"))),
+            },
+        }),
+    };
+    let kv_f16 = match item::<String>(d, "kv_cache")?.as_str() {
+        "f32" => false,
+        "f16" => true,
+        other => return Err(PyValueError::new_err(format!("unknown kv_cache type {other:?}"))),
+    };
     Ok(Config {
         n_vocab: item(d, "n_vocab")?,
         n_ctx: item(d, "n_ctx")?,
@@ -66,7 +87,10 @@ fn config_from_dict(d: &Bound<'_, PyDict>) -> PyResult<Config> {
         n_head: item(d, "n_head")?,
         n_kv_head: item(d, "n_kv_head")?,
         n_ff: item(d, "n_ff")?,
+        head_dim: item(d, "head_dim")?,
         norm_eps: item(d, "norm_eps")?,
+        rope,
+        kv_f16,
     })
 }
 
@@ -166,6 +190,40 @@ impl Session {
     }
 }
 
+/// The values of `data`, a whole number of rows of `row_len` elements stored as `dtype`,
+/// widened to float32 by the engine's own kernels (for tests and tools).
+#[pyfunction]
+fn dequantize<'py>(py: Python<'py>, data: PyReadonlyArray1<'py, u8>, dtype: &str, row_len: usize) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    let dtype = DType::parse(dtype)?;
+    let bytes = data.as_slice()?.to_vec();
+    let (block_elems, block_bytes) = dtype.block();
+    if row_len == 0 || bytes.len() % block_bytes != 0 {
+        return Err(PyValueError::new_err("data is not a whole number of blocks"));
+    }
+    let count = bytes.len() / block_bytes * block_elems;
+    if count % row_len != 0 {
+        return Err(PyValueError::new_err("data is not a whole number of rows"));
+    }
+    // Copied into u64 words so every block type is aligned.
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+    let storage = Arc::new(TrimmedWords { words, len: bytes.len() });
+    let tensor = Tensor::new(storage, dtype, vec![count / row_len, row_len])?;
+    Ok(PyArray1::from_vec(py, tensor.to_f32_vec()))
+}
+
+/// u64 words of which the first `len` bytes are data.
+struct TrimmedWords {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl Storage for TrimmedWords {
+    fn bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.words)[..self.len]
+    }
+}
+
 /// The SIMD kernel family in use ("avx2" or "scalar").
 #[pyfunction]
 fn kernel_name() -> &'static str {
@@ -177,5 +235,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
     m.add_class::<Session>()?;
     m.add_function(wrap_pyfunction!(kernel_name, m)?)?;
+    m.add_function(wrap_pyfunction!(dequantize, m)?)?;
     Ok(())
 }

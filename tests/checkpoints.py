@@ -169,3 +169,135 @@ def gpt2_logits(weights: dict[str, np.ndarray], n_head: int, tokens: list[int], 
     x = _layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], eps)
     head = w.get("lm_head.weight", w["wte.weight"])
     return x @ head.T
+
+
+def _rms_norm(x, w, eps):
+    return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
+
+
+def _rope(x, n_heads, head_dim, base, pairing):
+    """Rotates [n, n_heads * head_dim] by position; pairing "adjacent" (GGUF) or "halves" (HF)."""
+    n = x.shape[0]
+    half = head_dim // 2
+    angles = np.arange(n)[:, None] * base ** (-np.arange(half) * 2.0 / head_dim)[None]
+    cos, sin = np.cos(angles)[:, None, :], np.sin(angles)[:, None, :]
+    heads = x.reshape(n, n_heads, head_dim)
+    if pairing == "adjacent":
+        x0, x1 = heads[..., 0::2], heads[..., 1::2]
+    else:
+        x0, x1 = heads[..., :half], heads[..., half:]
+    r0, r1 = x0 * cos - x1 * sin, x0 * sin + x1 * cos
+    out = np.empty_like(heads)
+    if pairing == "adjacent":
+        out[..., 0::2], out[..., 1::2] = r0, r1
+    else:
+        out[..., :half], out[..., half:] = r0, r1
+    return out.reshape(n, n_heads * head_dim)
+
+
+def llama_logits(w: dict[str, np.ndarray], tokens: list[int], *, n_head, n_kv_head, rope_base, pairing, eps=1e-5) -> np.ndarray:
+    """Logits [len(tokens), n_vocab] of a Llama with weights named the GGUF way ([out, in])."""
+    w = {k: v.astype(np.float64) for k, v in w.items()}
+    n = len(tokens)
+    x = w["token_embd.weight"][tokens]
+    head_dim = w["blk.0.attn_q.weight"].shape[0] // n_head
+    n_layer = len({k.split(".")[1] for k in w if k.startswith("blk.")})
+    mask = np.triu(np.full((n, n), -np.inf), k=1)
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        h = _rms_norm(x, w[p + "attn_norm.weight"], eps)
+        q = _rope(h @ w[p + "attn_q.weight"].T, n_head, head_dim, rope_base, pairing)
+        k = _rope(h @ w[p + "attn_k.weight"].T, n_kv_head, head_dim, rope_base, pairing)
+        v = h @ w[p + "attn_v.weight"].T
+        heads = []
+        for hh in range(n_head):
+            g = hh // (n_head // n_kv_head)
+            qs, ks, vs = (m[:, a * head_dim : (a + 1) * head_dim] for m, a in ((q, hh), (k, g), (v, g)))
+            scores = qs @ ks.T / math.sqrt(head_dim) + mask
+            scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+            heads.append(scores / scores.sum(axis=1, keepdims=True) @ vs)
+        x = x + np.concatenate(heads, axis=1) @ w[p + "attn_output.weight"].T
+        h = _rms_norm(x, w[p + "ffn_norm.weight"], eps)
+        gate, up = h @ w[p + "ffn_gate.weight"].T, h @ w[p + "ffn_up.weight"].T
+        x = x + (gate / (1 + np.exp(-gate)) * up) @ w[p + "ffn_down.weight"].T
+    x = _rms_norm(x, w["output_norm.weight"], eps)
+    return x @ w.get("output.weight", w["token_embd.weight"]).T
+
+
+def random_llama_weights(rng, *, n_vocab, n_embd, n_layer, n_head, n_kv_head, n_ff) -> dict[str, np.ndarray]:
+    """GGUF-named Llama tensors ([out, in]) with random float32 values."""
+    head_dim = n_embd // n_head
+
+    def normal(*shape, scale=0.2):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    w = {"token_embd.weight": normal(n_vocab, n_embd), "output_norm.weight": 1 + normal(n_embd, scale=0.1)}
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        w[p + "attn_norm.weight"] = 1 + normal(n_embd, scale=0.1)
+        w[p + "attn_q.weight"] = normal(n_head * head_dim, n_embd)
+        w[p + "attn_k.weight"] = normal(n_kv_head * head_dim, n_embd)
+        w[p + "attn_v.weight"] = normal(n_kv_head * head_dim, n_embd)
+        w[p + "attn_output.weight"] = normal(n_embd, n_head * head_dim)
+        w[p + "ffn_norm.weight"] = 1 + normal(n_embd, scale=0.1)
+        w[p + "ffn_gate.weight"] = normal(n_ff, n_embd)
+        w[p + "ffn_up.weight"] = normal(n_ff, n_embd)
+        w[p + "ffn_down.weight"] = normal(n_embd, n_ff)
+    return w
+
+
+def byte_vocab() -> list[str]:
+    """The 256 byte-level BPE symbols (GPT-2's bytes_to_unicode), in byte order."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    symbols, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            symbols[b] = chr(b)
+        else:
+            symbols[b] = chr(256 + extra)
+            extra += 1
+    return [symbols[b] for b in range(256)]
+
+
+def write_llama_gguf(path: Path, weights: dict[str, np.ndarray], *, n_head, n_kv_head, rope_base, n_ctx, types: dict[str, object]) -> dict[str, np.ndarray]:
+    """A GGUF `llama` file written with gguf-py's GGUFWriter; `types` maps tensor names to
+    gguf.GGMLQuantizationType (default F32). Returns the weights as stored (dequantized by
+    gguf-py), for the reference."""
+    import gguf
+    from gguf.quants import dequantize, quantize
+
+    vocab = byte_vocab() + ["<|end|>"]
+    n_embd = weights["token_embd.weight"].shape[1]
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(n_ctx)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(len({k.split(".")[1] for k in weights if k.startswith("blk.")}))
+    writer.add_feed_forward_length(weights["blk.0.ffn_gate.weight"].shape[0])
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_kv_head)
+    writer.add_rope_freq_base(rope_base)
+    writer.add_rope_dimension_count(n_embd // n_head)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("gpt-2")
+    writer.add_token_list(vocab)
+    writer.add_token_types([1] * 256 + [3])
+    writer.add_token_merges([])
+    writer.add_eos_token_id(256)
+    writer.add_bos_token_id(256)
+    stored = {}
+    for name, values in weights.items():
+        qtype = types.get(name, gguf.GGMLQuantizationType.F32)
+        if qtype == gguf.GGMLQuantizationType.F32:
+            data = values.astype(np.float32)
+        elif qtype == gguf.GGMLQuantizationType.F16:
+            data = values.astype(np.float16)
+        else:
+            data = quantize(values, qtype)
+        writer.add_tensor(name, data, raw_dtype=qtype)
+        stored[name] = dequantize(data, qtype).reshape(values.shape) if qtype not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16) else data.astype(np.float32)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return stored

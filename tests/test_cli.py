@@ -100,15 +100,17 @@ def _assert_one_line_error(out, fragment: str):
 
 
 def test_missing_model_path(tmp_path):
-    _assert_one_line_error(run_cli("generate", "hi", "-m", str(tmp_path / "nope")), "does not exist")
+    _assert_one_line_error(run_cli("generate", "hi", "-m", str(tmp_path / "nope")), "not a file or directory")
+    _assert_one_line_error(run_cli("generate", "hi", "-m", "no-such-model"), "known model")
 
 
 def test_directory_that_is_not_a_checkpoint(tmp_path):
     _assert_one_line_error(run_cli("generate", "hi", "-m", str(tmp_path)), "not a supported checkpoint")
 
 
-def test_no_model_given():
-    _assert_one_line_error(run_cli("generate", "hi", env={"GPTGEN_MODEL": ""}), "no model given")
+def test_gptgen_model_sets_the_default():
+    out = run_cli("generate", "Hello", "-n", "3", "-t", "0", "--json", env={"GPTGEN_MODEL": str(TINY_GPT2)})
+    assert out.returncode == 0 and json.loads(out.stdout)["prompt_tokens"] == [15496]
 
 
 def test_config_weights_mismatch(tmp_path):

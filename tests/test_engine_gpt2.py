@@ -10,7 +10,7 @@ import pytest
 from checkpoints import gpt2_logits, random_gpt2_weights, round_to_dtype, write_gpt2_checkpoint
 
 from gptgen import _native
-from gptgen.model import load_spec
+from gptgen.loading.checkpoint import load_checkpoint as load_spec
 
 # (n_vocab, n_ctx, n_embd, n_head, n_layer, n_ff)
 SHAPES = [

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -26,7 +27,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-ModelOption = typer.Option(None, "--model", "-m", help="Model: a checkpoint directory. Default: $GPTGEN_MODEL.")
+ModelOption = typer.Option(
+    None,
+    "--model",
+    "-m",
+    help="A .gguf file, a checkpoint directory, a known name, or a Hugging Face repo id. "
+    "Default: $GPTGEN_MODEL, else smollm2-135m-instruct.",
+)
 ThreadsOption = typer.Option(None, "--threads", help="Worker threads (default: one per physical core).", min=1)
 
 
@@ -41,6 +48,33 @@ def _read_prompt(prompt: Optional[str]) -> str:
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def _load(model: Optional[str], threads: Optional[int], verbose: bool = False):
+    from .model import Model
+
+    start = time.perf_counter()
+    m = Model.load(model, threads, log=_log)
+    if verbose:
+        _log(f"loaded {m.spec.path} ({m.spec.arch}, {m.engine.threads} threads) in {time.perf_counter() - start:.2f} s")
+    return m
+
+
+def _prompt_ids(m, text: str, chat: bool, system: Optional[str]) -> list[int]:
+    from .chat import messages_for, render
+
+    if chat:
+        text = render(m.spec.chat_template, messages_for(text, system), **_special_strings(m))
+    ids = m.tokenizer.encode(text)
+    if not ids and m.tokenizer.bos_id is not None:
+        ids = [m.tokenizer.bos_id]  # unconditional generation starts from BOS, as in GPT-2's samples
+    return ids
+
+
+def _special_strings(m) -> dict[str, str]:
+    t = m.tokenizer
+    name = lambda i: t.backend.id_to_token(i) if i is not None else ""  # noqa: E731
+    return {"bos_token": name(t.bos_id), "eos_token": name(t.eos_ids[0] if t.eos_ids else None)}
 
 
 @app.command()
@@ -60,26 +94,25 @@ def generate(
     ignore_eos: bool = typer.Option(False, "--ignore-eos", help="Keep generating past the end-of-sequence token."),
     logprobs: int = typer.Option(0, "--logprobs", help="Report the K most likely tokens at each step (with --json).", min=0),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of streaming text."),
+    chat: bool = typer.Option(False, "--chat", help="Wrap the prompt as a user message in the model's chat template."),
+    system: Optional[str] = typer.Option(None, "--system", help="System message (with --chat)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Timings and details on stderr."),
 ) -> None:
     """Generate a continuation of PROMPT."""
     from .generate import Generation, GenerationRequest, generate as run_generation
-    from .model import Model
     from .sampling import SamplingParams
 
     text = _read_prompt(prompt)
     overrides = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
     SamplingParams(**{k: v for k, v in overrides.items() if v is not None}).validate()  # fail before loading
-    load_start = time.perf_counter()
-    m = Model.load(model, threads)
+    m = _load(model, threads, verbose)
     sampling = m.spec.sampling_defaults.with_overrides(**overrides)
-    if verbose:
-        _log(f"loaded {m.spec.path} ({m.spec.arch}, {m.engine.threads} threads) in {time.perf_counter() - load_start:.2f} s")
-    ids = m.tokenizer.encode(text)
-    if not ids and m.tokenizer.bos_id is not None:
-        ids = [m.tokenizer.bos_id]  # unconditional generation starts from BOS, as in GPT-2's samples
     request = GenerationRequest(
-        prompt_tokens=ids, max_tokens=max_tokens, sampling=sampling, ignore_eos=ignore_eos, top_logprobs=logprobs
+        prompt_tokens=_prompt_ids(m, text, chat or system is not None, system),
+        max_tokens=max_tokens,
+        sampling=sampling,
+        ignore_eos=ignore_eos,
+        top_logprobs=logprobs,
     )
     if as_json:
         result = run_generation(m, request)
@@ -96,11 +129,66 @@ def generate(
         sys.stdout.flush()
         timings = run.timings
     if verbose:
-        t = timings.as_dict()
-        _log(
-            f"prompt {timings.prefill_tokens} tokens in {t['prefill_s']:.3f} s ({t['prefill_tok_s']:.1f} tok/s); "
-            f"decode {timings.decode_tokens} tokens in {t['decode_s']:.3f} s ({t['decode_tok_s']:.1f} tok/s)"
-        )
+        _log_timings(timings)
+
+
+def _log_timings(timings) -> None:
+    t = timings.as_dict()
+    _log(
+        f"prompt {timings.prefill_tokens} tokens in {t['prefill_s']:.3f} s ({t['prefill_tok_s']:.1f} tok/s); "
+        f"decode {timings.decode_tokens} tokens in {t['decode_s']:.3f} s ({t['decode_tok_s']:.1f} tok/s)"
+    )
+
+
+@app.command()
+def chat(
+    model: Optional[str] = ModelOption,
+    system: Optional[str] = typer.Option(None, "--system", help="System message."),
+    max_tokens: int = typer.Option(512, "--max-tokens", "-n", help="Most tokens per reply."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", "-t", help="Sampling temperature; 0 is greedy."),
+    top_k: Optional[int] = typer.Option(None, "--top-k"),
+    top_p: Optional[float] = typer.Option(None, "--top-p"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    threads: Optional[int] = ThreadsOption,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Talk with the model, turn by turn (one line a message; Ctrl-D or /exit ends)."""
+    from .chat import render
+    from .generate import Conversation, Generation, GenerationRequest
+
+    overrides = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+    m = _load(model, threads, verbose)
+    sampling = m.spec.sampling_defaults.with_overrides(**overrides)
+    sampling.validate()
+    conversation = Conversation(m)
+    messages = [{"role": "system", "content": system}] if system else []
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            sys.stderr.write("> ")
+            sys.stderr.flush()
+        line = sys.stdin.readline()
+        if not line or line.strip() in ("/exit", "/quit"):
+            break
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line.rstrip("\n")})
+        ids = m.tokenizer.encode(render(m.spec.chat_template, messages, **_special_strings(m)))
+        room = m.n_ctx - len(ids)
+        if room <= 0:
+            raise GptgenError(f"the conversation ({len(ids)} tokens) no longer fits the context of {m.n_ctx}")
+        run = Generation(m, GenerationRequest(ids, min(max_tokens, room), sampling), conversation)
+        reply = []
+        for event in run:
+            reply.append(event.text)
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+        reply.append(run.final_text())
+        sys.stdout.write(reply[-1] + "\n")
+        sys.stdout.flush()
+        messages.append({"role": "assistant", "content": "".join(reply)})
+        if verbose:
+            _log_timings(run.timings)
 
 
 @app.command()
@@ -109,11 +197,66 @@ def tokenize(
     model: Optional[str] = ModelOption,
 ) -> None:
     """Print the token ids of TEXT as a JSON list."""
-    from .model import load_spec, load_tokenizer, resolve_model_path
+    from .model import load_files
+    from .models import resolve
 
-    path = resolve_model_path(model)
-    tokenizer = load_tokenizer(path, load_spec(path))
+    _, tokenizer = load_files(resolve(model, log=_log))
     print(json.dumps(tokenizer.encode(_read_prompt(text))))
+
+
+@app.command()
+def perplexity(
+    file: Path = typer.Argument(..., help="A UTF-8 text file."),
+    model: Optional[str] = ModelOption,
+    ctx: int = typer.Option(512, "--ctx", "-c", help="Tokens per chunk (llama-perplexity's -c)."),
+    threads: Optional[int] = ThreadsOption,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Perplexity of FILE by llama.cpp's method: chunks of --ctx tokens, second halves scored."""
+    from .perplexity import perplexity as run_perplexity
+
+    try:
+        text = file.read_bytes().decode("utf-8", errors="replace")
+    except OSError as e:
+        raise GptgenError(f"cannot read {file}: {e.strerror or e}") from None
+    result = run_perplexity(_load(model, threads), text, ctx)
+    if as_json:
+        print(json.dumps(result.as_dict()))
+    else:
+        print(f"PPL = {result.ppl:.4f} +/- {result.ppl_stderr:.4f} ({result.chunks} chunks of {result.n_ctx}, {result.scored} tokens scored)")
+
+
+@app.command()
+def pull(name: str = typer.Argument("smollm2-135m-instruct", help="A known model name.")) -> None:
+    """Download a known model into the cache (verified, then moved into place)."""
+    from .models import REGISTRY, cached_file
+    from .models import pull as pull_model
+
+    known = REGISTRY.get(name.lower())
+    if known is None:
+        raise GptgenError(f"unknown model {name!r}; known: {', '.join(REGISTRY)}")
+    target = cached_file(known)
+    if target.is_file():
+        _log(f"{known.name} is already in the cache")
+    else:
+        target = pull_model(known)
+    print(target)
+
+
+@app.command()
+def models() -> None:
+    """List the models in the cache."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .models import cached_models, models_dir
+
+    table = Table(title=str(models_dir()))
+    for column in ("name", "file", "size"):
+        table.add_column(column)
+    for name, path, size in cached_models():
+        table.add_row(name, path.name, f"{size / 1e6:.1f} MB")
+    Console().print(table)
 
 
 @app.command()
@@ -123,9 +266,8 @@ def info(model: Optional[str] = ModelOption, threads: Optional[int] = ThreadsOpt
     from rich.table import Table
 
     from . import _native
-    from .model import Model
 
-    m = Model.load(model, threads)
+    m = _load(model, threads)
     spec, cfg = m.spec, m.spec.config
     table = Table(title=str(spec.path), show_header=False)
     table.add_column("field", style="bold")
@@ -139,10 +281,13 @@ def info(model: Optional[str] = ModelOption, threads: Optional[int] = ThreadsOpt
         ("context", str(cfg["n_ctx"])),
         ("embedding", str(cfg["n_embd"])),
         ("layers", str(cfg["n_layer"])),
-        ("heads", f"{cfg['n_head']} (kv {cfg['n_kv_head']})"),
+        ("heads", f"{cfg['n_head']} (kv {cfg['n_kv_head']}, dim {cfg['head_dim']})"),
         ("feed-forward", str(cfg["n_ff"])),
         ("norm epsilon", f"{cfg['norm_eps']:g}"),
+        ("rope", f"base {cfg['rope_base']:g}, {cfg['rope_dims']} dims, {cfg['rope_pairing']} pairs" if "rope_base" in cfg else "none"),
+        ("kv cache", str(cfg["kv_cache"])),
         ("eos / bos ids", f"{m.tokenizer.eos_ids} / {m.tokenizer.bos_id}"),
+        ("chat template", "yes" if spec.chat_template else "no"),
         ("kernels", f"{_native.kernel_name()}, {m.engine.threads} threads"),
     ]
     for field, value in rows:

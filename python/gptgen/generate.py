@@ -93,13 +93,43 @@ def plan_max_tokens(model: Model, n_prompt: int, max_tokens: int | None) -> int:
     return max_tokens
 
 
+class Conversation:
+    """A session kept across generations (chat turns): tokens already in its KV cache are not
+    computed again when the next prompt starts with them."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.session = model.new_session(model.n_ctx)
+        # The tokens whose keys and values the session holds, in order.
+        self.cached: list[int] = []
+
+    def prefill(self, prompt: list[int]) -> np.ndarray:
+        """Logits after `prompt`, reusing the longest cached prefix."""
+        common = 0
+        for a, b in zip(self.cached, prompt):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(prompt) - 1)  # the last prompt token must run to give logits
+        self.session.rewind(common)
+        logits = self.session.forward(prompt[common:])[0]
+        self.cached = list(prompt)
+        return logits
+
+    def step(self, token: int) -> np.ndarray:
+        logits = self.session.forward([token])[0]
+        self.cached.append(token)
+        return logits
+
+
 class Generation:
     """One run of `request` on `model`: iterate for TokenEvents; afterwards `finish_reason`
-    and `timings` describe the run."""
+    and `timings` describe the run. A `conversation` carries the KV cache across runs."""
 
-    def __init__(self, model: Model, request: GenerationRequest):
+    def __init__(self, model: Model, request: GenerationRequest, conversation: Conversation | None = None):
         self.model = model
         self.request = request
+        self.conversation = conversation
         self.max_tokens = plan_max_tokens(model, len(request.prompt_tokens), request.max_tokens)
         self.sampler = Sampler(request.sampling)
         self.timings = Timings()
@@ -112,9 +142,14 @@ class Generation:
         if self.max_tokens == 0:
             return
         prompt = self.request.prompt_tokens
-        session = self.model.new_session(len(prompt) + self.max_tokens)
         start = time.perf_counter()
-        logits = session.forward(prompt)[0]
+        if self.conversation is None:
+            session = self.model.new_session(len(prompt) + self.max_tokens)
+            logits = session.forward(prompt)[0]
+            step = lambda token: session.forward([token])[0]  # noqa: E731
+        else:
+            logits = self.conversation.prefill(prompt)
+            step = self.conversation.step
         self.timings.prefill_s = time.perf_counter() - start
         self.timings.prefill_tokens = len(prompt)
 
@@ -127,7 +162,7 @@ class Generation:
             yield self._event(token, logits)
             if self.finish_reason == "stop" or len(self.tokens) >= self.max_tokens:
                 break
-            logits = session.forward([token])[0]
+            logits = step(token)
             self.timings.decode_tokens += 1
             self.timings.decode_s = time.perf_counter() - decode_start
 

@@ -4,37 +4,26 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 from .errors import GptgenError
 from .loading import ModelSpec
 from .tokenizer import Tokenizer
 
 
-def resolve_model_path(model: str | None) -> Path:
-    """The path --model names (or $GPTGEN_MODEL), checked to exist."""
-    model = model or os.environ.get("GPTGEN_MODEL")
-    if not model:
-        raise GptgenError("no model given: pass --model PATH (a checkpoint directory) or set GPTGEN_MODEL")
-    path = Path(model).expanduser()
-    if not path.exists():
-        raise GptgenError(f"model path {model} does not exist")
-    if not os.access(path, os.R_OK):
-        raise GptgenError(f"model path {model} is not readable")
-    return path
-
-
-def load_spec(path: Path) -> ModelSpec:
+def load_files(path: Path) -> tuple[ModelSpec, Tokenizer]:
+    """Reads the model at `path` (a .gguf file or a checkpoint directory)."""
     from .loading.checkpoint import is_checkpoint_dir, load_checkpoint
+    from .loading.gguf import is_gguf_file, load_gguf
 
     if is_checkpoint_dir(path):
-        return load_checkpoint(path)
+        spec = load_checkpoint(path)
+        return spec, Tokenizer.from_hf_dir(path, bos_id=spec.bos_token_id, eos_ids=spec.eos_token_ids)
     if path.is_dir():
         raise GptgenError(f"{path} is not a supported checkpoint directory (no config.json)")
-    raise GptgenError(f"{path} is not a supported model (expected a Hugging Face checkpoint directory)")
-
-
-def load_tokenizer(path: Path, spec: ModelSpec) -> Tokenizer:
-    return Tokenizer.from_hf_dir(path, bos_id=spec.bos_token_id, eos_ids=spec.eos_token_ids)
+    if is_gguf_file(path):
+        return load_gguf(path)
+    raise GptgenError(f"{path} is not a supported model (a .gguf file or a Hugging Face checkpoint directory)")
 
 
 class Model:
@@ -57,10 +46,12 @@ class Model:
             raise GptgenError(f"{spec.path}: {e}") from None
 
     @classmethod
-    def load(cls, model: str | os.PathLike | None, threads: int | None = None) -> "Model":
-        path = resolve_model_path(None if model is None else str(model))
-        spec = load_spec(path)
-        return cls(spec, load_tokenizer(path, spec), threads)
+    def load(cls, model: str | os.PathLike | None = None, threads: int | None = None, *, log: Callable[[str], None] = lambda _: None) -> "Model":
+        """`model`: a path, a known name, or a Hugging Face repo id (see models.resolve)."""
+        from .models import resolve
+
+        spec, tokenizer = load_files(resolve(None if model is None else str(model), log=log))
+        return cls(spec, tokenizer, threads)
 
     @property
     def n_ctx(self) -> int:

@@ -70,7 +70,8 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`, special tokens written in it parsed as such, BOS added if the
         model wants one."""
-        ids = self.backend.encode(text, add_special_tokens=False).ids
+        # add_special_tokens lets a tokenizer.json's post-processor add what its model expects.
+        ids = self.backend.encode(text, add_special_tokens=True).ids
         if self.add_bos and self.bos_id is not None:
             ids = [self.bos_id, *ids]
         return ids

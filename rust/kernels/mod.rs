@@ -14,6 +14,8 @@ use std::sync::OnceLock;
 /// A weight storage type that widens to f32.
 pub trait Elem: bytemuck::Pod + Send + Sync + 'static {
     fn to_f32(self) -> f32;
+    /// Rounds to nearest (even) for the narrow types.
+    fn from_f32(v: f32) -> Self;
 
     /// Loads 8 consecutive elements widened to f32.
     ///
@@ -28,6 +30,10 @@ impl Elem for f32 {
     fn to_f32(self) -> f32 {
         self
     }
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        v
+    }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
@@ -39,6 +45,10 @@ impl Elem for f16 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        f16::from_f32(v)
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
@@ -52,6 +62,10 @@ impl Elem for bf16 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         bf16::to_f32(self)
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        bf16::from_f32(v)
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]

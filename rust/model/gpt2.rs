@@ -6,7 +6,7 @@ use super::session::{sized, Session};
 use super::{Config, Model};
 use crate::error::Result;
 use crate::ops::activation::gelu_tanh;
-use crate::ops::attention::{attention, Heads};
+use crate::ops::attention::Heads;
 use crate::ops::matmul::matmul;
 use crate::ops::norm::layer_norm;
 use crate::ops::add_in_place;
@@ -51,8 +51,8 @@ pub struct Gpt2 {
 impl Gpt2 {
     pub fn new(cfg: Config, w: &WeightSet) -> Result<Self> {
         let (d, f) = (cfg.n_embd, cfg.n_ff);
-        if cfg.n_kv_head != cfg.n_head {
-            crate::bail!("GPT-2 needs n_kv_head == n_head (got {} and {})", cfg.n_kv_head, cfg.n_head);
+        if cfg.n_kv_head != cfg.n_head || cfg.head_dim * cfg.n_head != d || cfg.rope.is_some() {
+            crate::bail!("GPT-2 needs n_kv_head == n_head, head_dim * n_head == n_embd and no RoPE");
         }
         let norm = |name: &str| -> Result<LayerNorm> {
             Ok(LayerNorm { weight: w.vector(&format!("{name}.weight"), d)?, bias: w.vector(&format!("{name}.bias"), d)? })
@@ -100,14 +100,14 @@ impl Model for Gpt2 {
     fn forward(&self, session: &mut Session, tokens: &[u32], all_logits: bool) {
         let cfg = &self.cfg;
         let (n, d, pos0) = (tokens.len(), cfg.n_embd, session.pos);
-        let heads = Heads { n_head: cfg.n_head, n_kv_head: cfg.n_head, head_dim: cfg.head_dim() };
-        let (max_seq, layer_len) = (session.max_seq, session.layer_len());
-        let Session { k_cache, v_cache, logits, scratch: s, .. } = session;
+        let heads = Heads { n_head: cfg.n_head, n_kv_head: cfg.n_head, head_dim: cfg.head_dim };
+        let Session { kv, logits, scratch: s, .. } = session;
         let x = sized(&mut s.x, n * d);
         let h = sized(&mut s.h, n * d);
-        let qkv = sized(&mut s.qkv, n * 3 * d);
+        let qkv = sized(&mut s.q, n * 3 * d);
         let att = sized(&mut s.att, n * d);
         let ff = sized(&mut s.ff, n * cfg.n_ff);
+
         let rows = x.chunks_exact_mut(d).zip(h.chunks_exact_mut(d));
         for (t, (&tok, (x_t, h_t))) in tokens.iter().zip(rows).enumerate() {
             self.token_embd.read_row(tok as usize, x_t);
@@ -116,21 +116,12 @@ impl Model for Gpt2 {
         }
 
         for (layer, b) in self.blocks.iter().enumerate() {
-            let k_layer = &mut k_cache[layer * layer_len..(layer + 1) * layer_len];
-            let v_layer = &mut v_cache[layer * layer_len..(layer + 1) * layer_len];
-
             layer_norm(h, x, &b.attn_norm.weight, &b.attn_norm.bias, cfg.norm_eps);
             matmul(qkv, h, &b.attn_qkv.weight, Some(&b.attn_qkv.bias), &mut s.matmul);
-            // Heads are contiguous in K and V: head g sits at columns g*head_dim.. of each.
             for (t, row) in qkv.chunks_exact(3 * d).enumerate() {
-                for g in 0..cfg.n_head {
-                    let at = g * max_seq * heads.head_dim + (pos0 + t) * heads.head_dim;
-                    let cols = g * heads.head_dim..(g + 1) * heads.head_dim;
-                    k_layer[at..at + heads.head_dim].copy_from_slice(&row[d + cols.start..d + cols.end]);
-                    v_layer[at..at + heads.head_dim].copy_from_slice(&row[2 * d + cols.start..2 * d + cols.end]);
-                }
+                kv.store(layer, pos0 + t, &row[d..2 * d], &row[2 * d..]);
             }
-            attention(att, qkv, 3 * d, k_layer, v_layer, max_seq, pos0, heads);
+            kv.attend(layer, att, qkv, 3 * d, pos0, heads);
             matmul(h, att, &b.attn_output.weight, Some(&b.attn_output.bias), &mut s.matmul);
             add_in_place(x, h);
 
@@ -143,11 +134,9 @@ impl Model for Gpt2 {
 
         // Only the rows whose logits are wanted go through the final norm and the LM head.
         let rows = if all_logits { 0..n } else { n - 1..n };
-        let n_rows = rows.len();
-        let x_out = &x[rows.start * d..rows.end * d];
-        let h_out = &mut h[..n_rows * d];
-        layer_norm(h_out, x_out, &self.output_norm.weight, &self.output_norm.bias, cfg.norm_eps);
-        logits.resize(n_rows * cfg.n_vocab, 0.0);
+        let h_out = &mut h[..rows.len() * d];
+        layer_norm(h_out, &x[rows.start * d..rows.end * d], &self.output_norm.weight, &self.output_norm.bias, cfg.norm_eps);
+        logits.resize(rows.len() * cfg.n_vocab, 0.0);
         matmul(logits, h_out, &self.output, None, &mut s.matmul);
         session.pos += n;
     }

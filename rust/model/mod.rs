@@ -2,10 +2,12 @@
 //! (`Session`), and the `Engine` that runs one on its own thread pool.
 
 pub mod gpt2;
+pub mod llama;
 pub mod session;
 
 use crate::bail;
 use crate::error::{EngineError, Result};
+use crate::ops::rope::Rope;
 use crate::tensor::WeightSet;
 pub use session::Session;
 
@@ -20,13 +22,15 @@ pub struct Config {
     pub n_head: usize,
     pub n_kv_head: usize,
     pub n_ff: usize,
+    pub head_dim: usize,
     pub norm_eps: f32,
+    /// Rotary embeddings (Llama); None for learned positions (GPT-2).
+    pub rope: Option<Rope>,
+    /// Store the KV cache in f16 (as llama.cpp does) instead of f32.
+    pub kv_f16: bool,
 }
 
 impl Config {
-    pub fn head_dim(&self) -> usize {
-        self.n_embd / self.n_head
-    }
 
     /// Rejects sizes no model can have, before any buffer is sized from them.
     pub fn validate(&self) -> Result<()> {
@@ -38,14 +42,20 @@ impl Config {
             ("n_head", self.n_head),
             ("n_kv_head", self.n_kv_head),
             ("n_ff", self.n_ff),
+            ("head_dim", self.head_dim),
         ];
         for (name, value) in sizes {
             if value == 0 || value > 1 << 24 {
                 bail!("config {name} = {value} is out of range");
             }
         }
-        if self.n_embd % self.n_head != 0 {
-            bail!("n_embd {} is not divisible by n_head {}", self.n_embd, self.n_head);
+        if let Some(rope) = &self.rope {
+            if rope.dims == 0 || rope.dims % 2 != 0 || rope.dims > self.head_dim {
+                bail!("rope dimensions {} must be even and at most head_dim {}", rope.dims, self.head_dim);
+            }
+            if !(rope.base.is_finite() && rope.base > 0.0) {
+                bail!("rope base {} must be a positive number", rope.base);
+            }
         }
         if self.n_head % self.n_kv_head != 0 {
             bail!("n_head {} is not divisible by n_kv_head {}", self.n_head, self.n_kv_head);
@@ -70,12 +80,14 @@ pub trait Model: Send + Sync {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
     Gpt2,
+    Llama,
 }
 
 impl Arch {
     pub fn parse(name: &str) -> Result<Self> {
         match name {
             "gpt2" => Ok(Arch::Gpt2),
+            "llama" => Ok(Arch::Llama),
             _ => bail!("unsupported architecture {name:?}"),
         }
     }
@@ -93,6 +105,7 @@ impl Engine {
         config.validate()?;
         let model: Box<dyn Model> = match arch {
             Arch::Gpt2 => Box::new(gpt2::Gpt2::new(config, weights)?),
+            Arch::Llama => Box::new(llama::Llama::new(config, weights)?),
         };
         let threads = if threads == 0 { num_cpus::get_physical().max(1) } else { threads };
         let pool = rayon::ThreadPoolBuilder::new()

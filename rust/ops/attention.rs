@@ -1,6 +1,6 @@
 //! Causal multi-head attention of new tokens over the KV cache, grouped-query aware.
 
-use crate::kernels::{axpy, dot, scale};
+use crate::kernels::{axpy, dot, scale, Elem};
 use rayon::prelude::*;
 
 /// The geometry of one attention layer.
@@ -17,12 +17,13 @@ pub struct Heads {
 ///
 /// q: [n, q_stride], head h at columns h*head_dim..; out: [n, n_head*head_dim];
 /// k_cache, v_cache: [n_kv_head, max_seq, head_dim], already holding positions 0..pos0+n.
-pub fn attention(
+#[allow(clippy::too_many_arguments)]
+pub fn attention<C: Elem>(
     out: &mut [f32],
     q: &[f32],
     q_stride: usize,
-    k_cache: &[f32],
-    v_cache: &[f32],
+    k_cache: &[C],
+    v_cache: &[C],
     max_seq: usize,
     pos0: usize,
     heads: Heads,

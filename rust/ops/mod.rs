@@ -4,6 +4,7 @@ pub mod activation;
 pub mod attention;
 pub mod matmul;
 pub mod norm;
+pub mod rope;
 
 /// x[i] += y[i]: the residual connection.
 pub fn add_in_place(x: &mut [f32], y: &[f32]) {

@@ -14,3 +14,16 @@ pub fn layer_norm(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
         }
     }
 }
+
+/// RMSNorm (Llama): out = x / sqrt(mean(x^2) + eps) * w, over each row of x [rows, dim].
+pub fn rms_norm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+    let dim = w.len();
+    assert!(x.len() == out.len() && x.len() % dim == 0);
+    for (o, xr) in out.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
+        let mean_sq = xr.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / dim as f64;
+        let inv = (1.0 / (mean_sq + eps as f64).sqrt()) as f32;
+        for i in 0..dim {
+            o[i] = xr[i] * inv * w[i];
+        }
+    }
+}

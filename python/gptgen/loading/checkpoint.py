@@ -22,7 +22,9 @@ def load_checkpoint(directory: Path) -> ModelSpec:
     model_type = config.get("model_type")
     if model_type == "gpt2":
         return _gpt2_spec(directory, config, read_checkpoint_tensors(directory))
-    raise GptgenError(f"{directory}: model_type {model_type!r} is not supported (supported: gpt2)")
+    if model_type == "llama":
+        return _llama_spec(directory, config, read_checkpoint_tensors(directory))
+    raise GptgenError(f"{directory}: model_type {model_type!r} is not supported (supported: gpt2, llama)")
 
 
 def weight_files(directory: Path) -> list[Path]:
@@ -105,8 +107,12 @@ def _gpt2_spec(directory: Path, config: HFConfig, hf_tensors: dict[str, TensorVi
         "n_head": n_head,
         "n_kv_head": n_head,
         "n_ff": 4 * n_embd if n_inner is None else config.positive_int("n_inner"),
+        "head_dim": n_embd // n_head,
         "norm_eps": config.positive_float("layer_norm_epsilon", 1e-5),
+        "kv_cache": "f32",
     }
+    if n_embd % n_head:
+        raise GptgenError(f"{config.path}: n_embd {n_embd} is not divisible by n_head {n_head}")
     tied = config.get("tie_word_embeddings", True)
     tensors: dict[str, TensorView] = {}
     for hf_name, view in hf_tensors.items():
@@ -122,8 +128,12 @@ def _gpt2_spec(directory: Path, config: HFConfig, hf_tensors: dict[str, TensorVi
     extra_layers = sorted({int(m.group(1)) for n in hf_tensors if (m := re.search(r"h\.(\d+)\.", n))} - set(range(n_layer)))
     if extra_layers:
         raise GptgenError(f"{directory}: weights have layer {extra_layers[0]} but config.json says n_layer = {n_layer}")
+    return _spec("gpt2", directory, config, engine_config, tensors)
+
+
+def _spec(arch: str, directory: Path, config: HFConfig, engine_config: dict, tensors: dict[str, TensorView]) -> ModelSpec:
     return ModelSpec(
-        arch="gpt2",
+        arch=arch,
         config=engine_config,
         tensors=tensors,
         path=directory,
@@ -131,7 +141,96 @@ def _gpt2_spec(directory: Path, config: HFConfig, hf_tensors: dict[str, TensorVi
         eos_token_ids=_generation_ids(directory, config, "eos_token_id"),
         bos_token_id=next(iter(_generation_ids(directory, config, "bos_token_id")), None),
         sampling_defaults=_sampling_defaults(directory),
+        chat_template=_chat_template(directory),
     )
+
+
+# Hugging Face Llama names -> engine names (all nn.Linear, [out, in]).
+_LLAMA_GLOBAL = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
+_LLAMA_BLOCK = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+_LLAMA_BLOCK_NAME = re.compile(r"model\.layers\.(\d+)\.(.+)")
+
+
+def _llama_spec(directory: Path, config: HFConfig, hf_tensors: dict[str, TensorView]) -> ModelSpec:
+    if config.get("hidden_act", "silu") != "silu":
+        raise GptgenError(f"{config.path}: hidden_act {config.get('hidden_act')!r} is not supported (silu)")
+    for flag in ("attention_bias", "mlp_bias"):
+        if config.get(flag):
+            raise GptgenError(f"{config.path}: {flag} = true is not supported")
+    rope_parameters = config.get("rope_parameters") or {}
+    rope_scaling = config.get("rope_scaling") or {}
+    rope_type = rope_parameters.get("rope_type", rope_scaling.get("rope_type", rope_scaling.get("type", "default")))
+    if rope_type != "default":
+        raise GptgenError(f"{config.path}: RoPE scaling {rope_type!r} is not supported")
+    rope_base = rope_parameters.get("rope_theta", config.get("rope_theta", 10000.0))
+    if isinstance(rope_base, bool) or not isinstance(rope_base, (int, float)) or not rope_base > 0:
+        raise GptgenError(f"{config.path}: rope_theta must be a positive number, not {rope_base!r}")
+    n_embd = config.positive_int("hidden_size")
+    n_head = config.positive_int("num_attention_heads")
+    head_dim = config.positive_int("head_dim", n_embd // n_head)
+    engine_config = {
+        "n_vocab": config.positive_int("vocab_size"),
+        "n_ctx": config.positive_int("max_position_embeddings"),
+        "n_embd": n_embd,
+        "n_layer": config.positive_int("num_hidden_layers"),
+        "n_head": n_head,
+        "n_kv_head": config.positive_int("num_key_value_heads", n_head),
+        "n_ff": config.positive_int("intermediate_size"),
+        "head_dim": head_dim,
+        "norm_eps": config.positive_float("rms_norm_eps", 1e-6),
+        "kv_cache": "f32",
+        "rope_base": float(rope_base),
+        "rope_dims": head_dim,
+        "rope_pairing": "halves",
+    }
+    tied = config.get("tie_word_embeddings", False)
+    tensors: dict[str, TensorView] = {}
+    for hf_name, view in hf_tensors.items():
+        if tied and hf_name == "lm_head.weight":
+            continue
+        name = _LLAMA_GLOBAL.get(hf_name)
+        match = _LLAMA_BLOCK_NAME.fullmatch(hf_name)
+        if match and match.group(2) in _LLAMA_BLOCK:
+            layer = int(match.group(1))
+            if layer >= engine_config["n_layer"]:
+                raise GptgenError(f"{directory}: weights have layer {layer} but config.json says num_hidden_layers = {engine_config['n_layer']}")
+            name = f"blk.{layer}.{_LLAMA_BLOCK[match.group(2)]}"
+        if name is None:
+            if hf_name.endswith("rotary_emb.inv_freq"):
+                continue  # a cached buffer, recomputed by the engine
+            raise GptgenError(f"{directory}: unexpected tensor {hf_name} for a Llama checkpoint")
+        tensors[name] = view
+    return _spec("llama", directory, config, engine_config, tensors)
+
+
+def _chat_template(directory: Path) -> str | None:
+    """chat_template.jinja, else tokenizer_config.json's chat_template (a string, or a list of
+    named templates of which "default" is used)."""
+    jinja = directory / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    config_path = directory / "tokenizer_config.json"
+    if not config_path.is_file():
+        return None
+    template = read_json(config_path).get("chat_template")
+    if isinstance(template, list):
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    return template if isinstance(template, str) else None
 
 
 def _gpt2_target(name: str) -> tuple[str, str] | None:

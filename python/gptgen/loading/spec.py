@@ -11,8 +11,10 @@ import numpy as np
 from ..errors import GptgenError
 from ..sampling import SamplingParams
 
-# Bytes per element of the storage types the engine reads.
+# Bytes per element of the float storage types the engine reads.
 DTYPE_SIZES = {"f32": 4, "f16": 2, "bf16": 2}
+# (elements, bytes) per block of the quantized types the engine reads (ggml's layouts).
+QUANT_BLOCKS = {"q4_0": (32, 18), "q4_1": (32, 20), "q5_0": (32, 22), "q5_1": (32, 24), "q8_0": (32, 34), "q4_k": (256, 144), "q6_k": (256, 210)}
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,9 @@ class ModelSpec:
     """A model ready to hand to the engine."""
 
     arch: str
-    # n_vocab, n_ctx, n_embd, n_layer, n_head, n_kv_head, n_ff, norm_eps
-    config: dict[str, int | float]
+    # The engine's config: n_vocab, n_ctx, n_embd, n_layer, n_head, n_kv_head, n_ff, head_dim,
+    # norm_eps, kv_cache, and for RoPE models rope_base, rope_dims, rope_pairing.
+    config: dict[str, int | float | str]
     tensors: dict[str, TensorView]
     path: Path
     format: str
@@ -60,6 +63,8 @@ class ModelSpec:
     bos_token_id: int | None = None
     # What `generate` does when the user sets no sampling option.
     sampling_defaults: SamplingParams = field(default_factory=SamplingParams)
+    # Jinja chat template from the model files, if any.
+    chat_template: str | None = None
 
     @property
     def n_ctx(self) -> int:

@@ -1,0 +1,56 @@
+//! Rotary position embeddings. Dimension pair i of a head is rotated by pos * base^(-2i/dims);
+//! which two elements form pair i depends on how the weights were stored (see `RopePairing`).
+
+/// Which elements of a head rotate together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopePairing {
+    /// (2i, 2i + 1): GGUF `llama` weights, whose Q/K rows the converter permuted ("normal").
+    Adjacent,
+    /// (i, i + dims/2): Hugging Face checkpoints, rotate_half ("neox").
+    Halves,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rope {
+    pub base: f32,
+    /// Leading dimensions of each head that rotate (the rest pass through).
+    pub dims: usize,
+    pub pairing: RopePairing,
+}
+
+impl Rope {
+    /// cos and sin of every pair's angle for positions pos0..pos0+n: each [n, dims/2].
+    pub fn tables(&self, pos0: usize, n: usize, cos: &mut [f32], sin: &mut [f32]) {
+        let half = self.dims / 2;
+        assert!(cos.len() == n * half && sin.len() == n * half);
+        for t in 0..n {
+            for i in 0..half {
+                let angle = (pos0 + t) as f64 * (self.base as f64).powf(-2.0 * i as f64 / self.dims as f64);
+                cos[t * half + i] = angle.cos() as f32;
+                sin[t * half + i] = angle.sin() as f32;
+            }
+        }
+    }
+
+    /// Rotates every head of x [n, n_heads * head_dim] in place, with tables from `tables`.
+    pub fn apply(&self, x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
+        let half = self.dims / 2;
+        let n = cos.len() / half.max(1);
+        assert!(self.dims <= head_dim && x.len() % (n.max(1) * head_dim) == 0);
+        let heads_per_row = x.len() / n.max(1) / head_dim;
+        for (t, row) in x.chunks_exact_mut(heads_per_row * head_dim).enumerate() {
+            let (c, s) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
+            for head in row.chunks_exact_mut(head_dim) {
+                for i in 0..half {
+                    let (a, b) = match self.pairing {
+                        RopePairing::Adjacent => (2 * i, 2 * i + 1),
+                        RopePairing::Halves => (i, i + half),
+                    };
+                    let (x0, x1) = (head[a], head[b]);
+                    head[a] = x0 * c[i] - x1 * s[i];
+                    head[b] = x0 * s[i] + x1 * c[i];
+                }
+            }
+        }
+    }
+}
