@@ -100,20 +100,6 @@ fn axpy_simd_matches_scalar_for_every_type() {
     check_axpy::<bf16>(bf16::from_f32);
 }
 
-#[test]
-fn scale_simd_matches_scalar() {
-    assert!(avx2_available());
-    let mut rng = Rng(3);
-    for &n in LENGTHS {
-        let y0 = rng.vec(n, 5.0);
-        let mut want = y0.clone();
-        scalar::scale(&mut want, 0.37);
-        let mut got = y0;
-        // SAFETY: AVX2 asserted above.
-        unsafe { kernels::avx2::scale(&mut got, 0.37) };
-        assert_eq!(got, want, "scale is exact elementwise, n={n}");
-    }
-}
 
 #[test]
 fn widening_loads_are_exact_on_special_values() {

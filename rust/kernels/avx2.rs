@@ -60,20 +60,3 @@ pub unsafe fn axpy<W: Elem>(y: &mut [f32], a: f32, w: &[W]) {
     }
 }
 
-/// # Safety
-/// The CPU supports AVX2.
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn scale(y: &mut [f32], a: f32) {
-    let n = y.len();
-    let yp = y.as_mut_ptr();
-    let va = _mm256_set1_ps(a);
-    let mut i = 0;
-    while i + 8 <= n {
-        _mm256_storeu_ps(yp.add(i), _mm256_mul_ps(va, _mm256_loadu_ps(yp.add(i))));
-        i += 8;
-    }
-    while i < n {
-        *yp.add(i) *= a;
-        i += 1;
-    }
-}

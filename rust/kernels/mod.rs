@@ -129,13 +129,3 @@ pub fn axpy<W: Elem>(y: &mut [f32], a: f32, w: &[W]) {
     scalar::axpy(y, a, w)
 }
 
-/// y[i] *= a
-#[inline]
-pub fn scale(y: &mut [f32], a: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if simd_enabled() {
-        // SAFETY: AVX2 was detected; the body reads and writes only within `y`.
-        return unsafe { avx2::scale(y, a) };
-    }
-    scalar::scale(y, a)
-}

@@ -12,8 +12,3 @@ pub fn axpy<W: Elem>(y: &mut [f32], a: f32, w: &[W]) {
     }
 }
 
-pub fn scale(y: &mut [f32], a: f32) {
-    for yi in y {
-        *yi *= a;
-    }
-}

@@ -20,8 +20,9 @@ pub fn rms_norm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     let dim = w.len();
     assert!(x.len() == out.len() && x.len() % dim == 0);
     for (o, xr) in out.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
-        let mean_sq = xr.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / dim as f64;
-        let inv = (1.0 / (mean_sq + eps as f64).sqrt()) as f32;
+        // As ggml: f32 squares summed in f64, the mean and its inverse root in f32.
+        let mean_sq = (xr.iter().map(|&v| (v * v) as f64).sum::<f64>() / dim as f64) as f32;
+        let inv = 1.0 / (mean_sq + eps).sqrt();
         for i in 0..dim {
             o[i] = xr[i] * inv * w[i];
         }

@@ -20,14 +20,20 @@ pub struct Rope {
 
 impl Rope {
     /// cos and sin of every pair's angle for positions pos0..pos0+n: each [n, dims/2].
+    ///
+    /// The angles are built in f32 exactly as ggml builds them (pos times repeated products of
+    /// base^(-2/dims)): an angle one ulp off can, through 8-bit activation quantization, flip a
+    /// later rounding and move logits visibly away from llama.cpp's.
     pub fn tables(&self, pos0: usize, n: usize, cos: &mut [f32], sin: &mut [f32]) {
         let half = self.dims / 2;
         assert!(cos.len() == n * half && sin.len() == n * half);
+        let theta_scale = self.base.powf(-2.0 / self.dims as f32);
         for t in 0..n {
+            let mut theta = (pos0 + t) as f32;
             for i in 0..half {
-                let angle = (pos0 + t) as f64 * (self.base as f64).powf(-2.0 * i as f64 / self.dims as f64);
-                cos[t * half + i] = angle.cos() as f32;
-                sin[t * half + i] = angle.sin() as f32;
+                cos[t * half + i] = theta.cos();
+                sin[t * half + i] = theta.sin();
+                theta *= theta_scale;
             }
         }
     }
