@@ -121,3 +121,54 @@ fn widening_loads_are_exact_on_special_values() {
         assert_eq!(from_bf16[i].to_bits(), bf16s[i].to_f32().to_bits(), "bf16 element {i}");
     }
 }
+
+#[test]
+fn dot_tiled_simd_equals_scalar_exactly() {
+    assert!(avx2_available());
+    // The scalar twin performs the same fused operations in the same order: equal bits.
+    let mut rng = Rng(11);
+    for n in [8, 16, 64, 128, 1000] {
+        let x = rng.vec(n, 3.0);
+        let w32 = rng.vec(n, 1.0);
+        let w16: Vec<f16> = w32.iter().map(|&v| f16::from_f32(v)).collect();
+        // SAFETY: equal lengths, multiples of 8; AVX2/FMA/F16C asserted above.
+        unsafe {
+            assert_eq!(kernels::avx2::dot_tiled(&x, &w32).to_bits(), scalar::dot_tiled(&x, &w32).to_bits(), "f32 n={n}");
+            assert_eq!(kernels::avx2::dot_tiled(&x, &w16).to_bits(), scalar::dot_tiled(&x, &w16).to_bits(), "f16 n={n}");
+        }
+    }
+}
+
+#[test]
+fn pointwise_kernels_simd_equal_scalar_exactly() {
+    assert!(avx2_available());
+    let mut rng = Rng(12);
+    for n in [1, 7, 8, 9, 100, 1536] {
+        let gate = rng.vec(n, 12.0);
+        let up = rng.vec(n, 2.0);
+        let (mut a, mut b) = (gate.clone(), gate.clone());
+        scalar::silu_mul(&mut a, &up);
+        // SAFETY: AVX2/FMA asserted above.
+        unsafe { kernels::avx2::silu_mul(&mut b, &up) };
+        assert_eq!(a, b, "silu_mul n={n}");
+        let scores = rng.vec(n, 20.0);
+        let (mut a, mut b) = (scores.clone(), scores.clone());
+        let (sa, sb) = (scalar::softmax_exp(&mut a), unsafe { kernels::avx2::softmax_exp(&mut b) });
+        assert_eq!((a, sa.to_bits()), (b, sb.to_bits()), "softmax_exp n={n}");
+    }
+}
+
+#[test]
+fn ggml_exp_is_accurate_and_saturates() {
+    // Within 2 ulp of the correctly rounded value over the range softmax and SiLU use.
+    for i in -8700..=8800 {
+        let x = i as f32 * 0.01;
+        let want = (x as f64).exp();
+        let got = kernels::exp(x) as f64;
+        assert!(((got - want) / want).abs() < 2.5e-7, "exp({x}) = {got}, want {want}");
+    }
+    assert_eq!(kernels::exp(f32::NEG_INFINITY), 0.0);
+    assert_eq!(kernels::exp(-200.0), 0.0);
+    assert_eq!(kernels::exp(200.0), f32::INFINITY);
+    assert_eq!(kernels::exp(0.0), 1.0);
+}

@@ -42,8 +42,8 @@ def test_tokenization_matches_llama_cpp(smollm2):
 def test_prompt_ids_and_greedy_continuation_match_llama_cpp(smollm2, i):
     p = REFERENCE["prompts"][i]
     assert smollm2.tokenizer.encode(p["prompt"]) == p["ids"]
-    result = generate(smollm2, GenerationRequest(p["ids"], 32, SamplingParams(temperature=0), ignore_eos=True))
-    assert result.tokens == p["greedy48"][:32]
+    result = generate(smollm2, GenerationRequest(p["ids"], 48, SamplingParams(temperature=0), ignore_eos=True))
+    assert result.tokens == p["greedy48"]
 
 
 @pytest.mark.parametrize("i", range(len(REFERENCE["prompts"])))
@@ -51,7 +51,9 @@ def test_last_position_logits_close_to_llama_cpp(smollm2, i):
     p = REFERENCE["prompts"][i]
     logits = smollm2.new_session(len(p["ids"])).forward(p["ids"])[0]
     assert int(np.argmax(logits)) == p["last_top10_ids"][0]
-    np.testing.assert_allclose(logits[p["last_top10_ids"]], p["last_top10_logits"], atol=0.1)
+    # The engine repeats llama.cpp's arithmetic (see rust/ops/attention.rs): on an AVX2 machine
+    # the logits agree to the last bit; the tolerance only absorbs a different summation order.
+    np.testing.assert_allclose(logits[p["last_top10_ids"]], p["last_top10_logits"], atol=1e-3)
 
 
 def test_chat_template_and_reply_match_llama_cpp(smollm2):
@@ -61,7 +63,8 @@ def test_chat_template_and_reply_match_llama_cpp(smollm2):
     ids = smollm2.tokenizer.encode(rendered)
     assert ids == chat["ids"]
     result = generate(smollm2, GenerationRequest(ids, 40, SamplingParams(temperature=0), ignore_eos=True))
-    assert result.tokens == chat["greedy40"][:32]
+    assert result.tokens == chat["greedy40"]
+    assert result.text == chat["greedy40_text"]
 
 
 def test_teacher_forced_top1_agrees_with_llama_cpp(smollm2):

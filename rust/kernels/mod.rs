@@ -117,6 +117,20 @@ pub fn dot<W: Elem>(x: &[f32], w: &[W]) -> f32 {
     scalar::dot(x, w)
 }
 
+/// sum_i x[i] * w[i] accumulated in 8 lanes (i mod 8) and then summed pairwise; the length
+/// must be a multiple of 8. The order of llamafile's tinyBLAS, which llama.cpp uses for
+/// attention over several tokens.
+#[inline]
+pub fn dot_tiled<W: Elem>(x: &[f32], w: &[W]) -> f32 {
+    assert!(x.len() == w.len() && x.len() % 8 == 0, "dot_tiled: lengths must match and be a multiple of 8");
+    #[cfg(target_arch = "x86_64")]
+    if simd_enabled() {
+        // SAFETY: lengths checked above; AVX2/FMA/F16C were detected.
+        return unsafe { avx2::dot_tiled(x, w) };
+    }
+    scalar::dot_tiled(x, w)
+}
+
 /// y[i] += a * w[i]
 #[inline]
 pub fn axpy<W: Elem>(y: &mut [f32], a: f32, w: &[W]) {
@@ -129,3 +143,38 @@ pub fn axpy<W: Elem>(y: &mut [f32], a: f32, w: &[W]) {
     scalar::axpy(y, a, w)
 }
 
+
+/// e^x as ggml computes it (see `scalar::exp`).
+pub use scalar::exp;
+
+/// gate[i] = silu(gate[i]) * up[i], with ggml's exp.
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "silu_mul: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if simd_enabled() {
+        // SAFETY: AVX2/FMA were detected; the body only indexes within the slices.
+        return unsafe { avx2::silu_mul(gate, up) };
+    }
+    scalar::silu_mul(gate, up)
+}
+
+/// scores -> e^(score - max), returning 1 / sum (see `scalar::softmax_exp`).
+pub fn softmax_exp(scores: &mut [f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if simd_enabled() {
+        // SAFETY: AVX2/FMA were detected; the body only indexes within the slice.
+        return unsafe { avx2::softmax_exp(scores) };
+    }
+    scalar::softmax_exp(scores)
+}
+
+/// Rotates the pairs of one head (see `scalar::rotate_pairs`).
+pub fn rotate_pairs(head: &mut [f32], cos: &[f32], sin: &[f32], adjacent: bool) {
+    assert!(cos.len() == sin.len() && 2 * cos.len() <= head.len(), "rotate_pairs: sizes disagree");
+    #[cfg(target_arch = "x86_64")]
+    if simd_enabled() {
+        // SAFETY: AVX2/FMA were detected; sizes checked above.
+        return unsafe { avx2::rotate_pairs(head, cos, sin, adjacent) };
+    }
+    scalar::rotate_pairs(head, cos, sin, adjacent)
+}

@@ -6,9 +6,93 @@ pub fn dot<W: Elem>(x: &[f32], w: &[W]) -> f32 {
     x.iter().zip(w).map(|(&a, &b)| a * b.to_f32()).sum()
 }
 
+/// Lane i of 8 sums the products at i, i + 8, ...; lanes are then summed pairwise.
+pub fn dot_tiled<W: Elem>(x: &[f32], w: &[W]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    for (xc, wc) in x.chunks_exact(8).zip(w.chunks_exact(8)) {
+        for l in 0..8 {
+            lanes[l] = xc[l].mul_add(wc[l].to_f32(), lanes[l]);
+        }
+    }
+    (lanes[0] + lanes[4] + (lanes[2] + lanes[6])) + (lanes[1] + lanes[5] + (lanes[3] + lanes[7]))
+}
+
 pub fn axpy<W: Elem>(y: &mut [f32], a: f32, w: &[W]) {
     for (yi, &wi) in y.iter_mut().zip(w) {
         *yi += a * wi.to_f32();
     }
 }
 
+
+/// e^x, bit for bit as ggml's vectorised expf (ggml_v_expf, from Arm's optimized routines:
+/// a degree-5 polynomial on a reduced argument, scaled by 2^n; at most 1.5 ulp from exact).
+/// Softmax and SiLU use it so that logits match llama.cpp's to the last bit wherever the
+/// rest of the arithmetic does. Constants are given as bits: they are exact f32 values.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let c = f32::from_bits;
+    let shift = c(0x4b40_0000); // 0x1.8p23: adding it leaves round(x / ln2) in the low bits
+    let z = x.mul_add(c(0x3fb8_aa3b), shift); // x * log2(e) + shift
+    let n = z - shift;
+    // b = x - n ln2, with ln2 split in two parts for accuracy.
+    let b = (-n).mul_add(c(0x35bf_be8e), (-n).mul_add(c(0x3f31_7200), x));
+    let e = z.to_bits() << 23;
+    let k = f32::from_bits(e.wrapping_add(1.0f32.to_bits()));
+    let u = b * b;
+    let j = c(0x3c07_2010)
+        .mul_add(b, c(0x3d2b_9f17))
+        .mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)))
+        .mul_add(u, c(0x3f7f_fff6) * b);
+    if n.abs() <= 126.0 {
+        return j.mul_add(k, k);
+    }
+    // Out of the normal range: scale in two steps, or saturate to 0 / infinity.
+    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
+    let s1 = f32::from_bits(g.wrapping_add(0x7f00_0000));
+    let s2 = f32::from_bits(e.wrapping_sub(g));
+    if n.abs() > 192.0 {
+        s1 * s1
+    } else {
+        s2.mul_add(j, s2) * s1
+    }
+}
+
+/// gate[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + e^-x).
+#[inline(always)]
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + exp(-*g)) * u;
+    }
+}
+
+/// Replaces scores s with e^(s - max) and returns 1 / their sum, summed as ggml's AVX2
+/// softmax sums them: eight at a time in f32 (the last group padded with zeros, as the masked
+/// tail of llama.cpp's padded KV window is), the group sums in f64.
+#[inline(always)]
+pub fn softmax_exp(scores: &mut [f32]) -> f32 {
+    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    let mut sum = 0.0f64;
+    for chunk in scores.chunks_mut(8) {
+        let mut l = [0.0f32; 8];
+        for (lane, s) in l.iter_mut().zip(chunk.iter_mut()) {
+            *s = exp(*s - max);
+            *lane = *s;
+        }
+        sum += ((l[0] + l[4] + (l[2] + l[6])) + (l[1] + l[5] + (l[3] + l[7]))) as f64;
+    }
+    (1.0 / sum) as f32
+}
+
+/// Rotates pairs (a_i, b_i) of `head` by angles with the given cos and sin; pair i is
+/// (2i, 2i+1) when `adjacent`, else (i, i + half). Fused as GCC fuses ggml's
+/// `x0*cos - x1*sin`: the first product goes into the sum unrounded.
+#[inline(always)]
+pub fn rotate_pairs(head: &mut [f32], cos: &[f32], sin: &[f32], adjacent: bool) {
+    let half = cos.len();
+    for i in 0..half {
+        let (a, b) = if adjacent { (2 * i, 2 * i + 1) } else { (i, i + half) };
+        let (x0, x1) = (head[a], head[b]);
+        head[a] = x0.mul_add(cos[i], -(x1 * sin[i]));
+        head[b] = x0.mul_add(sin[i], x1 * cos[i]);
+    }
+}

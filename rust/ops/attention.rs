@@ -1,7 +1,13 @@
 //! Causal multi-head attention of new tokens over the KV cache, grouped-query aware.
+//!
+//! The arithmetic follows llama.cpp's CPU attention (without flash attention) step by step:
+//! queries and attention weights are rounded to the cache's element type before they meet K
+//! and V (ggml converts a matmul's activations to the weights' type), softmax uses ggml's exp,
+//! and every sum is split over SIMD lanes and combined as ggml combines it. With an f16 cache
+//! this reproduces llama.cpp's logits bit for bit; with an f32 cache it is plain float32
+//! attention, as accurate as any other order.
 
-use crate::kernels::{axpy, dot, Elem};
-use crate::ops::activation::exp;
+use crate::kernels::{axpy, dot, dot_tiled, softmax_exp, Elem};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -13,19 +19,46 @@ pub struct Heads {
     pub head_dim: usize,
 }
 
+/// How llama.cpp spreads a sum over SIMD lanes: several tokens at once go through tinyBLAS
+/// (8 lanes), a single token through ggml_vec_dot_f16 (4 x 8 lanes).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lanes {
+    Tiled,
+    Vector,
+}
+
+impl Lanes {
+    fn count(self) -> usize {
+        match self {
+            Lanes::Tiled => 8,
+            Lanes::Vector => 32,
+        }
+    }
+
+    /// Combines lane values (`count()` of them) as the matching ggml kernel does.
+    fn reduce(self, l: &[f32]) -> f32 {
+        match self {
+            // _mm256 hsum: (l0+l4 + l2+l6) + (l1+l5 + l3+l7)
+            Lanes::Tiled => (l[0] + l[4] + (l[2] + l[6])) + (l[1] + l[5] + (l[3] + l[7])),
+            // four accumulators (a0+a2)+(a1+a3), then two horizontal adds
+            Lanes::Vector => {
+                let v: [f32; 8] = std::array::from_fn(|i| (l[i] + l[i + 16]) + (l[i + 8] + l[i + 24]));
+                (v[0] + v[4] + (v[1] + v[5])) + (v[2] + v[6] + (v[3] + v[7]))
+            }
+        }
+    }
+}
+
 thread_local! {
-    /// Per-worker buffers: the query rounded to the cache type [head_dim] and the attention
-    /// weights [positions]. They grow to the longest sequence seen and are then reused.
-    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// Per-worker buffers, grown to the longest sequence seen and then reused: the query
+    /// rounded to the cache type [head_dim], the attention weights [positions], and the
+    /// per-lane partial sums of the output [lanes, head_dim].
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// For new tokens t at positions pos0 + t:
 /// out[t, h] = softmax(q[t, h] · K[kvh, 0..=pos]ᵀ / sqrt(head_dim)) · V[kvh, 0..=pos],
 /// with kvh = h / (n_head / n_kv_head).
-///
-/// Queries and attention weights are rounded to the cache's element type before they meet
-/// K and V, as ggml converts a matmul's activations to the weights' type: with an f16 cache
-/// this reproduces llama.cpp's numerics, with an f32 cache it is exact float32 attention.
 ///
 /// q: [n, q_stride], head h at columns h*head_dim..; out: [n, n_head*head_dim];
 /// k_cache, v_cache: [n_kv_head, max_seq, head_dim], already holding positions 0..pos0+n.
@@ -47,6 +80,7 @@ pub fn attention<C: Elem>(
     assert!(q.len() >= (n.max(1) - 1) * q_stride + n_head * head_dim);
     assert!(k_cache.len() == n_kv_head * max_seq * head_dim && v_cache.len() == k_cache.len());
     let inv_sqrt_d = 1.0 / (head_dim as f32).sqrt();
+    let lanes = if n > 1 { Lanes::Tiled } else { Lanes::Vector };
 
     out.par_chunks_mut(head_dim).enumerate().for_each(|(idx, o)| {
         let (t, h) = (idx / n_head, idx % n_head);
@@ -54,36 +88,30 @@ pub fn attention<C: Elem>(
         let base = (h / group) * max_seq * head_dim;
         let keys = &k_cache[base..base + len * head_dim];
         let values = &v_cache[base..base + len * head_dim];
-        SCRATCH.with_borrow_mut(|(q_h, weights)| {
+        SCRATCH.with_borrow_mut(|(q_h, weights, partial)| {
             q_h.clear();
             q_h.extend(q[t * q_stride + h * head_dim..][..head_dim].iter().map(|&v| C::from_f32(v).to_f32()));
             weights.clear();
-            weights.extend(keys.chunks_exact(head_dim).map(|k_j| dot(q_h, k_j) * inv_sqrt_d));
-            let inv_sum = softmax_unnormalised(weights);
-            o.fill(0.0);
-            for (&w, v_j) in weights.iter().zip(values.chunks_exact(head_dim)) {
-                axpy(o, C::from_f32(w * inv_sum).to_f32(), v_j);
+            weights.extend(keys.chunks_exact(head_dim).map(|k_j| {
+                let s = if lanes == Lanes::Tiled && head_dim % 8 == 0 { dot_tiled(q_h, k_j) } else { dot(q_h, k_j) };
+                s * inv_sqrt_d
+            }));
+            let inv_sum = softmax_exp(weights);
+
+            // Position j adds into lane j % lanes; the lanes are combined per output element.
+            partial.clear();
+            partial.resize(lanes.count() * head_dim, 0.0);
+            for (j, (&w, v_j)) in weights.iter().zip(values.chunks_exact(head_dim)).enumerate() {
+                let lane = j % lanes.count();
+                axpy(&mut partial[lane * head_dim..(lane + 1) * head_dim], C::from_f32(w * inv_sum).to_f32(), v_j);
+            }
+            let mut column = [0.0f32; 32];
+            for (d, o_d) in o.iter_mut().enumerate() {
+                for (l, c) in column[..lanes.count()].iter_mut().enumerate() {
+                    *c = partial[l * head_dim + d];
+                }
+                *o_d = lanes.reduce(&column);
             }
         });
     });
-}
-
-/// Replaces scores s with e^(s - max) and returns 1 / their sum, summing as ggml's AVX2
-/// softmax does: eight at a time in f32 (pairwise), the partial sums in f64.
-fn softmax_unnormalised(scores: &mut [f32]) -> f32 {
-    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-    let mut sum = 0.0f64;
-    let mut chunks = scores.chunks_exact_mut(8);
-    for lanes in &mut chunks {
-        for s in lanes.iter_mut() {
-            *s = exp(*s - max);
-        }
-        let quad = [lanes[0] + lanes[4], lanes[1] + lanes[5], lanes[2] + lanes[6], lanes[3] + lanes[7]];
-        sum += ((quad[0] + quad[2]) + (quad[1] + quad[3])) as f64;
-    }
-    for s in chunks.into_remainder() {
-        *s = (*s - max).exp();
-        sum += *s as f64;
-    }
-    (1.0 / sum) as f32
 }

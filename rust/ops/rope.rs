@@ -1,6 +1,8 @@
 //! Rotary position embeddings. Dimension pair i of a head is rotated by pos * base^(-2i/dims);
 //! which two elements form pair i depends on how the weights were stored (see `RopePairing`).
 
+use crate::kernels::rotate_pairs;
+
 /// Which elements of a head rotate together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RopePairing {
@@ -47,15 +49,7 @@ impl Rope {
         for (t, row) in x.chunks_exact_mut(heads_per_row * head_dim).enumerate() {
             let (c, s) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
             for head in row.chunks_exact_mut(head_dim) {
-                for i in 0..half {
-                    let (a, b) = match self.pairing {
-                        RopePairing::Adjacent => (2 * i, 2 * i + 1),
-                        RopePairing::Halves => (i, i + half),
-                    };
-                    let (x0, x1) = (head[a], head[b]);
-                    head[a] = x0 * c[i] - x1 * s[i];
-                    head[b] = x0 * s[i] + x1 * c[i];
-                }
+                rotate_pairs(&mut head[..self.dims], c, s, self.pairing == RopePairing::Adjacent);
             }
         }
     }
