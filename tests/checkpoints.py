@@ -301,3 +301,40 @@ def write_llama_gguf(path: Path, weights: dict[str, np.ndarray], *, n_head, n_kv
     writer.write_tensors_to_file()
     writer.close()
     return stored
+
+
+def write_gpt2_gguf(path: Path, hf_weights: dict[str, np.ndarray], *, n_head: int, n_ctx: int) -> None:
+    """The GPT-2 weights (Hugging Face names, Conv1D [in, out]) as a GGUF `gpt2` file, named and
+    laid out as llama.cpp's converter writes them ([out, in], tied head as `output`)."""
+    import gguf
+
+    n_embd = hf_weights["wte.weight"].shape[1]
+    n_layer = len({k.split(".")[1] for k in hf_weights if k.startswith("h.")})
+    writer = gguf.GGUFWriter(str(path), "gpt2")
+    writer.add_context_length(n_ctx)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_layer)
+    writer.add_feed_forward_length(hf_weights["h.0.mlp.c_fc.weight"].shape[1])
+    writer.add_head_count(n_head)
+    writer.add_layer_norm_eps(1e-5)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("gpt-2")
+    writer.add_token_list(byte_vocab() + ["<|endoftext|>"])
+    writer.add_token_types([1] * 256 + [3])
+    writer.add_eos_token_id(256)
+    names = {"wte.weight": "token_embd.weight", "wpe.weight": "position_embd.weight", "ln_f.weight": "output_norm.weight", "ln_f.bias": "output_norm.bias"}
+    block = {"ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "ln_2": "ffn_norm", "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
+    for name, values in hf_weights.items():
+        if name in names:
+            target = names[name]
+        else:
+            _, layer, *part, kind = name.split(".")
+            target = f"blk.{layer}.{block['.'.join(part)]}.{kind}"
+            if kind == "weight" and values.ndim == 2:
+                values = values.T  # Conv1D [in, out] -> [out, in]
+        writer.add_tensor(target, np.ascontiguousarray(values, dtype=np.float32))
+    writer.add_tensor("output.weight", hf_weights["wte.weight"].astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()

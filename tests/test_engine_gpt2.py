@@ -128,3 +128,22 @@ def test_generation_config_sets_sampling_defaults(tmp_path):
     assert (params.temperature, params.top_k, params.top_p) == (0.7, 50, 0.9)
     (directory / "generation_config.json").write_text(json.dumps({"do_sample": False, "temperature": 0.7}))
     assert load_spec(directory).sampling_defaults.temperature == 0
+
+
+def test_gpt2_gguf_matches_numpy_reference(tmp_path):
+    import gptgen
+    from checkpoints import write_gpt2_gguf
+
+    n_vocab, n_ctx, n_embd, n_head, n_layer, n_ff = 257, 40, 24, 3, 2, 96
+    rng = np.random.default_rng(8)
+    weights = random_gpt2_weights(rng, n_vocab=n_vocab, n_ctx=n_ctx, n_embd=n_embd, n_layer=n_layer, n_ff=n_ff)
+    path = tmp_path / "gpt2.gguf"
+    write_gpt2_gguf(path, weights, n_head=n_head, n_ctx=n_ctx)
+    model = gptgen.load(str(path), threads=2)
+    assert model.spec.arch == "gpt2" and model.spec.format == "gguf"
+    tokens = rng.integers(0, 256, size=25).tolist()
+    got = model.new_session(len(tokens)).forward(tokens, all_logits=True)
+    want = gpt2_logits({k: v.astype(np.float64) for k, v in weights.items()}, n_head, tokens)
+    # GGUF models keep an f16 KV cache (as llama.cpp does): errors of f16 rounding.
+    relative = np.sqrt(((got - want) ** 2).mean() / (want**2).mean())
+    assert relative < 2e-3, relative

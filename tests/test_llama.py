@@ -108,3 +108,19 @@ def test_dequantize_k_quants_matches_gguf_py(qtype, size):
     raw[:, scale_offset : scale_offset + (4 if qtype == Q.Q4_K else 2)] = scales[:, : 4 if qtype == Q.Q4_K else 2]
     ours = _native.dequantize(raw.reshape(-1), qtype.name.lower(), 256)
     np.testing.assert_allclose(ours, dequantize(raw, qtype).reshape(-1), rtol=1e-6, atol=1e-7)
+
+
+def test_conversation_reuses_the_cached_prefix(tiny_llama):
+    from gptgen.generate import Conversation
+
+    first = tiny_llama.tokenizer.encode("<|im_start|>user\nhello there<|im_end|>\n<|im_start|>assistant\n")
+    second = first + tiny_llama.tokenizer.encode("hi!<|im_end|>\n<|im_start|>user\nand again<|im_end|>\n")
+    conversation = Conversation(tiny_llama)
+    conversation.prefill(first)
+    reused = conversation.prefill(second)
+    assert conversation.session.pos == len(second)
+    fresh = tiny_llama.new_session(len(second)).forward(second)[0]
+    np.testing.assert_array_equal(reused, fresh)
+    # A prompt that diverges earlier rewinds the cache to the common prefix.
+    other = first[:5] + tiny_llama.tokenizer.encode(" something else")
+    np.testing.assert_array_equal(conversation.prefill(other), tiny_llama.new_session(len(other)).forward(other)[0])

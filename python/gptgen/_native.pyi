@@ -6,12 +6,19 @@ import numpy.typing as npt
 def kernel_name() -> str:
     """The SIMD kernel family in use: "avx2" or "scalar" (GPTGEN_FORCE_SCALAR=1)."""
 
+def dequantize(data: npt.NDArray[np.uint8], dtype: str, row_len: int) -> npt.NDArray[np.float32]:
+    """Rows of `row_len` elements stored as `dtype` (f32, f16, bf16, q4_0, q4_1, q5_0, q5_1,
+    q8_0, q4_k, q6_k), widened to float32 by the engine's kernels."""
+
 class Engine:
     """A loaded model on its own thread pool (threads=0: one per physical core).
 
-    config: n_vocab, n_ctx, n_embd, n_layer, n_head, n_kv_head, n_ff, norm_eps.
-    tensors: {name: (read-only contiguous uint8 buffer, "f32" | "f16" | "bf16", shape,
-    "out_in" | "in_out")}. Raises ValueError for anything inconsistent.
+    arch: "gpt2" or "llama".
+    config: n_vocab, n_ctx, n_embd, n_layer, n_head, n_kv_head, n_ff, head_dim, norm_eps,
+    kv_cache ("f32" | "f16"), and for RoPE models rope_base, rope_dims, rope_pairing
+    ("adjacent" | "halves").
+    tensors: {name: (read-only contiguous uint8 buffer, dtype as in `dequantize`, shape
+    outermost first, "out_in" | "in_out")}. Raises ValueError for anything inconsistent.
     """
 
     def __init__(
