@@ -38,10 +38,21 @@ ThreadsOption = typer.Option(None, "--threads", help="Worker threads (default: o
 
 
 def _read_prompt(prompt: Optional[str]) -> str:
-    """The argument, or stdin when it is omitted or '-' (one trailing newline dropped, as
-    `echo` adds it)."""
-    if prompt is not None and prompt != "-":
+    """The prompt: the argument, stdin when it is omitted or '-', or both (argument first, then
+    a newline and stdin) when an argument is given and stdin is piped. One trailing newline of
+    stdin is dropped, as `echo` adds it."""
+    if prompt is not None and prompt != "-" and sys.stdin.isatty():
         return prompt
+    piped = _read_stdin()
+    if prompt is None or prompt == "-":
+        return piped
+    return f"{prompt}\n{piped}" if piped else prompt
+
+
+def _read_stdin() -> str:
+    """All of stdin, invalid UTF-8 replaced with U+FFFD; one trailing newline dropped."""
+    if sys.stdin is None or sys.stdin.closed:
+        return ""
     text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
     return text[:-1] if text.endswith("\n") else text
 
@@ -60,76 +71,183 @@ def _load(model: Optional[str], threads: Optional[int], verbose: bool = False):
     return m
 
 
-def _prompt_ids(m, text: str, chat: bool, system: Optional[str]) -> list[int]:
-    from .chat import messages_for, render
+def _parse_logit_bias(values: list[str]) -> dict[int, float]:
+    bias = {}
+    for item in values:
+        token, sep, value = item.partition("=")
+        try:
+            bias[int(token)] = float(value) if value.strip().lower() not in ("-inf", "-infinity") else float("-inf")
+        except ValueError:
+            raise GptgenError(f"--logit-bias takes ID=VALUE (e.g. 15496=-5 or 50256=-inf), not {item!r}") from None
+        if not sep:
+            raise GptgenError(f"--logit-bias takes ID=VALUE, not {item!r}")
+    return bias
 
-    if chat:
-        text = render(m.spec.chat_template, messages_for(text, system), **_special_strings(m))
-    ids = m.tokenizer.encode(text)
-    if not ids and m.tokenizer.bos_id is not None:
-        ids = [m.tokenizer.bos_id]  # unconditional generation starts from BOS, as in GPT-2's samples
-    return ids
 
-
-def _special_strings(m) -> dict[str, str]:
-    t = m.tokenizer
-    name = lambda i: t.backend.id_to_token(i) if i is not None else ""  # noqa: E731
-    return {"bos_token": name(t.bos_id), "eos_token": name(t.eos_ids[0] if t.eos_ids else None)}
+# Keys a --jsonl record may set, besides "prompt", and their types.
+JSONL_OPTIONS = {
+    "max_tokens": int,
+    "temperature": float,
+    "top_k": int,
+    "top_p": float,
+    "min_p": float,
+    "typical_p": float,
+    "repetition_penalty": float,
+    "presence_penalty": float,
+    "frequency_penalty": float,
+    "repeat_last_n": int,
+    "no_repeat_ngram_size": int,
+    "seed": int,
+    "stop": list,
+    "ignore_eos": bool,
+}
 
 
 @app.command()
 def generate(
-    prompt: Optional[str] = typer.Argument(None, help="Prompt text; omit or '-' to read stdin."),
+    prompt: Optional[str] = typer.Argument(None, help="Prompt text; omit or '-' to read stdin (piped stdin is appended to an argument)."),
     model: Optional[str] = ModelOption,
     max_tokens: Optional[int] = typer.Option(
         None, "--max-tokens", "-n", help="Tokens to generate (default: 128, or what the context has room for)."
     ),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Prompt plus new tokens, at most (Hugging Face's max_length)."),
     temperature: Optional[float] = typer.Option(
         None, "--temperature", "-t", help="Sampling temperature; 0 is greedy. Default: the model's own."
     ),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample from the k most likely tokens (0: all)."),
     top_p: Optional[float] = typer.Option(None, "--top-p", help="Sample from the smallest set reaching this probability."),
+    min_p: Optional[float] = typer.Option(None, "--min-p", help="Drop tokens less likely than this fraction of the best."),
+    typical_p: Optional[float] = typer.Option(None, "--typical-p", help="Locally typical sampling mass (1: off)."),
+    repetition_penalty: Optional[float] = typer.Option(
+        None, "--repetition-penalty", "--repeat-penalty", help="Penalise tokens seen in the window (Hugging Face semantics; 1: off)."
+    ),
+    presence_penalty: Optional[float] = typer.Option(None, "--presence-penalty", help="Subtract from tokens seen in the window (OpenAI)."),
+    frequency_penalty: Optional[float] = typer.Option(None, "--frequency-penalty", help="Subtract per occurrence in the window (OpenAI)."),
+    repeat_last_n: Optional[int] = typer.Option(None, "--repeat-last-n", help="Window of the penalties, in tokens (default 64; -1: all)."),
+    no_repeat_ngram_size: Optional[int] = typer.Option(None, "--no-repeat-ngram-size", help="Never repeat an n-gram of this size (Hugging Face)."),
+    logit_bias: list[str] = typer.Option([], "--logit-bias", help="ID=VALUE added to that token's logit (repeatable; -inf bans it)."),
+    stop: list[str] = typer.Option([], "--stop", help="End when the text contains this string, which is not printed (repeatable)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed, for reproducible sampling."),
+    num_return_sequences: int = typer.Option(1, "--num-return-sequences", help="Samples of the prompt to generate.", min=1),
+    truncate: bool = typer.Option(False, "--truncate", help="Keep the prompt's last tokens when it does not fit the context."),
+    each_line: bool = typer.Option(False, "--each-line", help="One completion per line of stdin, written as JSONL in input order."),
+    jsonl: bool = typer.Option(False, "--jsonl", help='Like --each-line, each line a JSON object {"prompt": ..., options}.'),
     threads: Optional[int] = ThreadsOption,
     ignore_eos: bool = typer.Option(False, "--ignore-eos", help="Keep generating past the end-of-sequence token."),
     logprobs: int = typer.Option(0, "--logprobs", help="Report the K most likely tokens at each step (with --json).", min=0),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of streaming text."),
     chat: bool = typer.Option(False, "--chat", help="Wrap the prompt as a user message in the model's chat template."),
-    system: Optional[str] = typer.Option(None, "--system", help="System message (with --chat)."),
+    system: Optional[str] = typer.Option(None, "--system", help="System message (implies --chat)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Timings and details on stderr."),
 ) -> None:
     """Generate a continuation of PROMPT."""
-    from .generate import Generation, GenerationRequest, generate as run_generation
+    from .api import GenerateOptions
     from .sampling import SamplingParams
 
-    text = _read_prompt(prompt)
-    overrides = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
-    SamplingParams(**{k: v for k, v in overrides.items() if v is not None}).validate()  # fail before loading
-    m = _load(model, threads, verbose)
-    sampling = m.spec.sampling_defaults.with_overrides(**overrides)
-    request = GenerationRequest(
-        prompt_tokens=_prompt_ids(m, text, chat or system is not None, system),
+    overrides = {
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "min_p": min_p,
+        "typical_p": typical_p,
+        "repetition_penalty": repetition_penalty,
+        "presence_penalty": presence_penalty,
+        "frequency_penalty": frequency_penalty,
+        "repeat_last_n": repeat_last_n,
+        "no_repeat_ngram_size": no_repeat_ngram_size,
+        "logit_bias": _parse_logit_bias(logit_bias) or None,
+        "seed": seed,
+    }
+    SamplingParams().with_overrides(**overrides).validate()  # fail before loading
+    if max_tokens is not None and max_length is not None:
+        raise GptgenError("give --max-tokens or --max-length, not both")
+    options = GenerateOptions(
         max_tokens=max_tokens,
-        sampling=sampling,
+        max_length=max_length,
+        sampling=overrides,
+        stop=list(stop),
         ignore_eos=ignore_eos,
+        truncate=truncate,
         top_logprobs=logprobs,
+        chat=chat or system is not None,
+        system=system,
     )
-    if as_json:
-        result = run_generation(m, request)
-        sys.stdout.write(json.dumps(result.as_dict(), ensure_ascii=False) + "\n")
-        timings = result.timings
-    else:
-        run = Generation(m, request)
-        for event in run:
-            sys.stdout.write(event.text)
-            sys.stdout.flush()
-        sys.stdout.write(run.final_text())
-        if sys.stdout.isatty():
-            sys.stdout.write("\n")
-        sys.stdout.flush()
-        timings = run.timings
-    if verbose:
-        _log_timings(timings)
+    if each_line or jsonl:
+        if prompt is not None:
+            raise GptgenError("--each-line and --jsonl read their prompts from stdin; give no PROMPT argument")
+        m = _load(model, threads, verbose)
+        _run_batch_lines(m, options, jsonl)
+        return
+    text = _read_prompt(prompt)
+    m = _load(model, threads, verbose)
+    for i in range(num_return_sequences):
+        seeded = options.with_seed(None if seed is None else seed + i)
+        if as_json:
+            result = m.generate(text, options=seeded)
+            if num_return_sequences == 1:
+                _write(json.dumps(result.as_dict(), ensure_ascii=False) + "\n")
+            else:
+                _write(("[" if i == 0 else ",") + json.dumps(result.as_dict(), ensure_ascii=False) + ("]\n" if i == num_return_sequences - 1 else ""))
+            timings = result.timings
+        else:
+            run = m.start(text, options=seeded)
+            for piece in run.pieces():
+                _write(piece)
+            if num_return_sequences > 1 or sys.stdout.isatty():
+                _write("\n")
+            timings = run.timings
+            if run.ends_at_context:
+                _log(f"gptgen: generation stopped at the end of the model's context ({m.n_ctx} tokens)")
+        if verbose:
+            _log_timings(timings)
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _run_batch_lines(m, options, jsonl: bool) -> None:
+    """One JSON record per input line, in order, flushed as each completes; a bad line gives
+    an error record and the rest still run."""
+    for index, raw in enumerate(sys.stdin.buffer):
+        line = raw.decode("utf-8", errors="replace").rstrip("\n").rstrip("\r")
+        record: dict = {"index": index}
+        try:
+            prompt, line_options = _line_request(line, options, jsonl)
+            record["prompt"] = prompt
+            result = m.generate(prompt, options=line_options)
+            record.update({k: v for k, v in result.as_dict().items() if k != "logprobs" or line_options.top_logprobs})
+        except GptgenError as e:
+            record["error"] = str(e)
+        _write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _line_request(line: str, options, jsonl: bool):
+    if not jsonl:
+        return line, options
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise GptgenError(f"not valid JSON: {e}") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str):
+        raise GptgenError('each line must be a JSON object with a string "prompt"')
+    changes = {}
+    for key, value in obj.items():
+        if key == "prompt":
+            continue
+        kind = JSONL_OPTIONS.get(key)
+        if kind is None:
+            raise GptgenError(f"unknown option {key!r} (known: prompt, {', '.join(JSONL_OPTIONS)})")
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if kind is list:
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        if not ok:
+            raise GptgenError(f"option {key!r} must be {kind.__name__}, not {value!r}")
+        changes[key] = value
+    return obj["prompt"], options.with_changes(**changes)
 
 
 def _log_timings(timings) -> None:
@@ -173,7 +291,7 @@ def chat(
         if not line.strip():
             continue
         messages.append({"role": "user", "content": line.rstrip("\n")})
-        ids = m.tokenizer.encode(render(m.spec.chat_template, messages, **_special_strings(m)))
+        ids = m.tokenizer.encode(render(m.spec.chat_template, messages, **m.special_strings()))
         room = m.n_ctx - len(ids)
         if room <= 0:
             raise GptgenError(f"the conversation ({len(ids)} tokens) no longer fits the context of {m.n_ctx}")
@@ -296,19 +414,30 @@ def info(model: Optional[str] = ModelOption, threads: Optional[int] = ThreadsOpt
 
 
 def main() -> None:
+    import click
+
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(encoding="utf-8")  # generated text is UTF-8 whatever the locale
     try:
-        app()
+        app(standalone_mode=False)
     except GptgenError as e:
         _log(f"error: {e}")
         sys.exit(1)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, and keep Python's shutdown flush quiet too.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
-    except KeyboardInterrupt:
-        sys.stdout.flush()
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        # Ctrl-C: what was produced is already written; end like an interrupted program.
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            pass
         sys.exit(130)
 
 

@@ -25,11 +25,16 @@ class GenerationRequest:
     ignore_eos: bool = False
     # How many alternatives to report per token in `logprobs`.
     top_logprobs: int = 0
+    # Generation ends when the text contains one of these; the stop string is not output.
+    stop: list[str] = field(default_factory=list)
+    # When prompt + max_tokens exceed the context: keep the prompt's last tokens instead of failing.
+    truncate: bool = False
 
 
 @dataclass
 class TokenEvent:
     token: int
+    # Text this token releases: may be empty (an unfinished character, a possible stop string).
     text: str
     logprob: float
     # [(token id, logprob)] of the `top_logprobs` most likely tokens, best first.
@@ -57,9 +62,12 @@ class GenerationResult:
     text: str
     prompt_tokens: list[int]
     tokens: list[int]
-    finish_reason: str  # "stop" (end of sequence) or "length"
+    finish_reason: str  # "stop" (end of sequence or a stop string) or "length"
     logprobs: list[TokenEvent]
     timings: Timings
+
+    def __str__(self) -> str:
+        return self.text
 
     def as_dict(self) -> dict:
         return {
@@ -74,23 +82,63 @@ class GenerationResult:
         }
 
 
-def plan_max_tokens(model: Model, n_prompt: int, max_tokens: int | None) -> int:
-    """How many tokens to generate, or a clear error when the context cannot hold them."""
-    if n_prompt == 0:
+@dataclass
+class Plan:
+    prompt: list[int]
+    max_tokens: int
+    # True when the default length was cut short by the end of the context.
+    ends_at_context: bool
+
+
+def plan(model: Model, request: GenerationRequest) -> Plan:
+    """The prompt to run and how many tokens to generate; a clear error, before any work, when
+    the context cannot hold them (unless the request allows truncating the prompt)."""
+    prompt, n_ctx = list(request.prompt_tokens), model.n_ctx
+    if not prompt:
         raise GptgenError("the prompt is empty and the model has no BOS token to start from")
-    room = model.n_ctx - n_prompt
-    if room <= 0:
-        raise GptgenError(f"the prompt is {n_prompt} tokens; the model's context holds {model.n_ctx}")
-    if max_tokens is None:
-        return min(DEFAULT_MAX_TOKENS, room)
-    if max_tokens < 0:
-        raise GptgenError(f"--max-tokens must be >= 0, not {max_tokens}")
-    if max_tokens > room:
-        raise GptgenError(
-            f"the prompt ({n_prompt} tokens) plus {max_tokens} new tokens exceed the model's context of "
-            f"{model.n_ctx}; ask for at most {room}"
-        )
-    return max_tokens
+    wanted = DEFAULT_MAX_TOKENS if request.max_tokens is None else request.max_tokens
+    if wanted < 0:
+        raise GptgenError(f"--max-tokens must be >= 0, not {wanted}")
+    if len(prompt) + max(wanted, 1) > n_ctx:
+        if request.truncate:
+            prompt = prompt[len(prompt) - max(n_ctx - wanted, 1) :]
+        elif request.max_tokens is None and len(prompt) < n_ctx:
+            return Plan(prompt, n_ctx - len(prompt), ends_at_context=True)
+        elif len(prompt) >= n_ctx:
+            raise GptgenError(f"the prompt is {len(prompt)} tokens; the model's context holds {n_ctx} (use --truncate to keep its end)")
+        else:
+            raise GptgenError(
+                f"the prompt ({len(prompt)} tokens) plus {wanted} new tokens exceed the model's context of {n_ctx}; "
+                f"ask for at most {n_ctx - len(prompt)} or use --truncate"
+            )
+    return Plan(prompt, min(wanted, n_ctx - len(prompt)), ends_at_context=False)
+
+
+class StopFilter:
+    """Releases text as soon as it cannot be the start of a stop string; reports a stop string
+    as soon as the text contains one, and never releases it."""
+
+    def __init__(self, stops: list[str]):
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+
+    def push(self, text: str) -> tuple[str, bool]:
+        """(text safe to output, whether a stop string was reached)."""
+        self.pending += text
+        if not self.stops:
+            out, self.pending = self.pending, ""
+            return out, False
+        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            out, self.pending = self.pending[: min(hits)], ""
+            return out, True
+        held = max((k for s in self.stops for k in range(1, min(len(s), len(self.pending) + 1)) if self.pending.endswith(s[:k])), default=0)
+        out, self.pending = self.pending[: len(self.pending) - held], self.pending[len(self.pending) - held :]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
 
 
 class Conversation:
@@ -123,28 +171,39 @@ class Conversation:
 
 
 class Generation:
-    """One run of `request` on `model`: iterate for TokenEvents; afterwards `finish_reason`
-    and `timings` describe the run. A `conversation` carries the KV cache across runs."""
+    """One run of `request` on `model`: iterate for TokenEvents; afterwards `finish_reason`,
+    `timings` and `ends_at_context` describe the run. A `conversation` carries the KV cache
+    across runs."""
 
     def __init__(self, model: Model, request: GenerationRequest, conversation: Conversation | None = None):
         self.model = model
         self.request = request
         self.conversation = conversation
-        self.max_tokens = plan_max_tokens(model, len(request.prompt_tokens), request.max_tokens)
+        self.plan = plan(model, request)
         self.sampler = Sampler(request.sampling)
         self.timings = Timings()
         self.finish_reason = "length"
         self.tokens: list[int] = []
         self._stream = model.tokenizer.stream()
+        self._stops = StopFilter(request.stop)
+        self._stopped_by_string = False
         self._stop_ids = set() if request.ignore_eos else set(model.tokenizer.eos_ids)
 
+    @property
+    def prompt_tokens(self) -> list[int]:
+        return self.plan.prompt
+
+    @property
+    def ends_at_context(self) -> bool:
+        return self.plan.ends_at_context and self.finish_reason == "length"
+
     def __iter__(self) -> Iterator[TokenEvent]:
-        if self.max_tokens == 0:
+        prompt, max_tokens = self.plan.prompt, self.plan.max_tokens
+        if max_tokens == 0:
             return
-        prompt = self.request.prompt_tokens
         start = time.perf_counter()
         if self.conversation is None:
-            session = self.model.new_session(len(prompt) + self.max_tokens)
+            session = self.model.new_session(len(prompt) + max_tokens)
             logits = session.forward(prompt)[0]
             step = lambda token: session.forward([token])[0]  # noqa: E731
         else:
@@ -155,22 +214,27 @@ class Generation:
 
         decode_start = time.perf_counter()
         while True:
-            token = self.sampler(logits)
+            token = self.sampler(logits, prompt + self.tokens)
             self.tokens.append(token)
-            if token in self._stop_ids:
+            text, self._stopped_by_string = self._stops.push(self._stream.push(token))
+            if self._stopped_by_string or token in self._stop_ids:
                 self.finish_reason = "stop"
-            yield self._event(token, logits)
-            if self.finish_reason == "stop" or len(self.tokens) >= self.max_tokens:
+            yield self._event(token, logits, text)
+            if self.finish_reason == "stop" or len(self.tokens) >= max_tokens:
                 break
             logits = step(token)
             self.timings.decode_tokens += 1
             self.timings.decode_s = time.perf_counter() - decode_start
 
     def final_text(self) -> str:
-        """Text still held back after the last token: an unfinished UTF-8 character, as U+FFFD."""
-        return self._stream.finish()
+        """Text still held back after the last token (an unfinished UTF-8 character, as U+FFFD,
+        or the start of a stop string that never completed); empty after a stop string."""
+        if self._stopped_by_string:
+            return ""
+        text, stopped = self._stops.push(self._stream.finish())
+        return text if stopped else text + self._stops.flush()
 
-    def _event(self, token: int, logits: np.ndarray) -> TokenEvent:
+    def _event(self, token: int, logits: np.ndarray, text: str) -> TokenEvent:
         logprobs = log_softmax(logits)
         k = min(self.request.top_logprobs, logprobs.size)
         top: list[tuple[int, float]] = []
@@ -178,7 +242,7 @@ class Generation:
             best = np.argpartition(-logprobs, k - 1)[:k]
             best = best[np.argsort(-logprobs[best], kind="stable")]
             top = [(int(i), float(logprobs[i])) for i in best]
-        return TokenEvent(token=token, text=self._stream.push(token), logprob=float(logprobs[token]), top=top)
+        return TokenEvent(token=token, text=text, logprob=float(logprobs[token]), top=top)
 
 
 def generate(model: Model, request: GenerationRequest) -> GenerationResult:
@@ -187,7 +251,7 @@ def generate(model: Model, request: GenerationRequest) -> GenerationResult:
     events = list(run)
     return GenerationResult(
         text="".join(e.text for e in events) + run.final_text(),
-        prompt_tokens=list(request.prompt_tokens),
+        prompt_tokens=run.prompt_tokens,
         tokens=run.tokens,
         finish_reason=run.finish_reason,
         logprobs=events,

@@ -59,3 +59,45 @@ class Model:
 
     def new_session(self, max_seq: int):
         return self.engine.new_session(max_seq)
+
+    # ---- the Python API ----
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def detokenize(self, ids: list[int]) -> str:
+        if any(not 0 <= i < self.tokenizer.vocab_size for i in ids):
+            raise GptgenError(f"token ids must be in [0, {self.tokenizer.vocab_size})")
+        return self.tokenizer.decode(ids)
+
+    def special_strings(self) -> dict[str, str]:
+        """bos_token and eos_token as text, for chat templates."""
+        t = self.tokenizer
+        name = lambda i: t.backend.id_to_token(i) if i is not None else ""  # noqa: E731
+        return {"bos_token": name(t.bos_id), "eos_token": name(t.eos_ids[0] if t.eos_ids else None)}
+
+    def start(self, prompt, *, options=None, **kwargs):
+        """A TextRun for `prompt` (text, or chat messages [{"role", "content"}])."""
+        from .api import GenerateOptions, TextRun
+        from .generate import Generation
+
+        options = (options or GenerateOptions()).with_changes(**kwargs)
+        return TextRun(Generation(self, options.request(self, prompt)))
+
+    def generate(self, prompt, *, options=None, **kwargs):
+        """Generates from `prompt` (text, or chat messages) and returns a GenerationResult
+        (str() of it is the text). Keyword arguments: GenerateOptions fields and
+        SamplingParams names, e.g. max_tokens=32, temperature=0, stop=["\\n"]."""
+        from .api import GenerateOptions
+        from .generate import generate
+
+        options = (options or GenerateOptions()).with_changes(**kwargs)
+        return generate(self, options.request(self, prompt))
+
+    def stream(self, prompt, *, options=None, **kwargs):
+        """Yields the generated text in pieces as it is produced."""
+        yield from self.start(prompt, options=options, **kwargs).pieces()
+
+    def chat(self, messages: list[dict[str, str]], **kwargs):
+        """One assistant reply to `messages`, rendered with the model's chat template."""
+        return self.generate(list(messages), **kwargs)

@@ -1,12 +1,18 @@
-"""Choosing the next token from the logits.
+"""Choosing the next token: one pipeline of logits processors, each a small function over a
+float64 logits vector (filtered-out tokens become -inf), then a draw.
 
-Each step of the pipeline is a small function over a float64 logits vector; filtered-out
-tokens get -inf. The order is Hugging Face's: temperature, then top-k, then top-p.
+Order: logit bias; repetition, presence and frequency penalties over the last
+`repeat_last_n` tokens; no-repeat n-grams over the whole sequence (these also shape greedy
+decoding, as in Hugging Face); then, when sampling, temperature, top-k, typical-p, top-p and
+min-p (Hugging Face's warper order, min-p last as in llama.cpp's chain).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Sequence
 
 import numpy as np
 
@@ -15,25 +21,106 @@ from .errors import GptgenError
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """temperature 0 means greedy; top_k 0 and top_p 1 mean no filtering. The defaults are
-    llama.cpp's; a model's own defaults (generation_config.json) take precedence over them."""
+    """temperature 0 means greedy; top_k 0, top_p 1, min_p 0, typical_p 1, penalties 1 / 0 and
+    no_repeat_ngram_size 0 mean "off". The defaults are llama.cpp's; a model's own defaults
+    (generation_config.json) take precedence over them."""
 
     temperature: float = 0.8
     top_k: int = 40
     top_p: float = 0.95
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repeat_last_n: int = 64
+    no_repeat_ngram_size: int = 0
+    logit_bias: dict[int, float] = field(default_factory=dict)
     seed: int | None = None
 
-    def with_overrides(self, **values: float | int | None) -> "SamplingParams":
+    def with_overrides(self, **values: object) -> "SamplingParams":
         """These parameters with every value that is not None replaced."""
         return replace(self, **{k: v for k, v in values.items() if v is not None})
 
     def validate(self) -> None:
-        if not (np.isfinite(self.temperature) and self.temperature >= 0):
+        def finite(name: str, value: float) -> None:
+            if not math.isfinite(value):
+                raise GptgenError(f"{name} must be a finite number, not {value}")
+
+        for name in ("temperature", "top_p", "min_p", "typical_p", "repetition_penalty", "presence_penalty", "frequency_penalty"):
+            finite(name.replace("_", "-"), getattr(self, name))
+        if self.temperature < 0:
             raise GptgenError(f"temperature must be a number >= 0, not {self.temperature}")
         if self.top_k < 0:
             raise GptgenError(f"top-k must be >= 0, not {self.top_k}")
-        if not (0 < self.top_p <= 1):
+        if not 0 < self.top_p <= 1:
             raise GptgenError(f"top-p must be in (0, 1], not {self.top_p}")
+        if not 0 <= self.min_p <= 1:
+            raise GptgenError(f"min-p must be in [0, 1], not {self.min_p}")
+        if not 0 < self.typical_p <= 1:
+            raise GptgenError(f"typical-p must be in (0, 1], not {self.typical_p}")
+        if self.repetition_penalty <= 0:
+            raise GptgenError(f"repetition-penalty must be > 0, not {self.repetition_penalty}")
+        if self.repeat_last_n < -1:
+            raise GptgenError(f"repeat-last-n must be >= -1 (-1: the whole sequence), not {self.repeat_last_n}")
+        if self.no_repeat_ngram_size < 0:
+            raise GptgenError(f"no-repeat-ngram-size must be >= 0, not {self.no_repeat_ngram_size}")
+        for token, bias in self.logit_bias.items():
+            if not (math.isfinite(bias) or bias == -math.inf):
+                raise GptgenError(f"the logit bias of token {token} must be a number or -inf, not {bias}")
+
+
+# ---- processors: (logits, context) -> logits ----
+
+
+def apply_logit_bias(logits: np.ndarray, bias: dict[int, float]) -> np.ndarray:
+    if not bias:
+        return logits
+    out = logits.copy()
+    for token, value in bias.items():
+        if 0 <= token < out.size:
+            out[token] += value
+    return out
+
+
+def apply_repetition_penalty(logits: np.ndarray, window: Sequence[int], penalty: float) -> np.ndarray:
+    """Hugging Face: each token seen in the window has its logit divided by the penalty when
+    positive and multiplied by it when negative."""
+    if penalty == 1.0 or not window:
+        return logits
+    out = logits.copy()
+    seen = np.unique(np.asarray(window))
+    scores = out[seen]
+    out[seen] = np.where(scores < 0, scores * penalty, scores / penalty)
+    return out
+
+
+def apply_presence_frequency(logits: np.ndarray, window: Sequence[int], presence: float, frequency: float) -> np.ndarray:
+    """OpenAI: logit -= presence * (count > 0) + frequency * count, counts over the window."""
+    if (presence == 0 and frequency == 0) or not window:
+        return logits
+    out = logits.copy()
+    for token, count in Counter(window).items():
+        out[token] -= presence + frequency * count
+    return out
+
+
+def banned_ngram_tokens(sequence: Sequence[int], n: int) -> set[int]:
+    """Hugging Face's no_repeat_ngram_size: tokens that would complete an n-gram already in
+    the sequence, given its last n - 1 tokens."""
+    if n <= 0 or len(sequence) + 1 < n:
+        return set()
+    prefix = tuple(sequence[len(sequence) - n + 1 :]) if n > 1 else ()
+    return {sequence[i + n - 1] for i in range(len(sequence) - n + 1) if tuple(sequence[i : i + n - 1]) == prefix}
+
+
+def apply_no_repeat_ngram(logits: np.ndarray, sequence: Sequence[int], n: int) -> np.ndarray:
+    banned = banned_ngram_tokens(sequence, n)
+    if not banned:
+        return logits
+    out = logits.copy()
+    out[list(banned)] = -np.inf
+    return out
 
 
 def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -54,14 +141,38 @@ def top_p_filter(logits: np.ndarray, p: float) -> np.ndarray:
         return logits
     order = np.argsort(-logits, kind="stable")
     probs = softmax(logits[order])
-    cumulative = np.cumsum(probs)
     # Token i survives if the mass before it is still below p.
-    keep_sorted = (cumulative - probs) < p
+    keep_sorted = (np.cumsum(probs) - probs) < p
     keep_sorted[0] = True
-    filtered = np.full_like(logits, -np.inf)
-    kept = order[keep_sorted]
-    filtered[kept] = logits[kept]
-    return filtered
+    return _keep(logits, order[keep_sorted])
+
+
+def min_p_filter(logits: np.ndarray, min_p: float) -> np.ndarray:
+    """llama.cpp / HF: keeps tokens whose probability is at least min_p times the largest."""
+    if min_p <= 0:
+        return logits
+    probs = softmax(logits)
+    return np.where(probs < min_p * probs.max(), -np.inf, logits)
+
+
+def typical_filter(logits: np.ndarray, mass: float) -> np.ndarray:
+    """Hugging Face's typical-p: tokens ordered by how far their surprise is from the
+    distribution's entropy, kept until their probability mass first exceeds `mass`."""
+    if mass >= 1.0:
+        return logits
+    log_probs = log_softmax(logits)
+    probs = np.exp(log_probs)
+    entropy = -np.nansum(probs * log_probs)
+    order = np.argsort(np.abs(-log_probs - entropy), kind="stable")
+    cumulative = np.cumsum(probs[order])
+    last = min(int(np.searchsorted(cumulative, mass, side="right")), logits.size - 1)
+    return _keep(logits, order[: last + 1])
+
+
+def _keep(logits: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    out = np.full_like(logits, -np.inf)
+    out[kept] = logits[kept]
+    return out
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -83,13 +194,26 @@ class Sampler:
         self.params = params
         self.rng = np.random.default_rng(params.seed)
 
-    def __call__(self, logits: np.ndarray) -> int:
+    def process(self, logits: np.ndarray, sequence: Sequence[int]) -> np.ndarray:
+        """The logits after every processor that applies to greedy decoding too; `sequence` is
+        the prompt and the tokens generated so far."""
         p = self.params
+        scores = apply_logit_bias(logits.astype(np.float64), p.logit_bias)
+        window = sequence if p.repeat_last_n == -1 else sequence[max(0, len(sequence) - p.repeat_last_n) :] if p.repeat_last_n else []
+        scores = apply_repetition_penalty(scores, window, p.repetition_penalty)
+        scores = apply_presence_frequency(scores, window, p.presence_penalty, p.frequency_penalty)
+        return apply_no_repeat_ngram(scores, sequence, p.no_repeat_ngram_size)
+
+    def __call__(self, logits: np.ndarray, sequence: Sequence[int] = ()) -> int:
+        p = self.params
+        scores = self.process(logits, sequence)
         if p.temperature == 0:
-            return int(np.argmax(logits))
-        scores = apply_temperature(logits.astype(np.float64), p.temperature)
+            return int(np.argmax(scores))
+        scores = apply_temperature(scores, p.temperature)
         scores = top_k_filter(scores, p.top_k)
+        scores = typical_filter(scores, p.typical_p)
         scores = top_p_filter(scores, p.top_p)
+        scores = min_p_filter(scores, p.min_p)
         probs = softmax(scores)
         # Inverse-CDF draw: one uniform number per token keeps the stream reproducible.
         index = int(np.searchsorted(np.cumsum(probs), self.rng.random() * probs.sum(), side="right"))
