@@ -419,7 +419,9 @@ def main() -> None:
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(encoding="utf-8")  # generated text is UTF-8 whatever the locale
     try:
-        app(standalone_mode=False)
+        # Typer returns an exit code instead of raising in this mode (130 after Ctrl-C).
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except GptgenError as e:
         _log(f"error: {e}")
         sys.exit(1)
