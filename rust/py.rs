@@ -151,6 +151,34 @@ impl Engine {
     fn new_session(&self, max_seq: usize) -> PyResult<Session> {
         Ok(Session { engine: self.inner.clone(), inner: self.inner.new_session(max_seq)? })
     }
+
+    /// Runs `tokens[i]` at the next positions of `sessions[i]` in one pass: the weights are read
+    /// once for all of them. Returns float32 logits: every row if `all_logits`, else
+    /// [len(sessions), n_vocab], the last row of each.
+    #[pyo3(signature = (sessions, tokens, all_logits = false))]
+    fn forward_batch<'py>(
+        &self,
+        py: Python<'py>,
+        sessions: Vec<PyRefMut<'py, Session>>,
+        tokens: Vec<Vec<u32>>,
+        all_logits: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mut sessions = sessions;
+        if sessions.iter().any(|s| !Arc::ptr_eq(&s.engine, &self.inner)) {
+            return Err(PyValueError::new_err("every session must come from this engine"));
+        }
+        let mut inner: Vec<&mut model::Session> = sessions.iter_mut().map(|s| &mut s.inner).collect();
+        let token_slices: Vec<&[u32]> = tokens.iter().map(|t| t.as_slice()).collect();
+        let engine = &self.inner;
+        let logits = py.detach(|| engine.forward_batch(&mut inner, &token_slices, all_logits))?;
+        logits_array(py, logits, self.inner.config().n_vocab)
+    }
+}
+
+/// Logits [rows * n_vocab] as a float32 array [rows, n_vocab].
+fn logits_array(py: Python<'_>, logits: Vec<f32>, n_vocab: usize) -> PyResult<Bound<'_, PyAny>> {
+    let rows = logits.len() / n_vocab;
+    Ok(PyArray1::from_vec(py, logits).reshape([rows, n_vocab])?.into_any())
 }
 
 /// One sequence: its KV cache and position.
@@ -168,10 +196,8 @@ impl Session {
     fn forward<'py>(&mut self, py: Python<'py>, tokens: Vec<u32>, all_logits: bool) -> PyResult<Bound<'py, PyAny>> {
         let engine = &self.engine;
         let session = &mut self.inner;
-        let rows = if all_logits { tokens.len() } else { 1 };
-        let logits = py.detach(|| engine.forward(session, &tokens, all_logits).map(|l| l.to_vec()))?;
-        let array = PyArray1::from_vec(py, logits);
-        Ok(array.reshape([rows, self.engine.config().n_vocab])?.into_any())
+        let logits = py.detach(|| engine.forward(session, &tokens, all_logits))?;
+        logits_array(py, logits, self.engine.config().n_vocab)
     }
 
     #[getter]

@@ -37,16 +37,18 @@ def test_jsonl_bad_lines_become_error_records_and_the_rest_complete():
         json.dumps({"prompt": "Hi", "max_tokenz": 3}),
         json.dumps({"prompt": 5}),
         json.dumps({"prompt": "Hi", "max_tokens": 2, "temperature": 0, "stop": ["zzz"]}),
+        json.dumps({"prompt": "Hi", "max_tokens": 100000}),
     ]
     out = run_cli("generate", "--jsonl", *MODEL, input=("\n".join(lines) + "\n").encode())
     assert out.returncode == 0, out.stderr
     records = [json.loads(line) for line in out.stdout.decode().splitlines()]
-    assert len(records) == 5 and [r["index"] for r in records] == [0, 1, 2, 3, 4]
+    assert len(records) == 6 and [r["index"] for r in records] == [0, 1, 2, 3, 4, 5]
     assert len(records[0]["tokens"]) == 3 and "error" not in records[0]
     assert "not valid JSON" in records[1]["error"]
     assert "unknown option" in records[2]["error"]
     assert "prompt" in records[3]["error"]
     assert len(records[4]["tokens"]) == 2
+    assert "context" in records[5]["error"]
 
 
 def test_num_return_sequences_json_list():

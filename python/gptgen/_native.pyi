@@ -35,6 +35,9 @@ class Engine:
     @property
     def n_ctx(self) -> int: ...
     def new_session(self, max_seq: int) -> Session: ...
+    def forward_batch(self, sessions: list[Session], tokens: list[list[int]], all_logits: bool = False) -> npt.NDArray[np.float32]:
+        """Runs tokens[i] at the next positions of sessions[i] in one pass (weights read once).
+        Logits: every row if all_logits, else [len(sessions), n_vocab], the last row of each."""
 
 class Session:
     """One sequence: a KV cache of max_seq positions."""

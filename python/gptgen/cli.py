@@ -128,7 +128,10 @@ def generate(
     logit_bias: list[str] = typer.Option([], "--logit-bias", help="ID=VALUE added to that token's logit (repeatable; -inf bans it)."),
     stop: list[str] = typer.Option([], "--stop", help="End when the text contains this string, which is not printed (repeatable)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed, for reproducible sampling."),
-    num_return_sequences: int = typer.Option(1, "--num-return-sequences", help="Samples of the prompt to generate.", min=1),
+    num_return_sequences: int = typer.Option(
+        1, "--num-return-sequences", help="Samples of the prompt, decoded together as a batch (seeds S, S+1, ...).", min=1
+    ),
+    batch_size: int = typer.Option(8, "--batch-size", help="Prompts decoded together with --each-line / --jsonl.", min=1),
     truncate: bool = typer.Option(False, "--truncate", help="Keep the prompt's last tokens when it does not fit the context."),
     each_line: bool = typer.Option(False, "--each-line", help="One completion per line of stdin, written as JSONL in input order."),
     jsonl: bool = typer.Option(False, "--jsonl", help='Like --each-line, each line a JSON object {"prompt": ..., options}.'),
@@ -176,30 +179,34 @@ def generate(
         if prompt is not None:
             raise GptgenError("--each-line and --jsonl read their prompts from stdin; give no PROMPT argument")
         m = _load(model, threads, verbose)
-        _run_batch_lines(m, options, jsonl)
+        _run_batch_lines(m, options, jsonl, batch_size)
         return
     text = _read_prompt(prompt)
     m = _load(model, threads, verbose)
-    for i in range(num_return_sequences):
-        seeded = options.with_seed(None if seed is None else seed + i)
+    if num_return_sequences > 1:
+        results = m.generate_batch([text] * num_return_sequences, options=options)
         if as_json:
-            result = m.generate(text, options=seeded)
-            if num_return_sequences == 1:
-                _write(json.dumps(result.as_dict(), ensure_ascii=False) + "\n")
-            else:
-                _write(("[" if i == 0 else ",") + json.dumps(result.as_dict(), ensure_ascii=False) + ("]\n" if i == num_return_sequences - 1 else ""))
-            timings = result.timings
+            _write(json.dumps([r.as_dict() for r in results], ensure_ascii=False) + "\n")
         else:
-            run = m.start(text, options=seeded)
-            for piece in run.pieces():
-                _write(piece)
-            if num_return_sequences > 1 or sys.stdout.isatty():
-                _write("\n")
-            timings = run.timings
-            if run.ends_at_context:
-                _log(f"gptgen: generation stopped at the end of the model's context ({m.n_ctx} tokens)")
+            for result in results:
+                _write(result.text + "\n")
         if verbose:
-            _log_timings(timings)
+            _log_timings(results[0].timings)
+    elif as_json:
+        result = m.generate(text, options=options)
+        _write(json.dumps(result.as_dict(), ensure_ascii=False) + "\n")
+        if verbose:
+            _log_timings(result.timings)
+    else:
+        run = m.start(text, options=options)
+        for piece in run.pieces():
+            _write(piece)
+        if sys.stdout.isatty():
+            _write("\n")
+        if run.ends_at_context:
+            _log(f"gptgen: generation stopped at the end of the model's context ({m.n_ctx} tokens)")
+        if verbose:
+            _log_timings(run.timings)
 
 
 def _write(text: str) -> None:
@@ -207,20 +214,47 @@ def _write(text: str) -> None:
     sys.stdout.flush()
 
 
-def _run_batch_lines(m, options, jsonl: bool) -> None:
-    """One JSON record per input line, in order, flushed as each completes; a bad line gives
-    an error record and the rest still run."""
-    for index, raw in enumerate(sys.stdin.buffer):
-        line = raw.decode("utf-8", errors="replace").rstrip("\n").rstrip("\r")
-        record: dict = {"index": index}
-        try:
-            prompt, line_options = _line_request(line, options, jsonl)
-            record["prompt"] = prompt
-            result = m.generate(prompt, options=line_options)
-            record.update({k: v for k, v in result.as_dict().items() if k != "logprobs" or line_options.top_logprobs})
-        except GptgenError as e:
-            record["error"] = str(e)
-        _write(json.dumps(record, ensure_ascii=False) + "\n")
+def _run_batch_lines(m, options, jsonl: bool, batch_size: int) -> None:
+    """One JSON record per input line, in input order, each written and flushed as soon as it
+    and every line before it are done. Lines are decoded `batch_size` at a time as one batch;
+    a bad line gives an error record and the rest still run."""
+    from .generate import generate_batch, plan
+
+    lines = (raw.decode("utf-8", errors="replace").rstrip("\n").rstrip("\r") for raw in sys.stdin.buffer)
+    index = 0
+    while True:
+        chunk = [line for _, line in zip(range(batch_size), lines)]
+        if not chunk:
+            return
+        records: list[dict | None] = [None] * len(chunk)
+        requests, slots = [], []
+        for i, line in enumerate(chunk):
+            record: dict = {"index": index + i}
+            try:
+                prompt, line_options = _line_request(line, options, jsonl)
+                record["prompt"] = prompt
+                request = line_options.request(m, prompt)
+                plan(m, request)  # context errors belong to this line alone
+                requests.append(request)
+                slots.append((i, record, line_options.top_logprobs))
+            except GptgenError as e:
+                record["error"] = str(e)
+                records[i] = record
+        written = 0
+
+        def flush_ready() -> None:
+            nonlocal written
+            while written < len(records) and records[written] is not None:
+                _write(json.dumps(records[written], ensure_ascii=False) + "\n")
+                written += 1
+
+        flush_ready()
+        for k, result in generate_batch(m, requests):
+            i, record, top_logprobs = slots[k]
+            record.update({key: v for key, v in result.as_dict().items() if key != "logprobs" or top_logprobs})
+            records[i] = record
+            flush_ready()
+        index += len(chunk)
 
 
 def _line_request(line: str, options, jsonl: bool):

@@ -187,6 +187,8 @@ class Generation:
         self._stream = model.tokenizer.stream()
         self._stops = StopFilter(request.stop)
         self._stopped_by_string = False
+        self.done = False
+        self.session = None
         self._stop_ids = set() if request.ignore_eos else set(model.tokenizer.eos_ids)
 
     @property
@@ -198,33 +200,45 @@ class Generation:
         return self.plan.ends_at_context and self.finish_reason == "length"
 
     def __iter__(self) -> Iterator[TokenEvent]:
+        logits = self.prefill()
+        decode_start = time.perf_counter()
+        while logits is not None:
+            event = self.accept(logits)
+            yield event
+            logits = None if self.done else self._step(event.token)
+            if logits is not None:
+                self.timings.decode_tokens += 1
+                self.timings.decode_s = time.perf_counter() - decode_start
+
+    # The loop in steps, so that BatchGeneration can run several generations together.
+
+    def prefill(self) -> np.ndarray | None:
+        """Runs the prompt; returns the logits for the first token (None: nothing to generate)."""
         prompt, max_tokens = self.plan.prompt, self.plan.max_tokens
         if max_tokens == 0:
-            return
+            self.done = True
+            return None
         start = time.perf_counter()
         if self.conversation is None:
-            session = self.model.new_session(len(prompt) + max_tokens)
-            logits = session.forward(prompt)[0]
-            step = lambda token: session.forward([token])[0]  # noqa: E731
+            self.session = self.model.new_session(len(prompt) + max_tokens)
+            logits = self.session.forward(prompt)[0]
+            self._step = lambda token: self.session.forward([token])[0]
         else:
             logits = self.conversation.prefill(prompt)
-            step = self.conversation.step
+            self._step = self.conversation.step
         self.timings.prefill_s = time.perf_counter() - start
         self.timings.prefill_tokens = len(prompt)
+        return logits
 
-        decode_start = time.perf_counter()
-        while True:
-            token = self.sampler(logits, prompt + self.tokens)
-            self.tokens.append(token)
-            text, self._stopped_by_string = self._stops.push(self._stream.push(token))
-            if self._stopped_by_string or token in self._stop_ids:
-                self.finish_reason = "stop"
-            yield self._event(token, logits, text)
-            if self.finish_reason == "stop" or len(self.tokens) >= max_tokens:
-                break
-            logits = step(token)
-            self.timings.decode_tokens += 1
-            self.timings.decode_s = time.perf_counter() - decode_start
+    def accept(self, logits: np.ndarray) -> TokenEvent:
+        """Samples the next token from `logits` and records it; sets `done` when it ends the run."""
+        token = self.sampler(logits, self.plan.prompt + self.tokens)
+        self.tokens.append(token)
+        text, self._stopped_by_string = self._stops.push(self._stream.push(token))
+        if self._stopped_by_string or token in self._stop_ids:
+            self.finish_reason = "stop"
+        self.done = self.finish_reason == "stop" or len(self.tokens) >= self.plan.max_tokens
+        return self._event(token, logits, text)
 
     def final_text(self) -> str:
         """Text still held back after the last token (an unfinished UTF-8 character, as U+FFFD,
@@ -248,7 +262,42 @@ class Generation:
 def generate(model: Model, request: GenerationRequest) -> GenerationResult:
     """Runs a whole generation and collects it."""
     run = Generation(model, request)
-    events = list(run)
+    return _result(run, list(run))
+
+
+def generate_batch(model: Model, requests: list[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
+    """Runs several requests together: each prompt is prefilled on its own, then every step
+    decodes all unfinished sequences in one forward pass (the weights are read once per step
+    for all of them). Yields (index, result) as each finishes; tokens are the same as from
+    separate runs."""
+    runs = [Generation(model, r) for r in requests]
+    events: list[list[TokenEvent]] = [[] for _ in runs]
+    logits: dict[int, np.ndarray] = {}
+    for i, run in enumerate(runs):
+        first = run.prefill()
+        if first is None:
+            yield i, _result(run, events[i])
+        else:
+            logits[i] = first
+    decode_start = time.perf_counter()
+    while logits:
+        for i, row in logits.items():
+            events[i].append(runs[i].accept(row))
+        for i in [i for i in logits if runs[i].done]:
+            del logits[i]
+            yield i, _result(runs[i], events[i])
+        if not logits:
+            break
+        active = list(logits)
+        rows = model.engine.forward_batch([runs[i].session for i in active], [[runs[i].tokens[-1]] for i in active])
+        elapsed = time.perf_counter() - decode_start
+        for i, row in zip(active, rows):
+            logits[i] = row
+            runs[i].timings.decode_tokens += 1
+            runs[i].timings.decode_s = elapsed
+
+
+def _result(run: Generation, events: list[TokenEvent]) -> GenerationResult:
     return GenerationResult(
         text="".join(e.text for e in events) + run.final_text(),
         prompt_tokens=run.prompt_tokens,

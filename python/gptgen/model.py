@@ -94,6 +94,21 @@ class Model:
         options = (options or GenerateOptions()).with_changes(**kwargs)
         return generate(self, options.request(self, prompt))
 
+    def generate_batch(self, prompts: list, *, options=None, **kwargs) -> list:
+        """Generates from every prompt together (one forward pass per step for all of them) and
+        returns the GenerationResults in order. With greedy decoding the tokens are the same as
+        separate `generate` calls give; a seed s gives prompt i the seed s + i."""
+        from .api import GenerateOptions
+        from .generate import generate_batch
+
+        options = (options or GenerateOptions()).with_changes(**kwargs)
+        seed = options.sampling.get("seed")
+        requests = [options.with_seed(None if seed is None else seed + i).request(self, p) for i, p in enumerate(prompts)]
+        results: list = [None] * len(requests)
+        for i, result in generate_batch(self, requests):
+            results[i] = result
+        return results
+
     def stream(self, prompt, *, options=None, **kwargs):
         """Yields the generated text in pieces as it is produced."""
         yield from self.start(prompt, options=options, **kwargs).pieces()

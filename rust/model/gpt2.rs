@@ -2,7 +2,7 @@
 //! pre-LayerNorm blocks with fused QKV attention and a GELU MLP, LM head tied to the token
 //! embedding unless an `output.weight` is given.
 
-use super::session::{sized, Session};
+use super::session::{sized, Batch, Scratch};
 use super::{Config, Model};
 use crate::error::Result;
 use crate::ops::activation::gelu_tanh;
@@ -97,31 +97,36 @@ impl Model for Gpt2 {
         &self.cfg
     }
 
-    fn forward(&self, session: &mut Session, tokens: &[u32], all_logits: bool) {
+    fn forward(&self, batch: &mut Batch<'_>, s: &mut Scratch, logits: &mut Vec<f32>) {
         let cfg = &self.cfg;
-        let (n, d, pos0) = (tokens.len(), cfg.n_embd, session.pos);
+        let (n, d) = (batch.tokens.len(), cfg.n_embd);
         let heads = Heads { n_head: cfg.n_head, n_kv_head: cfg.n_head, head_dim: cfg.head_dim };
-        let Session { kv, logits, scratch: s, .. } = session;
+        batch.positions(&mut s.positions);
         let x = sized(&mut s.x, n * d);
         let h = sized(&mut s.h, n * d);
         let qkv = sized(&mut s.q, n * 3 * d);
+        let k = sized(&mut s.k, n * d);
+        let v = sized(&mut s.v, n * d);
         let att = sized(&mut s.att, n * d);
         let ff = sized(&mut s.ff, n * cfg.n_ff);
 
         let rows = x.chunks_exact_mut(d).zip(h.chunks_exact_mut(d));
-        for (t, (&tok, (x_t, h_t))) in tokens.iter().zip(rows).enumerate() {
+        for ((&tok, &pos), (x_t, h_t)) in batch.tokens.iter().zip(&s.positions).zip(rows) {
             self.token_embd.read_row(tok as usize, x_t);
-            self.position_embd.read_row(pos0 + t, h_t);
+            self.position_embd.read_row(pos, h_t);
             add_in_place(x_t, h_t);
         }
 
         for (layer, b) in self.blocks.iter().enumerate() {
             layer_norm(h, x, &b.attn_norm.weight, &b.attn_norm.bias, cfg.norm_eps);
             matmul(qkv, h, &b.attn_qkv.weight, Some(&b.attn_qkv.bias), &mut s.matmul);
-            for (t, row) in qkv.chunks_exact(3 * d).enumerate() {
-                kv.store(layer, pos0 + t, &row[d..2 * d], &row[2 * d..]);
+            // Rows are q | k | v; keys and values go to the cache.
+            for (row, (k_t, v_t)) in qkv.chunks_exact(3 * d).zip(k.chunks_exact_mut(d).zip(v.chunks_exact_mut(d))) {
+                k_t.copy_from_slice(&row[d..2 * d]);
+                v_t.copy_from_slice(&row[2 * d..]);
             }
-            kv.attend(layer, att, qkv, 3 * d, pos0, heads);
+            batch.store_kv(layer, k, v, d);
+            batch.attend(layer, att, qkv, 3 * d, heads);
             matmul(h, att, &b.attn_output.weight, Some(&b.attn_output.bias), &mut s.matmul);
             add_in_place(x, h);
 
@@ -133,11 +138,13 @@ impl Model for Gpt2 {
         }
 
         // Only the rows whose logits are wanted go through the final norm and the LM head.
-        let rows = if all_logits { 0..n } else { n - 1..n };
-        let h_out = &mut h[..rows.len() * d];
-        layer_norm(h_out, &x[rows.start * d..rows.end * d], &self.output_norm.weight, &self.output_norm.bias, cfg.norm_eps);
-        logits.resize(rows.len() * cfg.n_vocab, 0.0);
+        let wanted = batch.logit_rows();
+        let (x_out, h_out) = (&mut k[..wanted.len() * d], &mut h[..wanted.len() * d]);
+        for (dst, &r) in x_out.chunks_exact_mut(d).zip(&wanted) {
+            dst.copy_from_slice(&x[r * d..(r + 1) * d]);
+        }
+        layer_norm(h_out, x_out, &self.output_norm.weight, &self.output_norm.bias, cfg.norm_eps);
+        logits.resize(wanted.len() * cfg.n_vocab, 0.0);
         matmul(logits, h_out, &self.output, None, &mut s.matmul);
-        session.pos += n;
     }
 }

@@ -2,7 +2,7 @@
 //! position embeddings, grouped-query attention, a SwiGLU feed-forward, and an LM head tied to
 //! the token embedding unless an `output.weight` is given.
 
-use super::session::{sized, Session};
+use super::session::{sized, Batch, Scratch};
 use super::{Config, Model};
 use crate::bail;
 use crate::error::Result;
@@ -83,12 +83,12 @@ impl Model for Llama {
         &self.cfg
     }
 
-    fn forward(&self, session: &mut Session, tokens: &[u32], all_logits: bool) {
+    fn forward(&self, batch: &mut Batch<'_>, s: &mut Scratch, logits: &mut Vec<f32>) {
         let cfg = &self.cfg;
-        let (n, d, pos0) = (tokens.len(), cfg.n_embd, session.pos);
+        let (n, d) = (batch.tokens.len(), cfg.n_embd);
         let heads = Heads { n_head: cfg.n_head, n_kv_head: cfg.n_kv_head, head_dim: cfg.head_dim };
         let (q_dim, kv_dim) = (cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim);
-        let Session { kv, logits, scratch: s, .. } = session;
+        batch.positions(&mut s.positions);
         let x = sized(&mut s.x, n * d);
         let h = sized(&mut s.h, n * d);
         let q = sized(&mut s.q, n * q_dim);
@@ -99,9 +99,9 @@ impl Model for Llama {
         let up = sized(&mut s.ff_up, n * cfg.n_ff);
         let cos = sized(&mut s.rope_cos, n * self.rope.dims / 2);
         let sin = sized(&mut s.rope_sin, n * self.rope.dims / 2);
-        self.rope.tables(pos0, n, cos, sin);
+        self.rope.tables(&s.positions, cos, sin);
 
-        for (&tok, x_t) in tokens.iter().zip(x.chunks_exact_mut(d)) {
+        for (&tok, x_t) in batch.tokens.iter().zip(x.chunks_exact_mut(d)) {
             self.token_embd.read_row(tok as usize, x_t);
         }
 
@@ -112,10 +112,8 @@ impl Model for Llama {
             matmul(v, h, &b.attn_v, None, &mut s.matmul);
             self.rope.apply(q, cfg.head_dim, cos, sin);
             self.rope.apply(k, cfg.head_dim, cos, sin);
-            for (t, (k_t, v_t)) in k.chunks_exact(kv_dim).zip(v.chunks_exact(kv_dim)).enumerate() {
-                kv.store(layer, pos0 + t, k_t, v_t);
-            }
-            kv.attend(layer, att, q, q_dim, pos0, heads);
+            batch.store_kv(layer, k, v, kv_dim);
+            batch.attend(layer, att, q, q_dim, heads);
             matmul(h, att, &b.attn_output, None, &mut s.matmul);
             add_in_place(x, h);
 
@@ -127,11 +125,14 @@ impl Model for Llama {
             add_in_place(x, h);
         }
 
-        let rows = if all_logits { 0..n } else { n - 1..n };
-        let h_out = &mut h[..rows.len() * d];
-        rms_norm(h_out, &x[rows.start * d..rows.end * d], &self.output_norm, cfg.norm_eps);
-        logits.resize(rows.len() * cfg.n_vocab, 0.0);
+        // Only the rows whose logits are wanted go through the final norm and the LM head.
+        let wanted = batch.logit_rows();
+        let (x_out, h_out) = (&mut att[..wanted.len() * d], &mut h[..wanted.len() * d]);
+        for (dst, &r) in x_out.chunks_exact_mut(d).zip(&wanted) {
+            dst.copy_from_slice(&x[r * d..(r + 1) * d]);
+        }
+        rms_norm(h_out, x_out, &self.output_norm, cfg.norm_eps);
+        logits.resize(wanted.len() * cfg.n_vocab, 0.0);
         matmul(logits, h_out, &self.output, None, &mut s.matmul);
-        session.pos += n;
     }
 }

@@ -9,7 +9,8 @@ use crate::bail;
 use crate::error::{EngineError, Result};
 use crate::ops::rope::Rope;
 use crate::tensor::WeightSet;
-pub use session::Session;
+pub use session::{Batch, Scratch, Segment, Session};
+use std::sync::Mutex;
 
 /// The hyperparameters every architecture shares.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,10 +72,10 @@ impl Config {
 pub trait Model: Send + Sync {
     fn config(&self) -> &Config;
 
-    /// Runs `tokens` at positions `session.pos..`, appending their keys and values to the cache
-    /// and leaving logits in `session.logits`: [tokens.len(), n_vocab] if `all_logits`, else
-    /// [1, n_vocab] for the last token. Inputs were validated by `Engine::forward`.
-    fn forward(&self, session: &mut Session, tokens: &[u32], all_logits: bool);
+    /// Runs the batch's rows (each segment at its session's next positions), appending keys and
+    /// values to the sessions' caches, and writes the logits of `batch.logit_rows()` into
+    /// `logits` [those rows, n_vocab]. Inputs were validated by `Engine::forward_batch`.
+    fn forward(&self, batch: &mut Batch<'_>, scratch: &mut Scratch, logits: &mut Vec<f32>);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,10 +94,12 @@ impl Arch {
     }
 }
 
-/// A loaded model and the thread pool its forward passes run on.
+/// A loaded model, the thread pool its forward passes run on, and their activation buffers
+/// (one forward pass at a time: callers on several threads take turns).
 pub struct Engine {
     model: Box<dyn Model>,
     pool: rayon::ThreadPool,
+    scratch: Mutex<Scratch>,
 }
 
 impl Engine {
@@ -113,7 +116,7 @@ impl Engine {
             .thread_name(|i| format!("gptgen-{i}"))
             .build()
             .map_err(|e| EngineError(format!("cannot start {threads} threads: {e}")))?;
-        Ok(Engine { model, pool })
+        Ok(Engine { model, pool, scratch: Mutex::new(Scratch::default()) })
     }
 
     pub fn config(&self) -> &Config {
@@ -133,28 +136,48 @@ impl Engine {
         Ok(Session::new(cfg, max_seq))
     }
 
-    /// Validates the tokens against the model and the session, then runs the forward pass.
-    /// Returns the logits, [rows, n_vocab] row-major.
-    pub fn forward<'s>(&self, session: &'s mut Session, tokens: &[u32], all_logits: bool) -> Result<&'s [f32]> {
+    /// Runs `tokens` at the session's next positions. Returns the logits, [rows, n_vocab]:
+    /// every row if `all_logits`, else the last.
+    pub fn forward(&self, session: &mut Session, tokens: &[u32], all_logits: bool) -> Result<Vec<f32>> {
+        self.forward_batch(&mut [session], &[tokens], all_logits)
+    }
+
+    /// Runs `tokens[i]` at the next positions of `sessions[i]`, all in one pass (the weights are
+    /// read once for every row). Returns the logits [rows, n_vocab]: every row if `all_logits`,
+    /// else the last row of each session, in order.
+    pub fn forward_batch(&self, sessions: &mut [&mut Session], tokens: &[&[u32]], all_logits: bool) -> Result<Vec<f32>> {
         let cfg = self.config();
-        if tokens.is_empty() {
-            bail!("no tokens to process");
+        if sessions.is_empty() || sessions.len() != tokens.len() {
+            bail!("a batch needs one token list per session");
         }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.n_vocab) {
-            bail!("token id {bad} is outside the vocabulary of {}", cfg.n_vocab);
+        let mut batch = Batch { tokens: Vec::new(), segments: Vec::with_capacity(sessions.len()), all_logits };
+        for (session, toks) in sessions.iter_mut().zip(tokens) {
+            if toks.is_empty() {
+                bail!("no tokens to process");
+            }
+            if let Some(&bad) = toks.iter().find(|&&t| t as usize >= cfg.n_vocab) {
+                bail!("token id {bad} is outside the vocabulary of {}", cfg.n_vocab);
+            }
+            if !session.fits(cfg) {
+                bail!("this session belongs to a model of another shape");
+            }
+            if session.pos + toks.len() > session.max_seq {
+                bail!("{} tokens at position {} exceed the session length {}", toks.len(), session.pos, session.max_seq);
+            }
+            let start = batch.tokens.len();
+            batch.tokens.extend_from_slice(toks);
+            batch.segments.push(Segment { kv: &mut session.kv, pos0: session.pos, rows: start..batch.tokens.len() });
         }
-        if !session.fits(cfg) {
-            bail!("this session belongs to a model of another shape");
+        let mut logits = Vec::new();
+        {
+            // A panic in another forward pass leaves only scratch space behind: reuse it.
+            let mut guard = self.scratch.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let scratch: &mut Scratch = &mut guard;
+            self.pool.install(|| self.model.forward(&mut batch, scratch, &mut logits));
         }
-        if session.pos + tokens.len() > session.max_seq {
-            bail!(
-                "{} tokens at position {} exceed the session length {}",
-                tokens.len(),
-                session.pos,
-                session.max_seq
-            );
+        for (session, toks) in sessions.iter_mut().zip(tokens) {
+            session.pos += toks.len();
         }
-        self.pool.install(|| self.model.forward(session, tokens, all_logits));
-        Ok(&session.logits)
+        Ok(logits)
     }
 }

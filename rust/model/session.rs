@@ -1,25 +1,82 @@
-//! Per-sequence state: the KV cache and scratch buffers, allocated when the session is made
-//! (scratch grows once to the longest prompt batch, never per generated token).
+//! Per-sequence state (`Session`: the KV cache, allocated when the session is made), the work
+//! of one forward call (`Batch`: token rows of one or more sessions), and the engine's
+//! activation buffers (`Scratch`: grown once to the largest batch, never per token).
 
 use super::Config;
 use crate::kernels::Elem;
 use crate::ops::attention::{attention, Heads};
 use crate::ops::matmul::MatmulScratch;
 use half::f16;
+use std::ops::Range;
 
 pub struct Session {
     /// Positions already in the cache; the next token goes at `pos`.
     pub pos: usize,
     pub max_seq: usize,
     pub kv: KvCache,
-    /// [rows, n_vocab]: the logits of the last forward call.
-    pub logits: Vec<f32>,
-    pub scratch: Scratch,
 }
 
-/// Activation buffers of the forward pass, each [tokens, width] for the current call.
+/// The rows of one forward call: each segment extends one session's sequence.
+pub struct Batch<'a> {
+    /// [rows] token ids, segment after segment.
+    pub tokens: Vec<u32>,
+    pub segments: Vec<Segment<'a>>,
+    /// Logits for every row, or only for the last row of each segment.
+    pub all_logits: bool,
+}
+
+pub struct Segment<'a> {
+    pub kv: &'a mut KvCache,
+    /// Position of the segment's first row.
+    pub pos0: usize,
+    /// Its rows in `Batch::tokens`.
+    pub rows: Range<usize>,
+}
+
+impl Batch<'_> {
+    /// The position of every row: [rows].
+    pub fn positions(&self, out: &mut Vec<usize>) {
+        out.clear();
+        for seg in &self.segments {
+            out.extend(seg.pos0..seg.pos0 + seg.rows.len());
+        }
+    }
+
+    /// The rows whose logits are wanted.
+    pub fn logit_rows(&self) -> Vec<usize> {
+        if self.all_logits {
+            (0..self.tokens.len()).collect()
+        } else {
+            self.segments.iter().map(|s| s.rows.end - 1).collect()
+        }
+    }
+
+    /// Writes row r's keys and values (each [kv_dim]) into its session's cache at its position.
+    pub fn store_kv(&mut self, layer: usize, k: &[f32], v: &[f32], kv_dim: usize) {
+        for seg in &mut self.segments {
+            for (i, r) in seg.rows.clone().enumerate() {
+                seg.kv.store(layer, seg.pos0 + i, &k[r * kv_dim..(r + 1) * kv_dim], &v[r * kv_dim..(r + 1) * kv_dim]);
+            }
+        }
+    }
+
+    /// Attention of every row's queries (q: [rows, q_stride]) over its own session's cache,
+    /// into out: [rows, n_head * head_dim].
+    pub fn attend(&self, layer: usize, out: &mut [f32], q: &[f32], q_stride: usize, heads: Heads) {
+        let width = heads.n_head * heads.head_dim;
+        for seg in &self.segments {
+            let (a, b) = (seg.rows.start, seg.rows.end);
+            let q_seg = &q[a * q_stride..(b - 1) * q_stride + width];
+            seg.kv.attend(layer, &mut out[a * width..b * width], q_seg, q_stride, seg.pos0, heads);
+        }
+    }
+}
+
+/// Activation buffers of the forward pass, each [rows, width] for the current call.
 #[derive(Default)]
 pub struct Scratch {
+    /// position of each row [rows]
+    pub positions: Vec<usize>,
     /// residual stream [n, n_embd]
     pub x: Vec<f32>,
     /// normalised input / sublayer output [n, n_embd]
@@ -44,7 +101,7 @@ pub struct Scratch {
 
 impl Session {
     pub(super) fn new(cfg: &Config, max_seq: usize) -> Self {
-        Session { pos: 0, max_seq, kv: KvCache::new(cfg, max_seq), logits: Vec::new(), scratch: Scratch::default() }
+        Session { pos: 0, max_seq, kv: KvCache::new(cfg, max_seq) }
     }
 
     pub(super) fn fits(&self, cfg: &Config) -> bool {

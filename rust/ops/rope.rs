@@ -21,17 +21,17 @@ pub struct Rope {
 }
 
 impl Rope {
-    /// cos and sin of every pair's angle for positions pos0..pos0+n: each [n, dims/2].
+    /// cos and sin of every pair's angle for each of `positions`: each [positions, dims/2].
     ///
     /// The angles are built in f32 exactly as ggml builds them (pos times repeated products of
     /// base^(-2/dims)): an angle one ulp off can, through 8-bit activation quantization, flip a
     /// later rounding and move logits visibly away from llama.cpp's.
-    pub fn tables(&self, pos0: usize, n: usize, cos: &mut [f32], sin: &mut [f32]) {
+    pub fn tables(&self, positions: &[usize], cos: &mut [f32], sin: &mut [f32]) {
         let half = self.dims / 2;
-        assert!(cos.len() == n * half && sin.len() == n * half);
+        assert!(cos.len() == positions.len() * half && sin.len() == positions.len() * half);
         let theta_scale = self.base.powf(-2.0 / self.dims as f32);
-        for t in 0..n {
-            let mut theta = (pos0 + t) as f32;
+        for (t, &pos) in positions.iter().enumerate() {
+            let mut theta = pos as f32;
             for i in 0..half {
                 cos[t * half + i] = theta.cos();
                 sin[t * half + i] = theta.sin();
