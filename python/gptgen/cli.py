@@ -378,6 +378,60 @@ def perplexity(
         print(f"PPL = {result.ppl:.4f} +/- {result.ppl_stderr:.4f} ({result.chunks} chunks of {result.n_ctx}, {result.scored} tokens scored)")
 
 
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise GptgenError(f"{option} takes comma-separated whole numbers, not {text!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise GptgenError(f"{option} takes comma-separated whole numbers >= 0, not {text!r}")
+    return values
+
+
+@app.command()
+def bench(
+    model: Optional[str] = ModelOption,
+    n_prompt: str = typer.Option("512", "--n-prompt", "-p", help="Prompt lengths for ppN tests (comma-separated; 0: none)."),
+    n_gen: str = typer.Option("128", "--n-gen", "-n", help="Tokens for tgN tests (comma-separated; 0: none)."),
+    threads: str = typer.Option("", "--threads", "-t", help="Thread counts (comma-separated; default: physical cores)."),
+    repetitions: int = typer.Option(5, "--repetitions", "-r", help="Timed runs per test, after one warm-up.", min=1),
+    batch: str = typer.Option("1", "--batch", help="Sequences decoded together in tgN tests (comma-separated)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object with every repetition."),
+) -> None:
+    """Prefill (ppN) and decode (tgN) throughput, with llama-bench's definitions."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import _native
+    from .bench import cpu_info, run
+    from .model import Model, load_files
+    from .models import resolve
+
+    prompts, gens, batches = _int_list(n_prompt, "--n-prompt"), _int_list(n_gen, "--n-gen"), _int_list(batch, "--batch")
+    if any(b < 1 for b in batches):
+        raise GptgenError("--batch takes sizes >= 1")
+    thread_counts = _int_list(threads, "--threads") if threads else [0]
+    path = resolve(model, log=_log)
+    spec, tokenizer = load_files(path)
+    results = []
+    for t in thread_counts:
+        m = Model(spec, tokenizer, threads=t or None)
+        for p in prompts:
+            results += run(m, n_prompt=p, n_gen=0, batches=batches, repetitions=repetitions)
+        for g in gens:
+            results += run(m, n_prompt=0, n_gen=g, batches=batches, repetitions=repetitions)
+    info = {"model": str(path), "n_params": spec.n_params, "kernels": _native.kernel_name(), "cpu": cpu_info()}
+    if as_json:
+        print(json.dumps({**info, "results": [r.as_dict() for r in results]}))
+        return
+    table = Table(title=f"{path.name}  ({info['kernels']}; {info['cpu']['model']}; {' '.join(info['cpu']['flags'])})")
+    for column in ("threads", "test", "t/s"):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(str(r.threads), r.test, f"{r.avg_ts:.2f} ± {r.stddev_ts:.2f}")
+    Console().print(table)
+
+
 @app.command()
 def pull(name: str = typer.Argument("smollm2-135m-instruct", help="A known model name.")) -> None:
     """Download a known model into the cache (verified, then moved into place)."""

@@ -8,6 +8,14 @@ use super::blocks::*;
 use crate::kernels::avx2::hsum;
 use std::arch::x86_64::*;
 
+/// An f16 scale widened with F16C, inline: the `half` crate's conversion checks CPU features
+/// at run time on every call, which dominated these loops.
+#[inline]
+#[target_feature(enable = "f16c")]
+unsafe fn h(x: half::f16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(x.to_bits() as i32)))
+}
+
 /// 16 packed bytes -> 32 nibbles: low nibbles in bytes 0..16, high nibbles in 16..32.
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -65,7 +73,7 @@ unsafe fn hsum_i32(v: __m256i) -> i32 {
 pub unsafe fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+        let d = _mm256_set1_ps(h(x.d) * h(y.d));
         let qx = _mm256_sub_epi8(nibbles(x.qs.as_ptr()), _mm256_set1_epi8(8));
         let p = _mm256_cvtepi32_ps(dot_i8_i8(qx, load32(y.qs.as_ptr())));
         acc = _mm256_fmadd_ps(d, p, acc);
@@ -80,8 +88,8 @@ pub unsafe fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut mins = 0.0f32;
     for (x, y) in w.iter().zip(a) {
-        mins += x.m.to_f32() * y.s.to_f32();
-        let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+        mins += h(x.m) * h(y.s);
+        let d = _mm256_set1_ps(h(x.d) * h(y.d));
         let p = _mm256_cvtepi32_ps(dot_u8_i8(nibbles(x.qs.as_ptr()), load32(y.qs.as_ptr())));
         acc = _mm256_fmadd_ps(d, p, acc);
     }
@@ -94,7 +102,7 @@ pub unsafe fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
 pub unsafe fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+        let d = _mm256_set1_ps(h(x.d) * h(y.d));
         // q - 16 as i8: where the fifth bit is clear, set the high nibble (nibble - 16).
         let high = _mm256_andnot_si256(bit_mask_bytes(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0xF0u8 as i8));
         let qx = _mm256_or_si256(nibbles(x.qs.as_ptr()), high);
@@ -111,8 +119,8 @@ pub unsafe fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut mins = 0.0f32;
     for (x, y) in w.iter().zip(a) {
-        mins += x.m.to_f32() * y.s.to_f32();
-        let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+        mins += h(x.m) * h(y.s);
+        let d = _mm256_set1_ps(h(x.d) * h(y.d));
         let high = _mm256_and_si256(bit_mask_bytes(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0x10));
         let qx = _mm256_or_si256(nibbles(x.qs.as_ptr()), high);
         let p = _mm256_cvtepi32_ps(dot_u8_i8(qx, load32(y.qs.as_ptr())));
@@ -127,7 +135,7 @@ pub unsafe fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
 pub unsafe fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+        let d = _mm256_set1_ps(h(x.d) * h(y.d));
         let p = _mm256_cvtepi32_ps(dot_i8_i8(load32(x.qs.as_ptr()), load32(y.qs.as_ptr())));
         acc = _mm256_fmadd_ps(d, p, acc);
     }
@@ -158,7 +166,7 @@ pub unsafe fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
             let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y_hi), _mm256_set1_epi16(sc_hi as i16));
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
         }
-        sum += x.d.to_f32() * y.d * hsum_i32(sumi) as f32 - x.dmin.to_f32() * y.d * sumi_mins as f32;
+        sum += h(x.d) * y.d * hsum_i32(sumi) as f32 - h(x.dmin) * y.d * sumi_mins as f32;
     }
     sum
 }
@@ -203,7 +211,7 @@ pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
         }
         // The values carried +32: take 32 * scale * (sum of activations) back out.
         let offset: i32 = (0..16).map(|g| x.scales[g] as i32 * y.bsums[g] as i32).sum::<i32>() * 32;
-        sum += x.d.to_f32() * y.d * (hsum_i32(sumi) - offset) as f32;
+        sum += h(x.d) * y.d * (hsum_i32(sumi) - offset) as f32;
     }
     sum
 }
