@@ -135,10 +135,20 @@ fn quant_matmul<B: QuantBlock>(
         init_tile(out, n, bias, col0);
         for t0 in (0..n).step_by(TOKEN_BLOCK) {
             let t1 = (t0 + TOKEN_BLOCK).min(n);
+            let act_row = |t: usize| &act[t * act_per_row..(t + 1) * act_per_row];
             for j in 0..width {
                 let w_row = &ws[(col0 + j) * blocks_per_row..(col0 + j + 1) * blocks_per_row];
-                for t in t0..t1 {
-                    out[t * width + j] += B::dot(w_row, &act[t * act_per_row..(t + 1) * act_per_row]);
+                // Four tokens at a time share each unpacked weight block.
+                let mut t = t0;
+                while t + 4 <= t1 {
+                    let sums = B::dot4(w_row, [act_row(t), act_row(t + 1), act_row(t + 2), act_row(t + 3)]);
+                    for (k, sum) in sums.into_iter().enumerate() {
+                        out[(t + k) * width + j] += sum;
+                    }
+                    t += 4;
+                }
+                for t in t..t1 {
+                    out[t * width + j] += B::dot(w_row, act_row(t));
                 }
             }
         }

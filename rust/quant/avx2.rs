@@ -215,3 +215,45 @@ pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     }
     sum
 }
+
+/// `dot_q4_1` of one weight row with four activation rows: each block's nibbles are unpacked
+/// once and used four times. Every row's result is bit-identical to `dot_q4_1`'s.
+///
+/// # Safety
+/// Every `a[k].len() == w.len()`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot4_q4_1(w: &[BlockQ4_1], a: [&[BlockQ8_1]; 4]) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut mins = [0.0f32; 4];
+    for (i, x) in w.iter().enumerate() {
+        let qx = nibbles(x.qs.as_ptr());
+        let (dx, mx) = (h(x.d), h(x.m));
+        for k in 0..4 {
+            let y = a[k].get_unchecked(i);
+            mins[k] += mx * h(y.s);
+            let p = _mm256_cvtepi32_ps(dot_u8_i8(qx, load32(y.qs.as_ptr())));
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dx * h(y.d)), p, acc[k]);
+        }
+    }
+    std::array::from_fn(|k| hsum(acc[k]) + mins[k])
+}
+
+/// `dot_q8_0` of one weight row with four activation rows, bit-identical per row.
+///
+/// # Safety
+/// Every `a[k].len() == w.len()`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot4_q8_0(w: &[BlockQ8_0], a: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for (i, x) in w.iter().enumerate() {
+        let qx = load32(x.qs.as_ptr());
+        let abs_x = _mm256_sign_epi8(qx, qx);
+        let dx = h(x.d);
+        for k in 0..4 {
+            let y = a[k].get_unchecked(i);
+            let p = _mm256_cvtepi32_ps(dot_u8_i8(abs_x, _mm256_sign_epi8(load32(y.qs.as_ptr()), qx)));
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dx * h(y.d)), p, acc[k]);
+        }
+    }
+    std::array::from_fn(|k| hsum(acc[k]))
+}
