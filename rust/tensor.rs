@@ -204,6 +204,12 @@ impl Tensor {
         }
     }
 
+    /// The elements as `T`, which must be the storage type's element or block type.
+    pub fn as_slice<T: bytemuck::Pod>(&self) -> &[T] {
+        assert_eq!(std::mem::size_of::<T>(), self.dtype.block().1, "as_slice: not this tensor's element type");
+        bytemuck::cast_slice(self.storage.bytes())
+    }
+
     /// Widens elements `start..start + out.len()` into `out`; for quantized types both ends
     /// must fall on block boundaries (whole rows always do).
     pub fn read_f32(&self, start: usize, out: &mut [f32]) {

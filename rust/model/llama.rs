@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::kernels::silu_mul;
 use crate::ops::add_in_place;
 use crate::ops::attention::Heads;
-use crate::ops::matmul::matmul;
+use crate::ops::matmul::{matmul, matmul_group};
 use crate::ops::norm::rms_norm;
 use crate::ops::rope::Rope;
 use crate::tensor::{Matrix, WeightSet};
@@ -107,9 +107,7 @@ impl Model for Llama {
 
         for (layer, b) in self.blocks.iter().enumerate() {
             rms_norm(h, x, &b.attn_norm, cfg.norm_eps);
-            matmul(q, h, &b.attn_q, None, &mut s.matmul);
-            matmul(k, h, &b.attn_k, None, &mut s.matmul);
-            matmul(v, h, &b.attn_v, None, &mut s.matmul);
+            matmul_group(&mut [&mut *q, &mut *k, &mut *v], h, &[&b.attn_q, &b.attn_k, &b.attn_v], &mut s.matmul);
             self.rope.apply(q, cfg.head_dim, cos, sin);
             self.rope.apply(k, cfg.head_dim, cos, sin);
             batch.store_kv(layer, k, v, kv_dim);
@@ -118,8 +116,7 @@ impl Model for Llama {
             add_in_place(x, h);
 
             rms_norm(h, x, &b.ffn_norm, cfg.norm_eps);
-            matmul(gate, h, &b.ffn_gate, None, &mut s.matmul);
-            matmul(up, h, &b.ffn_up, None, &mut s.matmul);
+            matmul_group(&mut [&mut *gate, &mut *up], h, &[&b.ffn_gate, &b.ffn_up], &mut s.matmul);
             silu_mul(gate, up);
             matmul(h, gate, &b.ffn_down, None, &mut s.matmul);
             add_in_place(x, h);

@@ -50,6 +50,64 @@ pub fn matmul(y: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f32]>, scratc
     )
 }
 
+/// ys[i] = x · W_iᵀ for several matrices reading the same input x (Q, K and V; gate and up).
+/// For one token and quantized weights of one type, the activation is quantized once and all
+/// the matrices' tiles run in one parallel region; otherwise each matrix is a `matmul`.
+/// Results are identical either way.
+pub fn matmul_group(ys: &mut [&mut [f32]], x: &[f32], ws: &[&Matrix], scratch: &mut MatmulScratch) {
+    assert_eq!(ys.len(), ws.len(), "matmul_group: one output per matrix");
+    let dtype = ws[0].tensor.dtype();
+    let fused = dtype.is_quantized() && ws.iter().all(|w| w.tensor.dtype() == dtype && w.n_in == x.len() && w.layout == Layout::OutIn);
+    if !fused {
+        for (y, w) in ys.iter_mut().zip(ws) {
+            matmul(y, x, w, None, scratch);
+        }
+        return;
+    }
+    with_elems!(ws[0].tensor.elems(), first =>
+        float unreachable!("fused groups are quantized: {}", first.len()),
+        quant fused_quant_rows(ys, x, ws, &mut scratch.act, first)
+    )
+}
+
+/// One activation row against several quantized matrices of block type B (the type of
+/// `_of_type`), in one parallel region.
+fn fused_quant_rows<B: QuantBlock>(ys: &mut [&mut [f32]], x: &[f32], ws: &[&Matrix], act_words: &mut Vec<u64>, _of_type: &[B]) {
+    let act_per_row = x.len() / <B::Act as ActBlock>::QK;
+    let act_bytes = act_per_row * std::mem::size_of::<B::Act>();
+    act_words.resize(act_bytes.div_ceil(8), 0);
+    let act: &mut [B::Act] = bytemuck::cast_slice_mut(&mut bytemuck::cast_slice_mut::<u64, u8>(act_words)[..act_bytes]);
+    B::Act::quantize(x, act);
+    let act: &[B::Act] = act;
+    // Every tile of every output, as (matrix, first column, output slice).
+    let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();
+    for (m, y) in ys.iter_mut().enumerate() {
+        assert_eq!(y.len(), ws[m].n_out, "matmul_group: output has the wrong size");
+        tasks.extend(y.chunks_mut(TILE_OUT_IN).enumerate().map(|(k, out)| (m, k * TILE_OUT_IN, out)));
+    }
+    tasks.into_par_iter().for_each(|(m, col0, out)| {
+        let blocks: &[B] = ws[m].tensor.as_slice();
+        let per_row = ws[m].n_in / B::QK;
+        out.fill(0.0);
+        rows_dot(out, |j| &blocks[(col0 + j) * per_row..(col0 + j + 1) * per_row], act);
+    });
+}
+
+/// out[j] += w_row(j) · act for every j, four weight rows at a time.
+fn rows_dot<'w, B: QuantBlock>(out: &mut [f32], w_row: impl Fn(usize) -> &'w [B], act: &[B::Act]) {
+    let mut j = 0;
+    while j + 4 <= out.len() {
+        let sums = B::dot_rows4([w_row(j), w_row(j + 1), w_row(j + 2), w_row(j + 3)], act);
+        for (k, sum) in sums.into_iter().enumerate() {
+            out[j + k] += sum;
+        }
+        j += 4;
+    }
+    for j in j..out.len() {
+        out[j] += B::dot(w_row(j), act);
+    }
+}
+
 /// Fills y [n, n_out] by calling `fill(col0, tile)` for tiles of `tile` columns in parallel;
 /// `tile` receives [n, width] row-major.
 fn run_tiles(y: &mut [f32], n: usize, tile: usize, tiles: &mut Vec<f32>, fill: impl Fn(usize, &mut [f32]) + Sync) {
@@ -136,19 +194,23 @@ fn quant_matmul<B: QuantBlock>(
         for t0 in (0..n).step_by(TOKEN_BLOCK) {
             let t1 = (t0 + TOKEN_BLOCK).min(n);
             let act_row = |t: usize| &act[t * act_per_row..(t + 1) * act_per_row];
+            let w_row = |j: usize| &ws[(col0 + j) * blocks_per_row..(col0 + j + 1) * blocks_per_row];
+            if t1 - t0 == 1 {
+                rows_dot(&mut out[t0 * width..(t0 + 1) * width], w_row, act_row(t0));
+                continue;
+            }
             for j in 0..width {
-                let w_row = &ws[(col0 + j) * blocks_per_row..(col0 + j + 1) * blocks_per_row];
                 // Four tokens at a time share each unpacked weight block.
                 let mut t = t0;
                 while t + 4 <= t1 {
-                    let sums = B::dot4(w_row, [act_row(t), act_row(t + 1), act_row(t + 2), act_row(t + 3)]);
+                    let sums = B::dot4(w_row(j), [act_row(t), act_row(t + 1), act_row(t + 2), act_row(t + 3)]);
                     for (k, sum) in sums.into_iter().enumerate() {
                         out[(t + k) * width + j] += sum;
                     }
                     t += 4;
                 }
                 for t in t..t1 {
-                    out[t * width + j] += B::dot(w_row, act_row(t));
+                    out[t * width + j] += B::dot(w_row(j), act_row(t));
                 }
             }
         }
