@@ -88,24 +88,10 @@ fn fused_quant_rows<B: QuantBlock>(ys: &mut [&mut [f32]], x: &[f32], ws: &[&Matr
     tasks.into_par_iter().for_each(|(m, col0, out)| {
         let blocks: &[B] = ws[m].tensor.as_slice();
         let per_row = ws[m].n_in / B::QK;
-        out.fill(0.0);
-        rows_dot(out, |j| &blocks[(col0 + j) * per_row..(col0 + j + 1) * per_row], act);
-    });
-}
-
-/// out[j] += w_row(j) · act for every j, four weight rows at a time.
-fn rows_dot<'w, B: QuantBlock>(out: &mut [f32], w_row: impl Fn(usize) -> &'w [B], act: &[B::Act]) {
-    let mut j = 0;
-    while j + 4 <= out.len() {
-        let sums = B::dot_rows4([w_row(j), w_row(j + 1), w_row(j + 2), w_row(j + 3)], act);
-        for (k, sum) in sums.into_iter().enumerate() {
-            out[j + k] += sum;
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = B::dot(&blocks[(col0 + j) * per_row..(col0 + j + 1) * per_row], act);
         }
-        j += 4;
-    }
-    for j in j..out.len() {
-        out[j] += B::dot(w_row(j), act);
-    }
+    });
 }
 
 /// Fills y [n, n_out] by calling `fill(col0, tile)` for tiles of `tile` columns in parallel;
@@ -195,10 +181,6 @@ fn quant_matmul<B: QuantBlock>(
             let t1 = (t0 + TOKEN_BLOCK).min(n);
             let act_row = |t: usize| &act[t * act_per_row..(t + 1) * act_per_row];
             let w_row = |j: usize| &ws[(col0 + j) * blocks_per_row..(col0 + j + 1) * blocks_per_row];
-            if t1 - t0 == 1 {
-                rows_dot(&mut out[t0 * width..(t0 + 1) * width], w_row, act_row(t0));
-                continue;
-            }
             for j in 0..width {
                 // Four tokens at a time share each unpacked weight block.
                 let mut t = t0;

@@ -37,12 +37,6 @@ pub trait QuantBlock: Pod + Send + Sync {
     fn dot4(w: &[Self], a: [&[Self::Act]; 4]) -> [f32; 4] {
         a.map(|row| Self::dot(w, row))
     }
-
-    /// `dot` of four weight rows with one activation row (equal results); types with a
-    /// four-row kernel load each activation block once and run four accumulator chains.
-    fn dot_rows4(w: [&[Self]; 4], a: &[Self::Act]) -> [f32; 4] {
-        w.map(|row| Self::dot(row, a))
-    }
 }
 
 macro_rules! act_block {
@@ -62,7 +56,7 @@ act_block!(BlockQ8_1, 32, scalar::quantize_q8_1);
 act_block!(BlockQ8K, 256, scalar::quantize_q8_k);
 
 macro_rules! quant_block {
-    ($block:ty, $qk:expr, $act:ty, $dequantize:ident, $dot:ident, $dot4:ident, $rows4:ident) => {
+    ($block:ty, $qk:expr, $act:ty, $dequantize:ident, $dot:ident, $dot4:ident) => {
         quant_block!($block, $qk, $act, $dequantize, $dot, {
             #[inline]
             fn dot4(w: &[Self], a: [&[$act]; 4]) -> [f32; 4] {
@@ -73,16 +67,6 @@ macro_rules! quant_block {
                     return unsafe { avx2::$dot4(w, a) };
                 }
                 a.map(|row| scalar::$dot(w, row))
-            }
-            #[inline]
-            fn dot_rows4(w: [&[Self]; 4], a: &[$act]) -> [f32; 4] {
-                assert!(w.iter().all(|row| row.len() == a.len()), "quantized dot: block count mismatch");
-                #[cfg(target_arch = "x86_64")]
-                if simd_enabled() {
-                    // SAFETY: equal block counts (checked above); AVX2/FMA/F16C were detected.
-                    return unsafe { avx2::$rows4(w, a) };
-                }
-                w.map(|row| scalar::$dot(row, a))
             }
         });
     };
@@ -113,9 +97,9 @@ macro_rules! quant_block {
 }
 
 quant_block!(BlockQ4_0, 32, BlockQ8_0, dequantize_q4_0, dot_q4_0);
-quant_block!(BlockQ4_1, 32, BlockQ8_1, dequantize_q4_1, dot_q4_1, dot4_q4_1, dot_rows4_q4_1);
+quant_block!(BlockQ4_1, 32, BlockQ8_1, dequantize_q4_1, dot_q4_1, dot4_q4_1);
 quant_block!(BlockQ5_0, 32, BlockQ8_0, dequantize_q5_0, dot_q5_0);
 quant_block!(BlockQ5_1, 32, BlockQ8_1, dequantize_q5_1, dot_q5_1);
-quant_block!(BlockQ8_0, 32, BlockQ8_0, dequantize_q8_0, dot_q8_0, dot4_q8_0, dot_rows4_q8_0);
+quant_block!(BlockQ8_0, 32, BlockQ8_0, dequantize_q8_0, dot_q8_0, dot4_q8_0);
 quant_block!(BlockQ4K, 256, BlockQ8K, dequantize_q4_k, dot_q4_k);
 quant_block!(BlockQ6K, 256, BlockQ8K, dequantize_q6_k, dot_q6_k);
