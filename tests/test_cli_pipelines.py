@@ -71,6 +71,7 @@ def test_ctrl_c_keeps_what_was_written_and_exits_130():
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        bufsize=0,  # unbuffered: readline() must not take bytes that communicate() should see
         # A parent started in the background may ignore SIGINT, and children inherit that.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
@@ -83,8 +84,10 @@ def test_ctrl_c_keeps_what_was_written_and_exits_130():
     rest, err = process.communicate(timeout=60)
     assert process.returncode == 130
     assert b"Traceback" not in err
-    for line in (first + rest).decode().splitlines():
+    # Records end with "\n" (text may hold other line separators, such as U+2028).
+    for line in (first + rest).decode().split("\n")[:-1]:
         json.loads(line)  # every record that was written is complete
+    assert (first + rest).endswith(b"\n")
 
 
 def test_no_color_and_plain_stdout_when_piped():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -214,6 +215,20 @@ def _write(text: str) -> None:
     sys.stdout.flush()
 
 
+def _write_record(record: dict) -> None:
+    """One JSONL record, written whole: Ctrl-C is held off until it is out (and then ends the
+    run), so an interrupted batch leaves only complete lines."""
+    line = json.dumps(record, ensure_ascii=False) + "\n"
+    if not hasattr(signal, "pthread_sigmask"):
+        _write(line)
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        _write(line)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _run_batch_lines(m, options, jsonl: bool, batch_size: int) -> None:
     """One JSON record per input line, in input order, each written and flushed as soon as it
     and every line before it are done. Lines are decoded `batch_size` at a time as one batch;
@@ -245,7 +260,7 @@ def _run_batch_lines(m, options, jsonl: bool, batch_size: int) -> None:
         def flush_ready() -> None:
             nonlocal written
             while written < len(records) and records[written] is not None:
-                _write(json.dumps(records[written], ensure_ascii=False) + "\n")
+                _write_record(records[written])
                 written += 1
 
         flush_ready()

@@ -138,13 +138,10 @@ impl Model for Gpt2 {
         }
 
         // Only the rows whose logits are wanted go through the final norm and the LM head.
-        let wanted = batch.logit_rows();
-        let (x_out, h_out) = (&mut k[..wanted.len() * d], &mut h[..wanted.len() * d]);
-        for (dst, &r) in x_out.chunks_exact_mut(d).zip(&wanted) {
-            dst.copy_from_slice(&x[r * d..(r + 1) * d]);
-        }
+        let rows = batch.gather_logit_rows(x, d, k);
+        let (x_out, h_out) = (&k[..rows * d], &mut h[..rows * d]);
         layer_norm(h_out, x_out, &self.output_norm.weight, &self.output_norm.bias, cfg.norm_eps);
-        logits.resize(wanted.len() * cfg.n_vocab, 0.0);
+        logits.resize(rows * cfg.n_vocab, 0.0);
         matmul(logits, h_out, &self.output, None, &mut s.matmul);
     }
 }

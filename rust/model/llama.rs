@@ -123,13 +123,10 @@ impl Model for Llama {
         }
 
         // Only the rows whose logits are wanted go through the final norm and the LM head.
-        let wanted = batch.logit_rows();
-        let (x_out, h_out) = (&mut att[..wanted.len() * d], &mut h[..wanted.len() * d]);
-        for (dst, &r) in x_out.chunks_exact_mut(d).zip(&wanted) {
-            dst.copy_from_slice(&x[r * d..(r + 1) * d]);
-        }
+        let rows = batch.gather_logit_rows(x, d, att);
+        let (x_out, h_out) = (&att[..rows * d], &mut h[..rows * d]);
         rms_norm(h_out, x_out, &self.output_norm, cfg.norm_eps);
-        logits.resize(wanted.len() * cfg.n_vocab, 0.0);
+        logits.resize(rows * cfg.n_vocab, 0.0);
         matmul(logits, h_out, &self.output, None, &mut s.matmul);
     }
 }
