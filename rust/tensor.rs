@@ -265,11 +265,25 @@ impl Matrix {
 /// checks the architectures share when they take them out.
 pub struct WeightSet {
     tensors: HashMap<String, (Tensor, Layout)>,
+    /// Names taken out so far, to find tensors no architecture reads.
+    used: std::cell::RefCell<std::collections::HashSet<String>>,
 }
 
 impl WeightSet {
     pub fn new(tensors: HashMap<String, (Tensor, Layout)>) -> Self {
-        WeightSet { tensors }
+        WeightSet { tensors, used: Default::default() }
+    }
+
+    /// Fails on a tensor the model never took: a file with weights gptgen would silently
+    /// ignore (a different architecture, rope frequency factors, ...) must not run.
+    pub fn check_all_used(&self) -> Result<()> {
+        let used = self.used.borrow();
+        let mut unused: Vec<&String> = self.tensors.keys().filter(|name| !used.contains(*name)).collect();
+        unused.sort();
+        match unused.first() {
+            Some(name) => bail!("unexpected tensor {name} ({} not used by this architecture)", unused.len()),
+            None => Ok(()),
+        }
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -277,7 +291,9 @@ impl WeightSet {
     }
 
     fn get(&self, name: &str) -> Result<&(Tensor, Layout)> {
-        self.tensors.get(name).ok_or_else(|| EngineError(format!("missing tensor {name}")))
+        let found = self.tensors.get(name).ok_or_else(|| EngineError(format!("missing tensor {name}")))?;
+        self.used.borrow_mut().insert(name.to_string());
+        Ok(found)
     }
 
     /// A weight matrix of logical shape [n_out, n_in], stored either way round.

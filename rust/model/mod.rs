@@ -110,6 +110,7 @@ impl Engine {
             Arch::Gpt2 => Box::new(gpt2::Gpt2::new(config, weights)?),
             Arch::Llama => Box::new(llama::Llama::new(config, weights)?),
         };
+        weights.check_all_used()?;
         let threads = if threads == 0 { num_cpus::get_physical().max(1) } else { threads };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
