@@ -141,3 +141,11 @@ def test_max_tokens_beyond_the_context():
 def test_bad_sampling_values():
     _assert_one_line_error(run_cli("generate", "Hello", *MODEL, "--top-p", "1.5"), "top-p")
     _assert_one_line_error(run_cli("generate", "Hello", *MODEL, "-t", "-1"), "temperature")
+
+
+def test_usage_errors_are_one_line():
+    for args in (["generate", "Hello", "--tempature", "1"], ["generate", "Hello", "-n", "many"], ["no-such-command"]):
+        out = run_cli(*args)
+        err = out.stderr.decode()
+        assert out.returncode == 2, args
+        assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err

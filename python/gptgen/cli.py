@@ -516,9 +516,20 @@ def info(model: Optional[str] = ModelOption, threads: Optional[int] = ThreadsOpt
     Console().print(table)
 
 
-def main() -> None:
-    import click
+def _usage_error_types() -> tuple[type[BaseException], ...]:
+    """Click's exception base: Typer >= 0.29 bundles its own click, older ones use click."""
+    import importlib
 
+    found = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(importlib.import_module(module).ClickException)
+        except ImportError:
+            pass
+    return tuple(found)
+
+
+def main() -> None:
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(encoding="utf-8")  # generated text is UTF-8 whatever the locale
     try:
@@ -528,22 +539,26 @@ def main() -> None:
     except GptgenError as e:
         _log(f"error: {e}")
         sys.exit(1)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except click.ClickException as e:
-        e.show()
+    except typer.Exit as e:
         sys.exit(e.exit_code)
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, and keep Python's shutdown flush quiet too.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         # Ctrl-C: what was produced is already written; end like an interrupted program.
         try:
             sys.stdout.flush()
         except BrokenPipeError:
             pass
         sys.exit(130)
+    except _usage_error_types() as e:
+        # Usage errors (unknown option, bad number): one line, like every other error. With
+        # no arguments at all the help has been shown and there is nothing to add.
+        message = " ".join(e.format_message().split())
+        if message:
+            _log(f"error: {message}")
+        sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":
