@@ -259,7 +259,9 @@ def byte_vocab() -> list[str]:
     return [symbols[b] for b in range(256)]
 
 
-def write_llama_gguf(path: Path, weights: dict[str, np.ndarray], *, n_head, n_kv_head, rope_base, n_ctx, types: dict[str, object]) -> dict[str, np.ndarray]:
+def write_llama_gguf(
+    path: Path, weights: dict[str, np.ndarray], *, n_head, n_kv_head, rope_base, n_ctx, types: dict[str, object], merges: list[str] | None = None
+) -> dict[str, np.ndarray]:
     """A GGUF `llama` file written with gguf-py's GGUFWriter; `types` maps tensor names to
     gguf.GGMLQuantizationType (default F32). Returns the weights as stored (dequantized by
     gguf-py), for the reference."""
@@ -282,7 +284,7 @@ def write_llama_gguf(path: Path, weights: dict[str, np.ndarray], *, n_head, n_kv
     writer.add_tokenizer_pre("gpt-2")
     writer.add_token_list(vocab)
     writer.add_token_types([1] * 256 + [3])
-    writer.add_token_merges([])
+    writer.add_token_merges(merges or [])
     writer.add_eos_token_id(256)
     writer.add_bos_token_id(256)
     stored = {}

@@ -41,3 +41,38 @@ def test_malformed_gguf(gguf_files, name):
 )
 def test_malformed_checkpoint(checkpoints, name):
     _assert_clean_failure(run_cli("generate", "hi", "-m", str(checkpoints[name]), "-n", "1", timeout=60), name)
+
+
+def test_gguf_with_inconsistent_merges_and_unknown_tensor_type(tmp_path):
+    import struct
+
+    import gguf
+    import numpy as np
+
+    from checkpoints import random_llama_weights, write_llama_gguf
+
+    weights = random_llama_weights(np.random.default_rng(1), n_vocab=257, n_embd=32, n_layer=1, n_head=2, n_kv_head=1, n_ff=64)
+    path = tmp_path / "merges.gguf"
+    # A merge of tokens that are not in the vocabulary.
+    write_llama_gguf(path, weights, n_head=2, n_kv_head=1, rope_base=1e4, n_ctx=32, types={}, merges=["zzzz yyyy"])
+    out = run_cli("generate", "hi", "-m", str(path), "-n", "1")
+    _assert_clean_failure(out, "inconsistent merges")
+    assert b"merges" in out.stderr, out.stderr
+
+    # The first tensor's type id (the u32 after its dims) set to an id ggml does not define.
+    from malformed import valid_gguf
+
+    good = valid_gguf(tmp_path).read_bytes()
+    reader = gguf.GGUFReader(tmp_path / "valid.gguf")
+    first = reader.tensors[0]
+    name_bytes = first.name.encode()
+    at = good.index(struct.pack("<Q", len(name_bytes)) + name_bytes) + 8 + len(name_bytes)
+    n_dims = struct.unpack_from("<I", good, at)[0]
+    type_at = at + 4 + 8 * n_dims
+    broken = bytearray(good)
+    struct.pack_into("<I", broken, type_at, 200)
+    bad = tmp_path / "type.gguf"
+    bad.write_bytes(bytes(broken))
+    out = run_cli("generate", "hi", "-m", str(bad), "-n", "1")
+    _assert_clean_failure(out, "unknown tensor type")
+    assert b"GGMLQuantizationType" in out.stderr, out.stderr

@@ -117,3 +117,19 @@ def test_two_processes_pulling_at_once_end_with_one_good_copy(tmp_path):
     files = list((tmp_path / "models").iterdir())
     assert [f.name for f in files] == ["SmolLM2-135M-Instruct.Q4_1.gguf"]  # no partial files left
     assert hashlib.sha256(files[0].read_bytes()).hexdigest() == REGISTRY["smollm2-135m-instruct"].sha256
+
+
+def test_disk_full_during_pull_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from gptgen import models
+
+    monkeypatch.setenv("GPTGEN_HOME", str(tmp_path))
+
+    def full_disk(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(models, "_extract", full_disk)
+    with pytest.raises(GptgenError, match="No space left on device"):
+        models.pull(models.REGISTRY[models.DEFAULT_MODEL])
+    assert list((tmp_path / "models").iterdir()) == []
