@@ -189,6 +189,8 @@ class Generation:
         self._stopped_by_string = False
         self.done = False
         self.session = None
+        # Prompt and generated tokens, grown in place (the penalties and n-gram rule read it).
+        self._sequence = list(self.plan.prompt)
         self._stop_ids = set() if request.ignore_eos else set(model.tokenizer.eos_ids)
 
     @property
@@ -232,8 +234,9 @@ class Generation:
 
     def accept(self, logits: np.ndarray) -> TokenEvent:
         """Samples the next token from `logits` and records it; sets `done` when it ends the run."""
-        token = self.sampler(logits, self.plan.prompt + self.tokens)
+        token = self.sampler(logits, self._sequence)
         self.tokens.append(token)
+        self._sequence.append(token)
         text, self._stopped_by_string = self._stops.push(self._stream.push(token))
         if self._stopped_by_string or token in self._stop_ids:
             self.finish_reason = "stop"

@@ -45,12 +45,17 @@ impl Batch<'_> {
     /// Copies the rows whose logits are wanted (every row, or the last of each segment) from
     /// x [rows, width] into the front of `out`; returns how many.
     pub fn gather_logit_rows(&self, x: &[f32], width: usize, out: &mut [f32]) -> usize {
-        let rows: Vec<usize> =
-            if self.all_logits { (0..self.tokens.len()).collect() } else { self.segments.iter().map(|s| s.rows.end - 1).collect() };
-        for (dst, &r) in out.chunks_exact_mut(width).zip(&rows) {
-            dst.copy_from_slice(&x[r * width..(r + 1) * width]);
+        let mut count = 0;
+        let mut copy = |r: usize| {
+            out[count * width..(count + 1) * width].copy_from_slice(&x[r * width..(r + 1) * width]);
+            count += 1;
+        };
+        if self.all_logits {
+            (0..self.tokens.len()).for_each(&mut copy);
+        } else {
+            self.segments.iter().for_each(|s| copy(s.rows.end - 1));
         }
-        rows.len()
+        count
     }
 
     /// Writes row r's keys and values (each [kv_dim]) into its session's cache at its position.
