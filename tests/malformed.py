@@ -35,6 +35,19 @@ def _derived(directory: Path, name: str, data: bytes) -> Path:
     return path
 
 
+def _tensor_info_at(data: bytes, name: str) -> tuple[int, int]:
+    """(position of the n_dims field, n_dims) of a tensor's info record in a GGUF file."""
+    key = name.encode()
+    at = data.index(struct.pack("<Q", len(key)) + key) + 8 + len(key)
+    return at, struct.unpack_from("<I", data, at)[0]
+
+
+def _patched(data: bytes, at: int, fmt: str, *values) -> bytes:
+    patched = bytearray(data)
+    struct.pack_into(fmt, patched, at, *values)
+    return bytes(patched)
+
+
 def gguf_cases(directory: Path) -> dict[str, Path]:
     """name -> a broken GGUF file."""
     good = valid_gguf(directory).read_bytes()
@@ -55,6 +68,15 @@ def gguf_cases(directory: Path) -> dict[str, Path]:
     cases["unexpected tensor"] = valid_gguf(directory, "extra.gguf", lambda w: w.__setitem__("rope_freqs.weight", w["blk.0.attn_norm.weight"][:16]))
     # A string length past the end: the first key's length field follows the header.
     cases["string length past the end"] = _derived(directory, "strlen.gguf", good[:header] + struct.pack("<Q", 2**40) + good[header + 8 :])
+    # Tensor info: n_dims u32, dims u64 each, type u32, offset u64.
+    dims_at, n_dims = _tensor_info_at(good, "output_norm.weight")
+    offset_at = dims_at + 4 + 8 * n_dims + 4
+    offset = struct.unpack_from("<Q", good, offset_at)[0]
+    cases["misaligned offset"] = _derived(directory, "misaligned.gguf", _patched(good, offset_at, "<Q", offset + 4))
+    cases["offset past the end"] = _derived(directory, "offset.gguf", _patched(good, offset_at, "<Q", 2**50))
+    cases["more than 2^40 elements"] = _derived(directory, "dims.gguf", _patched(good, dims_at + 4, "<Q", 2**41))
+    embd_dims_at, _ = _tensor_info_at(good, "token_embd.weight")
+    cases["dims overflow u64"] = _derived(directory, "overflow.gguf", _patched(good, embd_dims_at + 4, "<QQ", 2**62, 2**62))
     return cases
 
 

@@ -108,3 +108,39 @@ def test_bad_option_values_are_one_line_errors():
         out = run_cli("generate", "Hello", *MODEL, *args)
         assert out.returncode == 1, args
         assert out.stderr.decode().startswith("error: ") and fragment in out.stderr.decode(), out.stderr
+
+
+def _each_line_process(lines: int, *extra: str) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [*gptgen_command(), "generate", *MODEL, "-n", "20", *GREEDY, "--each-line", "--batch-size", "2", *extra],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    process.stdin.write(b"Hello there\n" * lines)
+    process.stdin.close()
+    process.stdin = None
+    return process
+
+
+def test_batch_killed_mid_run_leaves_only_complete_records():
+    process = _each_line_process(5000)
+    first = process.stdout.readline()
+    process.kill()
+    rest, _ = process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    output = first + rest
+    assert output.endswith(b"\n")
+    records = [json.loads(line) for line in output.decode().split("\n")[:-1]]
+    assert [r["index"] for r in records] == list(range(len(records)))
+    assert all(len(r["tokens"]) == 20 for r in records)
+
+
+def test_batch_into_a_closed_pipe_stops_quietly_after_complete_records():
+    command = f"printf 'Hello there\\n%.0s' $(seq 200) | {' '.join(gptgen_command())} generate -m {TINY_GPT2} -n 20 -t 0 --ignore-eos --each-line --batch-size 2 | head -n 3; echo \"status=${{PIPESTATUS[1]}}\" >&2"
+    out = subprocess.run(["bash", "-c", command], capture_output=True, timeout=120)
+    records = [json.loads(line) for line in out.stdout.decode().splitlines()]
+    assert [r["index"] for r in records] == [0, 1, 2]
+    assert out.stderr.decode().strip() == "status=0", out.stderr

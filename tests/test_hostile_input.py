@@ -102,6 +102,27 @@ def test_engine_rejects_bad_buffers():
         _native.Engine("gpt2", {**config, "n_vocab": -1}, {})
 
 
+@pytest.mark.parametrize(
+    "make, dtype, shape, layout, message",
+    [
+        (lambda: np.zeros(64, np.uint8)[::2], "f32", (8,), "out_in", "not contiguous"),
+        (lambda: np.zeros(40, np.uint8)[1:33], "f32", (8,), "out_in", "aligned"),
+        (lambda: np.zeros(8, np.float32), "f32", (8,), "out_in", "uint8"),
+        (lambda: np.zeros(32, np.uint8), "f32", (9,), "out_in", "need 36"),
+        (lambda: np.zeros(20, np.uint8), "q4_1", (1, 16), "out_in", "whole q4_1 blocks"),
+        (lambda: np.zeros(32, np.uint8), "f32", (8,), "sideways", "layout"),
+        (lambda: np.zeros(32, np.uint8), "f64", (4,), "out_in", "not supported"),
+    ],
+)
+def test_python_checks_buffers_before_the_engine_sees_them(make, dtype, shape, layout, message):
+    from gptgen.errors import GptgenError
+    from gptgen.loading.spec import TensorView
+
+    view = TensorView(make(), dtype, shape, layout)
+    with pytest.raises(GptgenError, match=message):
+        view.check("w")
+
+
 def test_two_processes_pulling_at_once_end_with_one_good_copy(tmp_path):
     import hashlib
     import subprocess

@@ -69,6 +69,7 @@ def _file_with_header(tmp_path, header: bytes, data: bytes = b"") -> object:
         (json.dumps({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}).encode(), bytes(8), "needs 12 bytes"),
         (json.dumps({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}).encode(), bytes(4), "shape"),
         (json.dumps({"w": {"dtype": "F32", "shape": [2**40, 2**40], "data_offsets": [0, 4]}}).encode(), bytes(4), "needs"),
+        (b'{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}', bytes(8), "names 'w' twice"),
     ],
 )
 def test_malformed_files_raise_clear_errors(tmp_path, header, data, message):

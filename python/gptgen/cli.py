@@ -210,23 +210,37 @@ def generate(
             _log_timings(run.timings)
 
 
+class _ReaderGone(Exception):
+    """stdout's reader went away (`| head`). Not an OSError, so that click does not turn it
+    into its own exit status before main() can end the run quietly."""
+
+
 def _write(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise _ReaderGone from None
 
 
 def _write_record(record: dict) -> None:
-    """One JSONL record, written whole: Ctrl-C is held off until it is out (and then ends the
-    run), so an interrupted batch leaves only complete lines."""
-    line = json.dumps(record, ensure_ascii=False) + "\n"
-    if not hasattr(signal, "pthread_sigmask"):
-        _write(line)
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    """One JSONL record, written whole: one write(2) of the encoded line, so a reader or a
+    kill sees either all of it or none of it (a record over the pipe's capacity can still be
+    cut by SIGKILL while the reader is not reading); Ctrl-C is held off until it is out (and
+    then ends the run)."""
+    data = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+    if hasattr(signal, "pthread_sigmask"):
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        _write(line)
+        sys.stdout.flush()
+        fd = sys.stdout.fileno()
+        while data:
+            data = data[os.write(fd, data) :]
+    except BrokenPipeError:
+        raise _ReaderGone from None
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _run_batch_lines(m, options, jsonl: bool, batch_size: int) -> None:
@@ -368,7 +382,7 @@ def tokenize(
     from .models import resolve
 
     _, tokenizer = load_files(resolve(model, log=_log))
-    print(json.dumps(tokenizer.encode(_read_prompt(text))))
+    _write(json.dumps(tokenizer.encode(_read_prompt(text))) + "\n")
 
 
 @app.command()
@@ -388,9 +402,9 @@ def perplexity(
         raise GptgenError(f"cannot read {file}: {e.strerror or e}") from None
     result = run_perplexity(_load(model, threads), text, ctx)
     if as_json:
-        print(json.dumps(result.as_dict()))
+        _write(json.dumps(result.as_dict()) + "\n")
     else:
-        print(f"PPL = {result.ppl:.4f} +/- {result.ppl_stderr:.4f} ({result.chunks} chunks of {result.n_ctx}, {result.scored} tokens scored)")
+        _write(f"PPL = {result.ppl:.4f} +/- {result.ppl_stderr:.4f} ({result.chunks} chunks of {result.n_ctx}, {result.scored} tokens scored)\n")
 
 
 def _int_list(text: str, option: str) -> list[int]:
@@ -437,7 +451,7 @@ def bench(
             results += run(m, n_prompt=0, n_gen=g, batches=batches, repetitions=repetitions)
     info = {"model": str(path), "n_params": spec.n_params, "kernels": _native.kernel_name(), "cpu": cpu_info()}
     if as_json:
-        print(json.dumps({**info, "results": [r.as_dict() for r in results]}))
+        _write(json.dumps({**info, "results": [r.as_dict() for r in results]}) + "\n")
         return
     table = Table(title=f"{path.name}  ({info['kernels']}; {info['cpu']['model']}; {' '.join(info['cpu']['flags'])})")
     for column in ("threads", "test", "t/s"):
@@ -461,7 +475,7 @@ def pull(name: str = typer.Argument("smollm2-135m-instruct", help="A known model
         _log(f"{known.name} is already in the cache")
     else:
         target = pull_model(known)
-    print(target)
+    _write(f"{target}\n")
 
 
 @app.command()
@@ -541,7 +555,7 @@ def main() -> None:
         sys.exit(1)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except BrokenPipeError:
+    except (_ReaderGone, BrokenPipeError):
         # The reader went away (`| head`): stop quietly, and keep Python's shutdown flush quiet too.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import GptgenError
 from ..tokenizer import Tokenizer
-from .spec import DTYPE_SIZES, QUANT_BLOCKS, ModelSpec, TensorView
+from .spec import ModelSpec, TensorView, storage_bytes
 
 # ggml type names (gguf.GGMLQuantizationType) -> engine dtype names.
 _GGML_TYPES = {
@@ -140,18 +140,16 @@ def _tensors(path: Path, reader) -> dict[str, TensorView]:
             raise GptgenError(f"{where}: type {t.tensor_type!r} is not supported (supported: {', '.join(_GGML_TYPES)})")
         if t.name in tensors:
             raise GptgenError(f"{where}: appears twice")
+        if (t.data_offset - reader.data_offset) % reader.alignment:
+            raise GptgenError(f"{where}: data offset is not a multiple of the file's alignment ({reader.alignment})")
         # GGUF lists dims innermost first; the engine wants them outermost first.
         shape = tuple(int(d) for d in reversed(t.shape.tolist()))
         if not shape or any(d <= 0 for d in shape) or len(shape) > 4:
             raise GptgenError(f"{where}: shape {shape} is not valid")
-        count = int(np.prod(shape, dtype=object))
-        if dtype in QUANT_BLOCKS:
-            block_elems, block_bytes = QUANT_BLOCKS[dtype]
-            if shape[-1] % block_elems:
-                raise GptgenError(f"{where}: rows of {shape[-1]} are not whole {dtype} blocks")
-            n_bytes = count // block_elems * block_bytes
-        else:
-            n_bytes = count * DTYPE_SIZES[dtype]
+        try:
+            n_bytes = storage_bytes(dtype, shape)
+        except GptgenError as e:
+            raise GptgenError(f"{where}: {e}") from None
         data = np.asarray(t.data)
         if not data.flags.c_contiguous or data.nbytes != n_bytes:
             raise GptgenError(f"{where}: holds {data.nbytes} bytes, its shape and type need {n_bytes}")

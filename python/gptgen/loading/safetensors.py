@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GptgenError
-from .spec import DTYPE_SIZES, TensorView
+from .spec import DTYPE_SIZES, TensorView, storage_bytes
 
 _DTYPES = {"F32": "f32", "F16": "f16", "BF16": "bf16"}
 # A header larger than this is not a model header (the format's own reference caps it too).
@@ -37,9 +37,11 @@ def read_safetensors(path: Path) -> dict[str, TensorView]:
     except OSError as e:
         raise GptgenError(f"cannot read {path}: {e.strerror or e}") from None
     try:
-        header = json.loads(header_bytes)
+        header = json.loads(header_bytes, object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise GptgenError(f"{path}: safetensors header is not valid JSON") from None
+    except _DuplicateKey as e:
+        raise GptgenError(f"{path}: safetensors header names {e.args[0]!r} twice") from None
     if not isinstance(header, dict):
         raise GptgenError(f"{path}: safetensors header is not a JSON object")
 
@@ -68,9 +70,7 @@ def _tensor_view(path: Path, name: str, info: object, mapped: np.ndarray, data_s
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)):
         raise GptgenError(f"{where}: data_offsets {offsets!r} are not two non-negative integers")
     begin, end = offsets
-    n_bytes = DTYPE_SIZES[dtype]
-    for d in shape:  # Python ints do not overflow; bound the product by the file instead.
-        n_bytes *= d
+    n_bytes = storage_bytes(dtype, shape)
     if not begin <= end <= data_len:
         raise GptgenError(f"{where}: data offsets {offsets} lie outside the file")
     if end - begin != n_bytes:
@@ -81,6 +81,20 @@ def _tensor_view(path: Path, name: str, info: object, mapped: np.ndarray, data_s
         data = data.copy()
         data.flags.writeable = False
     return TensorView(data=data, dtype=dtype, shape=tuple(shape))
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    # json keeps the last of repeated keys silently; two tensors under one name is ambiguous.
+    result: dict[str, object] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
 
 
 def _is_count(value: object) -> bool:

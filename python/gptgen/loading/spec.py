@@ -15,6 +15,25 @@ from ..sampling import SamplingParams
 DTYPE_SIZES = {"f32": 4, "f16": 2, "bf16": 2}
 # (elements, bytes) per block of the quantized types the engine reads (ggml's layouts).
 QUANT_BLOCKS = {"q4_0": (32, 18), "q4_1": (32, 20), "q5_0": (32, 22), "q5_1": (32, 24), "q8_0": (32, 34), "q4_k": (256, 144), "q6_k": (256, 210)}
+# The engine reads float elements and the f16 scales inside quant blocks in place.
+_ALIGNMENT = {**DTYPE_SIZES, **{q: 2 for q in QUANT_BLOCKS}}
+_LAYOUTS = ("out_in", "in_out")
+
+
+def storage_bytes(dtype: str, shape: tuple[int, ...] | list[int]) -> int:
+    """Bytes a tensor of `shape` (outermost first) takes stored as `dtype`. Python ints, so
+    absurd shapes give absurd sizes (caught by comparing with the file), never an overflow."""
+    count = 1
+    for d in shape:
+        count *= d
+    if dtype in QUANT_BLOCKS:
+        block_elems, block_bytes = QUANT_BLOCKS[dtype]
+        if not shape or shape[-1] % block_elems:
+            raise GptgenError(f"rows of {shape[-1] if shape else 0} are not whole {dtype} blocks")
+        return count // block_elems * block_bytes
+    if dtype not in DTYPE_SIZES:
+        raise GptgenError(f"tensor type {dtype!r} is not supported")
+    return count * DTYPE_SIZES[dtype]
 
 
 @dataclass(frozen=True)
@@ -34,6 +53,27 @@ class TensorView:
     @property
     def n_elements(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
+
+    def check(self, name: str) -> None:
+        """Everything the engine assumes of the buffer, checked here so that a loader's
+        mistake is a clear error rather than the engine's refusal (or worse)."""
+        data = self.data
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 1:
+            raise GptgenError(f"tensor {name}: data must be a 1-D uint8 array")
+        if not data.flags.c_contiguous:
+            raise GptgenError(f"tensor {name}: data is not contiguous")
+        if data.ctypes.data % _ALIGNMENT.get(self.dtype, 1):
+            raise GptgenError(f"tensor {name}: data is not aligned to {_ALIGNMENT[self.dtype]} bytes")
+        if self.layout not in _LAYOUTS:
+            raise GptgenError(f"tensor {name}: layout {self.layout!r} is not one of {_LAYOUTS}")
+        if not self.shape or any(not isinstance(d, int) or d <= 0 for d in self.shape):
+            raise GptgenError(f"tensor {name}: shape {self.shape} is not valid")
+        try:
+            expected = storage_bytes(self.dtype, self.shape)
+        except GptgenError as e:
+            raise GptgenError(f"tensor {name}: {e}") from None
+        if data.nbytes != expected:
+            raise GptgenError(f"tensor {name}: holds {data.nbytes} bytes, its shape and type need {expected}")
 
     def to_numpy(self) -> np.ndarray:
         """The values as float32 (a copy), for tests and tools; the engine never needs this."""
@@ -81,5 +121,7 @@ class ModelSpec:
         return counts
 
     def engine_tensors(self) -> dict[str, tuple[np.ndarray, str, list[int], str]]:
-        """The tensors in the form `gptgen._native.Engine` takes."""
+        """The tensors in the form `gptgen._native.Engine` takes, each checked first."""
+        for name, t in self.tensors.items():
+            t.check(name)
         return {name: (t.data, t.dtype, list(t.shape), t.layout) for name, t in self.tensors.items()}
