@@ -77,6 +77,13 @@ def gguf_cases(directory: Path) -> dict[str, Path]:
     cases["more than 2^40 elements"] = _derived(directory, "dims.gguf", _patched(good, dims_at + 4, "<Q", 2**41))
     embd_dims_at, _ = _tensor_info_at(good, "token_embd.weight")
     cases["dims overflow u64"] = _derived(directory, "overflow.gguf", _patched(good, embd_dims_at + 4, "<QQ", 2**62, 2**62))
+    # Metadata array: key, value type u32 (9), item type u32, count u64.
+    key = b"tokenizer.ggml.tokens"
+    count_at = good.index(struct.pack("<Q", len(key)) + key) + 8 + len(key) + 8
+    cases["array count past the end"] = _derived(directory, "array.gguf", _patched(good, count_at, "<Q", 2**40))
+    # Two tensors under one name: attn_k renamed attn_q (names of equal length).
+    cases["duplicate tensor name"] = _derived(directory, "duplicate.gguf", good.replace(b"blk.0.attn_k.weight", b"blk.0.attn_q.weight"))
+    cases["Inf in a norm"] = valid_gguf(directory, "inf.gguf", lambda w: w["blk.0.attn_norm.weight"].__setitem__(0, np.inf))
     return cases
 
 

@@ -141,6 +141,13 @@ def test_max_tokens_beyond_the_context():
 def test_bad_sampling_values():
     _assert_one_line_error(run_cli("generate", "Hello", *MODEL, "--top-p", "1.5"), "top-p")
     _assert_one_line_error(run_cli("generate", "Hello", *MODEL, "-t", "-1"), "temperature")
+    for value, fragment in (("nan", "temperature"), ("inf", "temperature")):
+        _assert_one_line_error(run_cli("generate", "Hello", *MODEL, "-t", value), fragment)
+    _assert_one_line_error(run_cli("generate", "Hello", *MODEL, "--top-p", "0"), "top-p")
+    _assert_one_line_error(run_cli("generate", "Hello", *MODEL, "--seed", "-2"), "seed")
+    # llama.cpp's --seed -1: a random seed, like no seed at all.
+    random_seed = run_cli("generate", "Hello", *MODEL, "--seed", "-1", "-n", "3", "--ignore-eos", "--json")
+    assert random_seed.returncode == 0 and len(json.loads(random_seed.stdout)["tokens"]) == 3
 
 
 def test_usage_errors_are_one_line():

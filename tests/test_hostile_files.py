@@ -30,7 +30,7 @@ def checkpoints(tmp_path_factory):
     "name",
     ["bad magic", "wrong version", "truncated header", "truncated metadata", "truncated tensor data", "huge tensor count", "huge kv count", "empty file", "string length past the end",
      "NaN in a norm", "missing tensor", "shape disagrees", "unexpected tensor", "misaligned offset", "offset past the end", "more than 2^40 elements",
-     "dims overflow u64"],
+     "dims overflow u64", "array count past the end", "duplicate tensor name", "Inf in a norm"],
 )
 def test_malformed_gguf(gguf_files, name):
     _assert_clean_failure(run_cli("generate", "hi", "-m", str(gguf_files[name]), "-n", "1", timeout=60), name)

@@ -128,7 +128,7 @@ def generate(
     no_repeat_ngram_size: Optional[int] = typer.Option(None, "--no-repeat-ngram-size", help="Never repeat an n-gram of this size (Hugging Face)."),
     logit_bias: list[str] = typer.Option([], "--logit-bias", help="ID=VALUE added to that token's logit (repeatable; -inf bans it)."),
     stop: list[str] = typer.Option([], "--stop", help="End when the text contains this string, which is not printed (repeatable)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed, for reproducible sampling."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed, for reproducible sampling (-1: a random one, as in llama.cpp)."),
     num_return_sequences: int = typer.Option(
         1, "--num-return-sequences", help="Samples of the prompt, decoded together as a batch (seeds S, S+1, ...).", min=1
     ),
@@ -160,7 +160,7 @@ def generate(
         "repeat_last_n": repeat_last_n,
         "no_repeat_ngram_size": no_repeat_ngram_size,
         "logit_bias": _parse_logit_bias(logit_bias) or None,
-        "seed": seed,
+        "seed": _seed(seed),
     }
     SamplingParams().with_overrides(**overrides).validate()  # fail before loading
     if max_tokens is not None and max_length is not None:
@@ -213,6 +213,11 @@ def generate(
 class _ReaderGone(Exception):
     """stdout's reader went away (`| head`). Not an OSError, so that click does not turn it
     into its own exit status before main() can end the run quietly."""
+
+
+def _seed(seed: int | None) -> int | None:
+    """llama.cpp's convention: --seed -1 asks for a random seed, as giving none does."""
+    return None if seed == -1 else seed
 
 
 def _write(text: str) -> None:
@@ -329,7 +334,7 @@ def chat(
     temperature: Optional[float] = typer.Option(None, "--temperature", "-t", help="Sampling temperature; 0 is greedy."),
     top_k: Optional[int] = typer.Option(None, "--top-k"),
     top_p: Optional[float] = typer.Option(None, "--top-p"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (-1: a random one)."),
     threads: Optional[int] = ThreadsOption,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -337,7 +342,7 @@ def chat(
     from .chat import render
     from .generate import Conversation, Generation, GenerationRequest
 
-    overrides = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+    overrides = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": _seed(seed)}
     m = _load(model, threads, verbose)
     sampling = m.spec.sampling_defaults.with_overrides(**overrides)
     sampling.validate()

@@ -53,6 +53,8 @@ class SamplingParams:
             raise GptgenError(f"temperature must be a number >= 0, not {self.temperature}")
         if self.top_k < 0:
             raise GptgenError(f"top-k must be >= 0, not {self.top_k}")
+        if self.seed is not None and self.seed < 0:
+            raise GptgenError(f"seed must be >= 0 (or -1 on the command line: a random seed), not {self.seed}")
         if not 0 < self.top_p <= 1:
             raise GptgenError(f"top-p must be in (0, 1], not {self.top_p}")
         if not 0 <= self.min_p <= 1:
