@@ -83,6 +83,19 @@ def _open(path: Path):
 
 
 def load_gguf(path: Path) -> tuple[ModelSpec, Tokenizer]:
+    """The model in a GGUF file; from its saved index when the file has been loaded before."""
+    from . import gguf_index
+
+    loaded = gguf_index.load(path)
+    if loaded is None:
+        spec, tokenizer, offsets = _parse(path)
+        gguf_index.save(path, spec, tokenizer, offsets)
+        loaded = spec, tokenizer
+    return loaded
+
+
+def _parse(path: Path) -> tuple[ModelSpec, Tokenizer, dict[str, int]]:
+    """Reads and checks the whole file; also returns each tensor's first byte in the file."""
     reader = _open(path)
     meta = _Metadata(path, reader)
     arch = meta.get("general.architecture")
@@ -111,7 +124,7 @@ def load_gguf(path: Path) -> tuple[ModelSpec, Tokenizer]:
             raise GptgenError(f"{path}: RoPE scaling is not supported")
     else:
         config["norm_eps"] = meta.positive_float("gpt2.attention.layer_norm_epsilon", 1e-5)
-    tensors = _tensors(path, reader)
+    tensors, offsets = _tensors(path, reader)
     embd = tensors.get("token_embd.weight")
     if embd is None or len(embd.shape) != 2:
         raise GptgenError(f"{path}: token_embd.weight is missing or not 2-D")
@@ -128,11 +141,12 @@ def load_gguf(path: Path) -> tuple[ModelSpec, Tokenizer]:
         bos_token_id=tokenizer.bos_id,
         chat_template=meta.get("tokenizer.chat_template"),
     )
-    return spec, tokenizer
+    return spec, tokenizer, offsets
 
 
-def _tensors(path: Path, reader) -> dict[str, TensorView]:
+def _tensors(path: Path, reader) -> tuple[dict[str, TensorView], dict[str, int]]:
     tensors: dict[str, TensorView] = {}
+    offsets: dict[str, int] = {}
     for t in reader.tensors:
         where = f"{path}: tensor {t.name}"
         dtype = _GGML_TYPES.get(getattr(t.tensor_type, "name", str(t.tensor_type)))
@@ -158,7 +172,8 @@ def _tensors(path: Path, reader) -> dict[str, TensorView]:
             data = data.view()
             data.flags.writeable = False
         tensors[t.name] = TensorView(data=data, dtype=dtype, shape=shape)
-    return tensors
+        offsets[t.name] = int(t.data_offset)
+    return tensors, offsets
 
 
 # llama.cpp's pre-tokenizer names -> how the text is split before BPE.
