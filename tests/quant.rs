@@ -69,6 +69,32 @@ fn check<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng), simd: unsafe
     }
 }
 
+/// `dot4` (one weight row, four activation rows) must equal four `dot`s bit for bit: batched
+/// decoding promises the tokens of separate runs.
+fn check_dot4<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng)) {
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    for &n_blocks in &[1usize, 5, 18, 48] {
+        let w: Vec<B> = random_blocks(&mut rng, n_blocks, &fix);
+        let acts: Vec<Vec<B::Act>> = (0..4)
+            .map(|_| {
+                let mut act = vec![bytemuck::Zeroable::zeroed(); n_blocks * B::QK / <B::Act as ActBlock>::QK];
+                B::Act::quantize(&rng.vec(n_blocks * B::QK), &mut act);
+                act
+            })
+            .collect();
+        let four = B::dot4(&w, [&acts[0], &acts[1], &acts[2], &acts[3]]);
+        for k in 0..4 {
+            assert_eq!(four[k].to_bits(), B::dot(&w, &acts[k]).to_bits(), "{name}: dot4 row {k} with {n_blocks} blocks");
+        }
+    }
+}
+
+#[test]
+fn dot4_equals_dot_bit_for_bit() {
+    check_dot4::<BlockQ4_1>("q4_1", |b, r| (b.d, b.m) = (r.scale(), f16::from_f32(-0.1 * r.unit())));
+    check_dot4::<BlockQ8_0>("q8_0", |b, r| b.d = r.scale());
+}
+
 #[test]
 fn q4_0() {
     check::<BlockQ4_0>("q4_0", |b, r| b.d = r.scale(), _native::quant::avx2::dot_q4_0, scalar::dot_q4_0);

@@ -16,12 +16,27 @@ unsafe fn h(x: half::f16) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(x.to_bits() as i32)))
 }
 
+/// The two f16 values of each of two 32-bit words, widened in one conversion:
+/// [low(a), high(a), low(b), high(b)]. A block's (d, m) and its partner's (d, s) sit in one
+/// word each; converting them together halves the scalar-to-vector traffic per block.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn h_pairs(a: u32, b: u32) -> __m128 {
+    _mm_cvtph_ps(_mm_insert_epi32::<1>(_mm_cvtsi32_si128(a as i32), b as i32))
+}
+
+/// f16 fields `first` and `second` as one word, `first` in the low half (their memory order).
+#[inline]
+fn f16_pair(first: half::f16, second: half::f16) -> u32 {
+    first.to_bits() as u32 | (second.to_bits() as u32) << 16
+}
+
 /// 16 packed bytes -> 32 nibbles: low nibbles in bytes 0..16, high nibbles in 16..32.
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn nibbles(p: *const u8) -> __m256i {
-    let packed = _mm_loadu_si128(p as *const __m128i);
-    let both = _mm256_set_m128i(_mm_srli_epi16::<4>(packed), packed);
+    let packed = _mm256_broadcastsi128_si256(_mm_loadu_si128(p as *const __m128i));
+    let both = _mm256_srlv_epi64(packed, _mm256_set_epi64x(4, 4, 0, 0));
     _mm256_and_si256(both, _mm256_set1_epi8(0xF))
 }
 
@@ -86,14 +101,25 @@ pub unsafe fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
     let mut acc = _mm256_setzero_ps();
-    let mut mins = 0.0f32;
+    let mut mins = _mm_setzero_ps(); // lane 0: the sum of m * s, block after block
     for (x, y) in w.iter().zip(a) {
-        mins += h(x.m) * h(y.s);
-        let d = _mm256_set1_ps(h(x.d) * h(y.d));
+        let (d, m_s) = min_scales(f16_pair(x.d, x.m), f16_pair(y.d, y.s));
+        mins = _mm_add_ss(mins, m_s);
         let p = _mm256_cvtepi32_ps(dot_u8_i8(nibbles(x.qs.as_ptr()), load32(y.qs.as_ptr())));
         acc = _mm256_fmadd_ps(d, p, acc);
     }
-    hsum(acc) + mins
+    hsum(acc) + _mm_cvtss_f32(mins)
+}
+
+/// The scales of a weight block with a min (Q4_1, Q5_1) and its Q8_1 partner, from their
+/// (d, m) and (d, s) words: (d_x * d_y in every lane, m_x * s_y in lane 0), each product
+/// rounded once, as the scalar kernel computes them.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn min_scales(x_dm: u32, y_ds: u32) -> (__m256, __m128) {
+    let s = h_pairs(x_dm, y_ds); // [dx, mx, dy, sy]
+    let products = _mm_mul_ps(s, _mm_movehl_ps(s, s)); // [dx * dy, mx * sy, ..]
+    (_mm256_broadcastss_ps(products), _mm_movehdup_ps(products))
 }
 
 /// # Safety
@@ -117,16 +143,16 @@ pub unsafe fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
     let mut acc = _mm256_setzero_ps();
-    let mut mins = 0.0f32;
+    let mut mins = _mm_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        mins += h(x.m) * h(y.s);
-        let d = _mm256_set1_ps(h(x.d) * h(y.d));
+        let (d, m_s) = min_scales(f16_pair(x.d, x.m), f16_pair(y.d, y.s));
+        mins = _mm_add_ss(mins, m_s);
         let high = _mm256_and_si256(bit_mask_bytes(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0x10));
         let qx = _mm256_or_si256(nibbles(x.qs.as_ptr()), high);
         let p = _mm256_cvtepi32_ps(dot_u8_i8(qx, load32(y.qs.as_ptr())));
         acc = _mm256_fmadd_ps(d, p, acc);
     }
-    hsum(acc) + mins
+    hsum(acc) + _mm_cvtss_f32(mins)
 }
 
 /// # Safety
@@ -224,18 +250,18 @@ pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot4_q4_1(w: &[BlockQ4_1], a: [&[BlockQ8_1]; 4]) -> [f32; 4] {
     let mut acc = [_mm256_setzero_ps(); 4];
-    let mut mins = [0.0f32; 4];
+    let mut mins = [_mm_setzero_ps(); 4];
     for (i, x) in w.iter().enumerate() {
         let qx = nibbles(x.qs.as_ptr());
-        let (dx, mx) = (h(x.d), h(x.m));
         for k in 0..4 {
             let y = a[k].get_unchecked(i);
-            mins[k] += mx * h(y.s);
+            let (d, m_s) = min_scales(f16_pair(x.d, x.m), f16_pair(y.d, y.s));
+            mins[k] = _mm_add_ss(mins[k], m_s);
             let p = _mm256_cvtepi32_ps(dot_u8_i8(qx, load32(y.qs.as_ptr())));
-            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dx * h(y.d)), p, acc[k]);
+            acc[k] = _mm256_fmadd_ps(d, p, acc[k]);
         }
     }
-    std::array::from_fn(|k| hsum(acc[k]) + mins[k])
+    std::array::from_fn(|k| hsum(acc[k]) + _mm_cvtss_f32(mins[k]))
 }
 
 /// `dot_q8_0` of one weight row with four activation rows, bit-identical per row.
