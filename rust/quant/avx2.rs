@@ -31,6 +31,14 @@ fn f16_pair(first: half::f16, second: half::f16) -> u32 {
     first.to_bits() as u32 | (second.to_bits() as u32) << 16
 }
 
+/// d_x * d_y in every lane, from the word (d_x, d_y): one conversion for both scales.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn scale_product(dx_dy: u32) -> __m256 {
+    let s = _mm_cvtph_ps(_mm_cvtsi32_si128(dx_dy as i32));
+    _mm256_broadcastss_ps(_mm_mul_ss(s, _mm_movehdup_ps(s)))
+}
+
 /// 16 packed bytes -> 32 nibbles: low nibbles in bytes 0..16, high nibbles in 16..32.
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -88,7 +96,7 @@ unsafe fn hsum_i32(v: __m256i) -> i32 {
 pub unsafe fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        let d = _mm256_set1_ps(h(x.d) * h(y.d));
+        let d = scale_product(f16_pair(x.d, y.d));
         let qx = _mm256_sub_epi8(nibbles(x.qs.as_ptr()), _mm256_set1_epi8(8));
         let p = _mm256_cvtepi32_ps(dot_i8_i8(qx, load32(y.qs.as_ptr())));
         acc = _mm256_fmadd_ps(d, p, acc);
@@ -128,7 +136,7 @@ unsafe fn min_scales(x_dm: u32, y_ds: u32) -> (__m256, __m128) {
 pub unsafe fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        let d = _mm256_set1_ps(h(x.d) * h(y.d));
+        let d = scale_product(f16_pair(x.d, y.d));
         // q - 16 as i8: where the fifth bit is clear, set the high nibble (nibble - 16).
         let high = _mm256_andnot_si256(bit_mask_bytes(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0xF0u8 as i8));
         let qx = _mm256_or_si256(nibbles(x.qs.as_ptr()), high);
@@ -161,7 +169,7 @@ pub unsafe fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
 pub unsafe fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        let d = _mm256_set1_ps(h(x.d) * h(y.d));
+        let d = scale_product(f16_pair(x.d, y.d));
         let p = _mm256_cvtepi32_ps(dot_i8_i8(load32(x.qs.as_ptr()), load32(y.qs.as_ptr())));
         acc = _mm256_fmadd_ps(d, p, acc);
     }
@@ -274,11 +282,10 @@ pub unsafe fn dot4_q8_0(w: &[BlockQ8_0], a: [&[BlockQ8_0]; 4]) -> [f32; 4] {
     for (i, x) in w.iter().enumerate() {
         let qx = load32(x.qs.as_ptr());
         let abs_x = _mm256_sign_epi8(qx, qx);
-        let dx = h(x.d);
         for k in 0..4 {
             let y = a[k].get_unchecked(i);
             let p = _mm256_cvtepi32_ps(dot_u8_i8(abs_x, _mm256_sign_epi8(load32(y.qs.as_ptr()), qx)));
-            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dx * h(y.d)), p, acc[k]);
+            acc[k] = _mm256_fmadd_ps(scale_product(f16_pair(x.d, y.d)), p, acc[k]);
         }
     }
     std::array::from_fn(|k| hsum(acc[k]))
