@@ -155,3 +155,28 @@ fn activation_quantization_rounds_half_to_even_and_keeps_sums() {
     BlockQ8K::quantize(&zeros, &mut k);
     assert_eq!(k[0].d, 0.0);
 }
+
+#[test]
+fn avx2_activation_quantization_equals_scalar_bit_for_bit() {
+    assert!(avx2(), "run these tests on an AVX2 machine");
+    let mut rng = Rng(11);
+    let mut cases: Vec<Vec<f32>> = (0..50).map(|_| rng.vec(32 * 6)).collect();
+    // Halfway cases (amax 127: scale 1), an all-zero block, and large magnitudes.
+    let mut ties = vec![0.0f32; 64];
+    ties[..6].copy_from_slice(&[127.0, 2.5, 3.5, -0.5, -1.5, -126.5]);
+    cases.push(ties);
+    cases.push(rng.vec(32).iter().map(|v| v * 3e4).collect());
+    for x in &cases {
+        let n = x.len() / 32;
+        let (mut simd0, mut ref0) = (vec![bytemuck::Zeroable::zeroed(); n], vec![bytemuck::Zeroable::zeroed(); n]);
+        // SAFETY: x.len() == 32 * n; AVX2/FMA/F16C asserted.
+        unsafe { _native::quant::avx2::quantize_q8_0(x, &mut simd0) };
+        scalar::quantize_q8_0(x, &mut ref0);
+        assert_eq!(bytemuck::cast_slice::<BlockQ8_0, u8>(&simd0), bytemuck::cast_slice::<BlockQ8_0, u8>(&ref0));
+        let (mut simd1, mut ref1) = (vec![bytemuck::Zeroable::zeroed(); n], vec![bytemuck::Zeroable::zeroed(); n]);
+        // SAFETY: as above.
+        unsafe { _native::quant::avx2::quantize_q8_1(x, &mut simd1) };
+        scalar::quantize_q8_1(x, &mut ref1);
+        assert_eq!(bytemuck::cast_slice::<BlockQ8_1, u8>(&simd1), bytemuck::cast_slice::<BlockQ8_1, u8>(&ref1));
+    }
+}

@@ -21,6 +21,9 @@ const TILE_OUT_IN: usize = 32;
 const TILE_IN_OUT: usize = 128;
 /// Tokens processed together while a tile's weights sit in cache.
 const TOKEN_BLOCK: usize = 32;
+/// Activation rows below this many are quantized on the calling thread: a row takes about a
+/// microsecond, less than handing work to the pool costs.
+const PARALLEL_QUANTIZE_ROWS: usize = 16;
 
 /// Buffers a matmul reuses from call to call.
 #[derive(Default)]
@@ -171,7 +174,12 @@ fn quant_matmul<B: QuantBlock>(
     let act_bytes = n * act_per_row * std::mem::size_of::<B::Act>();
     act_words.resize(act_bytes.div_ceil(8), 0);
     let act: &mut [B::Act] = bytemuck::cast_slice_mut(&mut bytemuck::cast_slice_mut::<u64, u8>(act_words)[..act_bytes]);
-    x.par_chunks(n_in).zip(act.par_chunks_mut(act_per_row)).for_each(|(xr, ar)| B::Act::quantize(xr, ar));
+    let quantize_row = |(xr, ar): (&[f32], &mut [B::Act])| B::Act::quantize(xr, ar);
+    if n >= PARALLEL_QUANTIZE_ROWS {
+        x.par_chunks(n_in).zip(act.par_chunks_mut(act_per_row)).for_each(quantize_row);
+    } else {
+        x.chunks(n_in).zip(act.chunks_mut(act_per_row)).for_each(quantize_row);
+    }
     let act: &[B::Act] = act;
 
     run_tiles(y, n, TILE_OUT_IN, tiles, |col0, out| {

@@ -290,3 +290,56 @@ pub unsafe fn dot4_q8_0(w: &[BlockQ8_0], a: [&[BlockQ8_0]; 4]) -> [f32; 4] {
     }
     std::array::from_fn(|k| hsum(acc[k]))
 }
+
+// ---- activation quantization: the scalar kernels' results, eight lanes at a time ----
+
+/// Round-to-nearest-even f32 -> f16, as `half::f16::from_f32` (and ggml) round.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn to_f16(x: f32) -> half::f16 {
+    half::f16::from_bits(_mm_extract_epi16::<0>(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x))) as u16)
+}
+
+/// One block of 32 activations: d = amax / 127, q = round_half_even(x * 127 / amax), and the
+/// q as four vectors of eight i32 (for sums).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_32(x: &[f32; 32], qs: &mut [i8; 32]) -> (f32, [__m256i; 4]) {
+    let v: [__m256; 4] = std::array::from_fn(|k| _mm256_loadu_ps(x.as_ptr().add(8 * k)));
+    let sign = _mm256_set1_ps(-0.0);
+    let abs = v.map(|v| _mm256_andnot_ps(sign, v));
+    let m = _mm256_max_ps(_mm256_max_ps(abs[0], abs[1]), _mm256_max_ps(abs[2], abs[3]));
+    let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+    let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)));
+    let d = amax / 127.0;
+    let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+    let q = v.map(|v| _mm256_cvtps_epi32(_mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(v, id))));
+    // packs interleave 128-bit halves; the permute puts the 32 bytes back in order.
+    let bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    let ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(qs.as_mut_ptr() as *mut __m256i, ordered);
+    (d, q)
+}
+
+/// # Safety
+/// `x.len() == out.len() * 32`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    for (xb, b) in x.chunks_exact(32).zip(out) {
+        let (d, _) = quantize_32(xb.try_into().expect("32 values"), &mut b.qs);
+        b.d = to_f16(d);
+    }
+}
+
+/// # Safety
+/// `x.len() == out.len() * 32`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+    for (xb, b) in x.chunks_exact(32).zip(out) {
+        let (d, q) = quantize_32(xb.try_into().expect("32 values"), &mut b.qs);
+        let sum = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+        b.d = to_f16(d);
+        b.s = to_f16(d * sum as f32);
+    }
+}

@@ -40,20 +40,34 @@ pub trait QuantBlock: Pod + Send + Sync {
 }
 
 macro_rules! act_block {
-    ($block:ty, $qk:expr, $quantize:path) => {
+    ($block:ty, $qk:expr, $quantize:ident) => {
         impl ActBlock for $block {
             const QK: usize = $qk;
             fn quantize(x: &[f32], out: &mut [Self]) {
                 assert_eq!(x.len(), out.len() * $qk, "quantize: length mismatch");
-                $quantize(x, out)
+                #[cfg(target_arch = "x86_64")]
+                if simd_enabled() {
+                    // SAFETY: lengths checked above; AVX2/FMA/F16C were detected.
+                    return unsafe { avx2::$quantize(x, out) };
+                }
+                scalar::$quantize(x, out)
+            }
+        }
+    };
+    ($block:ty, $qk:expr, scalar $quantize:ident) => {
+        impl ActBlock for $block {
+            const QK: usize = $qk;
+            fn quantize(x: &[f32], out: &mut [Self]) {
+                assert_eq!(x.len(), out.len() * $qk, "quantize: length mismatch");
+                scalar::$quantize(x, out)
             }
         }
     };
 }
 
-act_block!(BlockQ8_0, 32, scalar::quantize_q8_0);
-act_block!(BlockQ8_1, 32, scalar::quantize_q8_1);
-act_block!(BlockQ8K, 256, scalar::quantize_q8_k);
+act_block!(BlockQ8_0, 32, quantize_q8_0);
+act_block!(BlockQ8_1, 32, quantize_q8_1);
+act_block!(BlockQ8K, 256, scalar quantize_q8_k);
 
 macro_rules! quant_block {
     ($block:ty, $qk:expr, $act:ty, $dequantize:ident, $dot:ident, $dot4:ident) => {
