@@ -135,11 +135,11 @@ fn activation_quantization_rounds_half_to_even_and_keeps_sums() {
     // amax = 127 makes the scale exactly 1, so x * id is x itself: 2.5 -> 2, 3.5 -> 4, -0.5 -> 0.
     let mut x = vec![0.0f32; 32];
     x[..5].copy_from_slice(&[127.0, 2.5, 3.5, -0.5, -1.5]);
-    let mut b8 = [BlockQ8_1 { d: f16::ZERO, s: f16::ZERO, qs: [0; 32] }];
+    let mut b8 = [BlockQ8_1 { d: 0.0, s: 0.0, qs: [0; 32] }];
     BlockQ8_1::quantize(&x, &mut b8);
     assert_eq!(&b8[0].qs[..5], &[127, 2, 4, 0, -2]);
-    assert_eq!(b8[0].d.to_f32(), 1.0);
-    assert_eq!(b8[0].s.to_f32(), 131.0);
+    assert_eq!(b8[0].d, 1.0);
+    assert_eq!(b8[0].s, 131.0);
     // Q8_K: the largest-magnitude element maps to -127 * sign flip, bsums per 16.
     let mut rng = Rng(5);
     let x = rng.vec(256);

@@ -16,15 +16,6 @@ unsafe fn h(x: half::f16) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(x.to_bits() as i32)))
 }
 
-/// The two f16 values of each of two 32-bit words, widened in one conversion:
-/// [low(a), high(a), low(b), high(b)]. A block's (d, m) and its partner's (d, s) sit in one
-/// word each; converting them together halves the scalar-to-vector traffic per block.
-#[inline]
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn h_pairs(a: u32, b: u32) -> __m128 {
-    _mm_cvtph_ps(_mm_insert_epi32::<1>(_mm_cvtsi32_si128(a as i32), b as i32))
-}
-
 /// f16 fields `first` and `second` as one word, `first` in the low half (their memory order).
 #[inline]
 fn f16_pair(first: half::f16, second: half::f16) -> u32 {
@@ -111,7 +102,7 @@ pub unsafe fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut mins = _mm_setzero_ps(); // lane 0: the sum of m * s, block after block
     for (x, y) in w.iter().zip(a) {
-        let (d, m_s) = min_scales(f16_pair(x.d, x.m), f16_pair(y.d, y.s));
+        let (d, m_s) = min_scales(widen_dm(f16_pair(x.d, x.m)), y);
         mins = _mm_add_ss(mins, m_s);
         let p = _mm256_cvtepi32_ps(dot_u8_i8(nibbles(x.qs.as_ptr()), load32(y.qs.as_ptr())));
         acc = _mm256_fmadd_ps(d, p, acc);
@@ -119,14 +110,22 @@ pub unsafe fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
     hsum(acc) + _mm_cvtss_f32(mins)
 }
 
-/// The scales of a weight block with a min (Q4_1, Q5_1) and its Q8_1 partner, from their
-/// (d, m) and (d, s) words: (d_x * d_y in every lane, m_x * s_y in lane 0), each product
-/// rounded once, as the scalar kernel computes them.
+/// A weight block's (d, m) word widened: [d, m, 0, 0].
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn min_scales(x_dm: u32, y_ds: u32) -> (__m256, __m128) {
-    let s = h_pairs(x_dm, y_ds); // [dx, mx, dy, sy]
-    let products = _mm_mul_ps(s, _mm_movehl_ps(s, s)); // [dx * dy, mx * sy, ..]
+unsafe fn widen_dm(dm: u32) -> __m128 {
+    _mm_cvtph_ps(_mm_cvtsi32_si128(dm as i32))
+}
+
+/// The scales of a weight block with a min (Q4_1, Q5_1), given as `widen_dm`, and of its Q8_1
+/// partner: (d_x * d_y in every lane, m_x * s_y in lane 0), each product rounded once, as the
+/// scalar kernel computes them.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn min_scales(x_dm: __m128, y: &BlockQ8_1) -> (__m256, __m128) {
+    // y.d and y.s are adjacent (repr(C)): one 8-byte load gives [dy, sy, 0, 0].
+    let y_ds = _mm_castsi128_ps(_mm_loadl_epi64(y as *const BlockQ8_1 as *const __m128i));
+    let products = _mm_mul_ps(x_dm, y_ds); // [dx * dy, mx * sy, 0, 0]
     (_mm256_broadcastss_ps(products), _mm_movehdup_ps(products))
 }
 
@@ -153,7 +152,7 @@ pub unsafe fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut mins = _mm_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        let (d, m_s) = min_scales(f16_pair(x.d, x.m), f16_pair(y.d, y.s));
+        let (d, m_s) = min_scales(widen_dm(f16_pair(x.d, x.m)), y);
         mins = _mm_add_ss(mins, m_s);
         let high = _mm256_and_si256(bit_mask_bytes(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0x10));
         let qx = _mm256_or_si256(nibbles(x.qs.as_ptr()), high);
@@ -261,9 +260,10 @@ pub unsafe fn dot4_q4_1(w: &[BlockQ4_1], a: [&[BlockQ8_1]; 4]) -> [f32; 4] {
     let mut mins = [_mm_setzero_ps(); 4];
     for (i, x) in w.iter().enumerate() {
         let qx = nibbles(x.qs.as_ptr());
+        let x_dm = widen_dm(f16_pair(x.d, x.m));
         for k in 0..4 {
             let y = a[k].get_unchecked(i);
-            let (d, m_s) = min_scales(f16_pair(x.d, x.m), f16_pair(y.d, y.s));
+            let (d, m_s) = min_scales(x_dm, y);
             mins[k] = _mm_add_ss(mins[k], m_s);
             let p = _mm256_cvtepi32_ps(dot_u8_i8(qx, load32(y.qs.as_ptr())));
             acc[k] = _mm256_fmadd_ps(d, p, acc[k]);
@@ -339,7 +339,7 @@ pub unsafe fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
     for (xb, b) in x.chunks_exact(32).zip(out) {
         let (d, q) = quantize_32(xb.try_into().expect("32 values"), &mut b.qs);
         let sum = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
-        b.d = to_f16(d);
-        b.s = to_f16(d * sum as f32);
+        b.d = to_f16(d).to_f32();
+        b.s = to_f16(d * sum as f32).to_f32();
     }
 }

@@ -48,11 +48,15 @@ pub struct BlockQ8_0 {
 }
 
 /// 32 activations paired with Q4_1 / Q5_1: x = d * q, and s = d * sum(q).
+///
+/// ggml stores d and s as f16. This block only ever lives in a matmul's scratch, so it keeps
+/// the f16-rounded values already widened: the same numbers, without a conversion each time a
+/// weight row meets the block.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 pub struct BlockQ8_1 {
-    pub d: f16,
-    pub s: f16,
+    pub d: f32,
+    pub s: f32,
     pub qs: [i8; 32],
 }
 
@@ -93,7 +97,7 @@ const _: () = {
     assert!(std::mem::size_of::<BlockQ5_0>() == 22);
     assert!(std::mem::size_of::<BlockQ5_1>() == 24);
     assert!(std::mem::size_of::<BlockQ8_0>() == 34);
-    assert!(std::mem::size_of::<BlockQ8_1>() == 36);
+    assert!(std::mem::size_of::<BlockQ8_1>() == 40);
     assert!(std::mem::size_of::<BlockQ4K>() == 144);
     assert!(std::mem::size_of::<BlockQ6K>() == 210);
     assert!(std::mem::size_of::<BlockQ8K>() == 292);

@@ -147,7 +147,7 @@ pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
     for (xb, b) in x.chunks_exact(32).zip(out) {
         let (d, qs) = quantize_32(xb);
         let sum: i32 = qs.iter().map(|&q| q as i32).sum();
-        *b = BlockQ8_1 { d: f16::from_f32(d), s: f16::from_f32(d * sum as f32), qs };
+        *b = BlockQ8_1 { d: f16::from_f32(d).to_f32(), s: f16::from_f32(d * sum as f32).to_f32(), qs };
     }
 }
 
@@ -197,7 +197,7 @@ pub fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
     for (x, y) in w.iter().zip(a) {
         let lo = dot_i8(x.qs.iter().map(|&q| (q & 0xF) as i32), &y.qs[..16]);
         let hi = dot_i8(x.qs.iter().map(|&q| (q >> 4) as i32), &y.qs[16..]);
-        sum += (lo + hi) as f32 * (x.d.to_f32() * y.d.to_f32()) + x.m.to_f32() * y.s.to_f32();
+        sum += (lo + hi) as f32 * (x.d.to_f32() * y.d) + x.m.to_f32() * y.s;
     }
     sum
 }
@@ -215,7 +215,7 @@ pub fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
     let mut sum = 0.0;
     for (x, y) in w.iter().zip(a) {
         let q = q5_values(x.qh, &x.qs);
-        sum += dot_i8(q.iter().copied(), &y.qs) as f32 * (x.d.to_f32() * y.d.to_f32()) + x.m.to_f32() * y.s.to_f32();
+        sum += dot_i8(q.iter().copied(), &y.qs) as f32 * (x.d.to_f32() * y.d) + x.m.to_f32() * y.s;
     }
     sum
 }
