@@ -9,10 +9,12 @@
 //! Quantized weights ([n_out, n_in] only) first have each activation row quantized once into
 //! the partner block format, then take integer dot products.
 
+use super::add_in_place;
 use crate::kernels::{axpy, dot, Elem};
 use crate::quant::{ActBlock, QuantBlock};
 use crate::tensor::{with_elems, Layout, Matrix};
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// Output columns per task for [n_out, n_in] weights: each column is one dot product.
 const TILE_OUT_IN: usize = 32;
@@ -21,6 +23,8 @@ const TILE_OUT_IN: usize = 32;
 const TILE_IN_OUT: usize = 128;
 /// Tokens processed together while a tile's weights sit in cache.
 const TOKEN_BLOCK: usize = 32;
+/// Stored rows per band when one token meets [n_in, n_out] weights (see `in_out_single`).
+const BAND_ROWS: usize = 64;
 /// Activation rows below this many are quantized on the calling thread: a row takes about a
 /// microsecond, less than handing work to the pool costs.
 const PARALLEL_QUANTIZE_ROWS: usize = 16;
@@ -46,8 +50,12 @@ pub fn matmul(y: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f32]>, scratc
     let MatmulScratch { tiles, act } = scratch;
     with_elems!(w.tensor.elems(), ws =>
         float {
-            let tile = if w.layout == Layout::OutIn { TILE_OUT_IN } else { TILE_IN_OUT };
-            run_tiles(y, n, tile, tiles, |col0, out| float_tile(out, x, n, ws, w, bias, col0))
+            if w.layout == Layout::InOut && n == 1 {
+                in_out_single(y, x, ws, w, bias, tiles)
+            } else {
+                let tile = if w.layout == Layout::OutIn { TILE_OUT_IN } else { TILE_IN_OUT };
+                run_tiles(y, n, tile, tiles, |col0, out| float_tile(out, x, n, ws, w, bias, col0))
+            }
         },
         quant quant_matmul(y, x, n, ws, w, bias, tiles, act)
     )
@@ -118,6 +126,34 @@ fn run_tiles(y: &mut [f32], n: usize, tile: usize, tiles: &mut Vec<f32>, fill: i
     });
 }
 
+/// y[n_out] = x[n_in] · W + bias for one token and [n_in, n_out] weights. Column tiles would
+/// read every stored row in short strided pieces; instead each task streams a band of
+/// BAND_ROWS whole rows into its own partial sum, and the partials are added in band order,
+/// so the result does not depend on the thread count.
+fn in_out_single<W: Elem>(y: &mut [f32], x: &[f32], ws: &[W], w: &Matrix, bias: Option<&[f32]>, partials: &mut Vec<f32>) {
+    let (n_in, n_out) = (w.n_in, w.n_out);
+    // [n_bands, n_out]
+    partials.resize(n_in.div_ceil(BAND_ROWS) * n_out, 0.0);
+    partials.par_chunks_mut(n_out).enumerate().for_each(|(band, part)| {
+        part.fill(0.0);
+        for i in band * BAND_ROWS..((band + 1) * BAND_ROWS).min(n_in) {
+            axpy(part, x[i], &ws[i * n_out..(i + 1) * n_out]);
+        }
+    });
+    match bias {
+        Some(b) => y.copy_from_slice(b),
+        None => y.fill(0.0),
+    }
+    for part in partials.chunks_exact(n_out) {
+        add_in_place(y, part);
+    }
+}
+
+thread_local! {
+    /// Per-worker [n, width] partial sums of `float_tile`, grown once and reused.
+    static BAND_SUM: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Starts each row of a tile out[n, width] at the bias (or zero).
 fn init_tile(out: &mut [f32], n: usize, bias: Option<&[f32]>, col0: usize) {
     let width = out.len() / n;
@@ -145,14 +181,21 @@ fn float_tile<W: Elem>(out: &mut [f32], x: &[f32], n: usize, ws: &[W], w: &Matri
                 }
             }
         }
-        Layout::InOut => {
-            for i in 0..n_in {
-                let w_seg = &ws[i * n_out + col0..i * n_out + col0 + width];
-                for t in 0..n {
-                    axpy(&mut out[t * width..(t + 1) * width], x[t * n_in + i], w_seg);
+        Layout::InOut => BAND_SUM.with_borrow_mut(|band_sum| {
+            // Summed band by band, as `in_out_single` sums, so that one token and a batch
+            // get identical results. band_sum: [n, width]
+            band_sum.resize(n * width, 0.0);
+            for band0 in (0..n_in).step_by(BAND_ROWS) {
+                band_sum.fill(0.0);
+                for i in band0..(band0 + BAND_ROWS).min(n_in) {
+                    let w_seg = &ws[i * n_out + col0..i * n_out + col0 + width];
+                    for t in 0..n {
+                        axpy(&mut band_sum[t * width..(t + 1) * width], x[t * n_in + i], w_seg);
+                    }
                 }
+                add_in_place(out, band_sum);
             }
-        }
+        }),
     }
 }
 
