@@ -3,7 +3,7 @@
 //! explains, no more).
 
 use _native::quant::blocks::*;
-use _native::quant::{scalar, ActBlock, QuantBlock};
+use _native::quant::{scalar, ActBlock, QuantBlock, Scales8};
 use half::f16;
 
 struct Rng(u64);
@@ -69,30 +69,40 @@ fn check<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng), simd: unsafe
     }
 }
 
-/// `dot4` (one weight row, four activation rows) must equal four `dot`s bit for bit: batched
-/// decoding promises the tokens of separate runs.
-fn check_dot4<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng)) {
+/// `dot4` and `dot8` (one weight row, four or eight activation rows) must equal `dot` bit for
+/// bit: batched decoding promises the tokens of separate runs, prefill those of decoding.
+fn check_multi_row<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng)) {
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     for &n_blocks in &[1usize, 5, 18, 48] {
         let w: Vec<B> = random_blocks(&mut rng, n_blocks, &fix);
-        let acts: Vec<Vec<B::Act>> = (0..4)
+        let acts: Vec<Vec<B::Act>> = (0..8)
             .map(|_| {
                 let mut act = vec![bytemuck::Zeroable::zeroed(); n_blocks * B::QK / <B::Act as ActBlock>::QK];
                 B::Act::quantize(&rng.vec(n_blocks * B::QK), &mut act);
                 act
             })
             .collect();
+        let singles: Vec<u32> = acts.iter().map(|a| B::dot(&w, a).to_bits()).collect();
         let four = B::dot4(&w, [&acts[0], &acts[1], &acts[2], &acts[3]]);
-        for k in 0..4 {
-            assert_eq!(four[k].to_bits(), B::dot(&w, &acts[k]).to_bits(), "{name}: dot4 row {k} with {n_blocks} blocks");
-        }
+        assert_eq!(four.map(f32::to_bits), singles[..4], "{name}: dot4 with {n_blocks} blocks");
+        let scales: Vec<Scales8> = (0..n_blocks)
+            .map(|b| {
+                let mut sc = Scales8::default();
+                for k in 0..8 {
+                    (sc.d[k], sc.s[k]) = acts[k][b].scales();
+                }
+                sc
+            })
+            .collect();
+        let eight = B::dot8(&w, std::array::from_fn(|k| acts[k].as_slice()), &scales);
+        assert_eq!(eight.map(f32::to_bits), singles[..], "{name}: dot8 with {n_blocks} blocks");
     }
 }
 
 #[test]
-fn dot4_equals_dot_bit_for_bit() {
-    check_dot4::<BlockQ4_1>("q4_1", |b, r| (b.d, b.m) = (r.scale(), f16::from_f32(-0.1 * r.unit())));
-    check_dot4::<BlockQ8_0>("q8_0", |b, r| b.d = r.scale());
+fn multi_row_dots_equal_dot_bit_for_bit() {
+    check_multi_row::<BlockQ4_1>("q4_1", |b, r| (b.d, b.m) = (r.scale(), f16::from_f32(-0.1 * r.unit())));
+    check_multi_row::<BlockQ8_0>("q8_0", |b, r| b.d = r.scale());
 }
 
 #[test]

@@ -11,7 +11,7 @@
 
 use super::add_in_place;
 use crate::kernels::{axpy, dot, Elem};
-use crate::quant::{ActBlock, QuantBlock};
+use crate::quant::{ActBlock, QuantBlock, Scales8};
 use crate::tensor::{with_elems, Layout, Matrix};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -36,6 +36,8 @@ pub struct MatmulScratch {
     tiles: Vec<f32>,
     /// Quantized activation rows, as raw 8-byte words (aligned for every block type).
     act: Vec<u64>,
+    /// [n / 8, blocks per row]: each group of eight rows' activation scales side by side.
+    scales8: Vec<Scales8>,
 }
 
 /// y[n, n_out] = x[n, n_in] · Wᵀ + bias.
@@ -47,7 +49,7 @@ pub fn matmul(y: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f32]>, scratc
     if let Some(b) = bias {
         assert_eq!(b.len(), n_out, "matmul: bias has the wrong size");
     }
-    let MatmulScratch { tiles, act } = scratch;
+    let MatmulScratch { tiles, act, scales8 } = scratch;
     with_elems!(w.tensor.elems(), ws =>
         float {
             if w.layout == Layout::InOut && n == 1 {
@@ -57,7 +59,7 @@ pub fn matmul(y: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f32]>, scratc
                 run_tiles(y, n, tile, tiles, |col0, out| float_tile(out, x, n, ws, w, bias, col0))
             }
         },
-        quant quant_matmul(y, x, n, ws, w, bias, tiles, act)
+        quant quant_matmul(y, x, n, ws, w, bias, tiles, act, scales8)
     )
 }
 
@@ -209,6 +211,7 @@ fn quant_matmul<B: QuantBlock>(
     bias: Option<&[f32]>,
     tiles: &mut Vec<f32>,
     act_words: &mut Vec<u64>,
+    scales8: &mut Vec<Scales8>,
 ) {
     let n_in = w.n_in;
     let blocks_per_row = n_in / B::QK;
@@ -224,6 +227,16 @@ fn quant_matmul<B: QuantBlock>(
         x.chunks(n_in).zip(act.chunks_mut(act_per_row)).for_each(quantize_row);
     }
     let act: &[B::Act] = act;
+    // Activation blocks line up with weight blocks (equal QK), so this is also blocks_per_row.
+    scales8.resize(n / 8 * act_per_row, Scales8::default());
+    for (g, group) in scales8.chunks_exact_mut(act_per_row).enumerate() {
+        for (b, sc) in group.iter_mut().enumerate() {
+            for k in 0..8 {
+                (sc.d[k], sc.s[k]) = act[(8 * g + k) * act_per_row + b].scales();
+            }
+        }
+    }
+    let scales8: &[Scales8] = scales8;
 
     run_tiles(y, n, TILE_OUT_IN, tiles, |col0, out| {
         let width = out.len() / n;
@@ -233,8 +246,17 @@ fn quant_matmul<B: QuantBlock>(
             let act_row = |t: usize| &act[t * act_per_row..(t + 1) * act_per_row];
             let w_row = |j: usize| &ws[(col0 + j) * blocks_per_row..(col0 + j + 1) * blocks_per_row];
             for j in 0..width {
-                // Four tokens at a time share each unpacked weight block.
+                // Eight, then four tokens at a time share each unpacked weight block (t0 is
+                // a multiple of TOKEN_BLOCK, so groups of eight start at multiples of 8).
                 let mut t = t0;
+                while t + 8 <= t1 {
+                    let rows = std::array::from_fn(|k| act_row(t + k));
+                    let sums = B::dot8(w_row(j), rows, &scales8[t / 8 * act_per_row..(t / 8 + 1) * act_per_row]);
+                    for (k, sum) in sums.into_iter().enumerate() {
+                        out[(t + k) * width + j] += sum;
+                    }
+                    t += 8;
+                }
                 while t + 4 <= t1 {
                     let sums = B::dot4(w_row(j), [act_row(t), act_row(t + 1), act_row(t + 2), act_row(t + 3)]);
                     for (k, sum) in sums.into_iter().enumerate() {

@@ -19,6 +19,17 @@ pub trait ActBlock: Pod + Zeroable + Send + Sync {
     const QK: usize;
     /// x.len() == out.len() * QK.
     fn quantize(x: &[f32], out: &mut [Self]);
+    /// (d, s) as f32: the block's scale, and d * sum(q) where the type keeps it (else 0).
+    fn scales(&self) -> (f32, f32);
+}
+
+/// Eight tokens' activation scales at one block position, side by side (token k in lane k),
+/// so that eight-token kernels read them as vectors. Built once per matmul from the blocks.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Pod, Zeroable)]
+pub struct Scales8 {
+    pub d: [f32; 8],
+    pub s: [f32; 8],
 }
 
 /// A quantized weight block type.
@@ -37,40 +48,71 @@ pub trait QuantBlock: Pod + Send + Sync {
     fn dot4(w: &[Self], a: [&[Self::Act]; 4]) -> [f32; 4] {
         a.map(|row| Self::dot(w, row))
     }
+
+    /// `dot` of one weight row with eight activation rows (equal results), `scales` holding
+    /// their scales side by side (one per block); types with an eight-row kernel unpack each
+    /// weight block once for all eight and scale them as vectors.
+    fn dot8(w: &[Self], a: [&[Self::Act]; 8], scales: &[Scales8]) -> [f32; 8] {
+        let _ = scales;
+        let (low, high) = (Self::dot4(w, [a[0], a[1], a[2], a[3]]), Self::dot4(w, [a[4], a[5], a[6], a[7]]));
+        std::array::from_fn(|k| if k < 4 { low[k] } else { high[k - 4] })
+    }
 }
 
 macro_rules! act_block {
-    ($block:ty, $qk:expr, $quantize:ident) => {
-        impl ActBlock for $block {
-            const QK: usize = $qk;
-            fn quantize(x: &[f32], out: &mut [Self]) {
-                assert_eq!(x.len(), out.len() * $qk, "quantize: length mismatch");
-                #[cfg(target_arch = "x86_64")]
-                if simd_enabled() {
-                    // SAFETY: lengths checked above; AVX2/FMA/F16C were detected.
-                    return unsafe { avx2::$quantize(x, out) };
-                }
-                scalar::$quantize(x, out)
+    ($block:ty, $qk:expr, $quantize:ident, $scales:expr) => {
+        act_block!($block, $qk, $scales, |x, out| {
+            #[cfg(target_arch = "x86_64")]
+            if simd_enabled() {
+                // SAFETY: lengths checked by the caller; AVX2/FMA/F16C were detected.
+                return unsafe { avx2::$quantize(x, out) };
             }
-        }
+            scalar::$quantize(x, out)
+        });
     };
-    ($block:ty, $qk:expr, scalar $quantize:ident) => {
+    ($block:ty, $qk:expr, scalar $quantize:ident, $scales:expr) => {
+        act_block!($block, $qk, $scales, |x, out| scalar::$quantize(x, out));
+    };
+    ($block:ty, $qk:expr, $scales:expr, $body:expr) => {
         impl ActBlock for $block {
             const QK: usize = $qk;
             fn quantize(x: &[f32], out: &mut [Self]) {
                 assert_eq!(x.len(), out.len() * $qk, "quantize: length mismatch");
-                scalar::$quantize(x, out)
+                let body: fn(&[f32], &mut [Self]) = $body;
+                body(x, out)
+            }
+            #[inline]
+            fn scales(&self) -> (f32, f32) {
+                let scales: fn(&Self) -> (f32, f32) = $scales;
+                scales(self)
             }
         }
     };
 }
 
-act_block!(BlockQ8_0, 32, quantize_q8_0);
-act_block!(BlockQ8_1, 32, quantize_q8_1);
-act_block!(BlockQ8K, 256, scalar quantize_q8_k);
+act_block!(BlockQ8_0, 32, quantize_q8_0, |b| (b.d.to_f32(), 0.0));
+act_block!(BlockQ8_1, 32, quantize_q8_1, |b| (b.d, b.s));
+act_block!(BlockQ8K, 256, scalar quantize_q8_k, |b| (b.d, 0.0));
 
 macro_rules! quant_block {
+    ($block:ty, $qk:expr, $act:ty, $dequantize:ident, $dot:ident, $dot4:ident, $dot8:ident) => {
+        quant_block!($block, $qk, $act, $dequantize, $dot, $dot4, {
+            #[inline]
+            fn dot8(w: &[Self], a: [&[$act]; 8], scales: &[Scales8]) -> [f32; 8] {
+                assert!(a.iter().all(|row| row.len() == w.len()) && scales.len() == w.len(), "quantized dot: block count mismatch");
+                #[cfg(target_arch = "x86_64")]
+                if simd_enabled() {
+                    // SAFETY: equal block counts (checked above); AVX2/FMA/F16C were detected.
+                    return unsafe { avx2::$dot8(w, a, scales) };
+                }
+                a.map(|row| scalar::$dot(w, row))
+            }
+        });
+    };
     ($block:ty, $qk:expr, $act:ty, $dequantize:ident, $dot:ident, $dot4:ident) => {
+        quant_block!($block, $qk, $act, $dequantize, $dot, $dot4, {});
+    };
+    ($block:ty, $qk:expr, $act:ty, $dequantize:ident, $dot:ident, $dot4:ident, { $($more:tt)* }) => {
         quant_block!($block, $qk, $act, $dequantize, $dot, {
             #[inline]
             fn dot4(w: &[Self], a: [&[$act]; 4]) -> [f32; 4] {
@@ -82,6 +124,7 @@ macro_rules! quant_block {
                 }
                 a.map(|row| scalar::$dot(w, row))
             }
+            $($more)*
         });
     };
     ($block:ty, $qk:expr, $act:ty, $dequantize:ident, $dot:ident) => {
@@ -111,7 +154,7 @@ macro_rules! quant_block {
 }
 
 quant_block!(BlockQ4_0, 32, BlockQ8_0, dequantize_q4_0, dot_q4_0);
-quant_block!(BlockQ4_1, 32, BlockQ8_1, dequantize_q4_1, dot_q4_1, dot4_q4_1);
+quant_block!(BlockQ4_1, 32, BlockQ8_1, dequantize_q4_1, dot_q4_1, dot4_q4_1, dot8_q4_1);
 quant_block!(BlockQ5_0, 32, BlockQ8_0, dequantize_q5_0, dot_q5_0);
 quant_block!(BlockQ5_1, 32, BlockQ8_1, dequantize_q5_1, dot_q5_1);
 quant_block!(BlockQ8_0, 32, BlockQ8_0, dequantize_q8_0, dot_q8_0, dot4_q8_0);
