@@ -100,6 +100,44 @@ fn axpy_simd_matches_scalar_for_every_type() {
     check_axpy::<bf16>(bf16::from_f32);
 }
 
+/// The register-blocked `axpy_block` must equal the AVX2 `axpy` applied row by row exactly
+/// (one token and a batch get identical sums), and the scalar twin the scalar `axpy`.
+fn check_axpy_block<W: Elem>(convert: fn(f32) -> W) {
+    assert!(avx2_available(), "these tests compare the AVX2 kernels: run them on an AVX2 machine");
+    let mut rng = Rng(13);
+    let (n_in, n_out) = (70, 61);
+    let w: Vec<W> = rng.vec(n_in * n_out, 1.0).into_iter().map(convert).collect();
+    for n in [1usize, 2, 5, 6, 7, 13] {
+        let x = rng.vec(n * n_in, 2.0);
+        for (col0, width) in [(0, 61), (3, 16), (8, 37), (40, 8), (50, 7)] {
+            let out0 = rng.vec(n * width, 5.0);
+            let rows = 4..67;
+            let (mut want, mut want_scalar) = (out0.clone(), out0.clone());
+            for i in rows.clone() {
+                let w_seg = &w[i * n_out + col0..i * n_out + col0 + width];
+                for t in 0..n {
+                    // SAFETY: equal lengths; AVX2/FMA/F16C asserted above.
+                    unsafe { kernels::avx2::axpy(&mut want[t * width..(t + 1) * width], x[t * n_in + i], w_seg) };
+                    scalar::axpy(&mut want_scalar[t * width..(t + 1) * width], x[t * n_in + i], w_seg);
+                }
+            }
+            let mut got = out0.clone();
+            kernels::axpy_block(&mut got, &x, n_in, rows.clone(), &w, n_out, col0);
+            assert_eq!(got, want, "axpy_block n={n} col0={col0} width={width}");
+            let mut got_scalar = out0.clone();
+            scalar::axpy_block(&mut got_scalar, &x, n_in, rows.clone(), &w, n_out, col0);
+            assert_eq!(got_scalar, want_scalar, "scalar axpy_block n={n} col0={col0} width={width}");
+        }
+    }
+}
+
+#[test]
+fn axpy_block_equals_axpy_row_by_row_for_every_type() {
+    check_axpy_block::<f32>(|v| v);
+    check_axpy_block::<f16>(f16::from_f32);
+    check_axpy_block::<bf16>(bf16::from_f32);
+}
+
 
 #[test]
 fn widening_loads_are_exact_on_special_values() {

@@ -73,6 +73,88 @@ pub unsafe fn axpy<W: Elem>(y: &mut [f32], a: f32, w: &[W]) {
     }
 }
 
+/// Tokens per register block of `axpy_block`: 6 x 2 accumulators + 2 weight vectors + 1
+/// broadcast fill 15 of the 16 ymm registers.
+const BLOCK_TOKENS: usize = 6;
+
+/// # Safety
+/// As `kernels::axpy_block` checks: x [n, n_in], out [n, width], rows.end <= n_in,
+/// col0 + width <= n_out, w.len() >= n_in * n_out; the CPU supports AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn axpy_block<W: Elem>(out: &mut [f32], x: &[f32], n_in: usize, rows: std::ops::Range<usize>, w: &[W], n_out: usize, col0: usize) {
+    let n = x.len() / n_in;
+    let width = out.len() / n;
+    let w = w.as_ptr().add(col0);
+    let mut t = 0;
+    while t < n {
+        let (o, xt) = (out.as_mut_ptr().add(t * width), x.as_ptr().add(t * n_in));
+        let r = match n - t {
+            1 => token_block::<W, 1>(o, width, xt, n_in, rows.clone(), w, n_out),
+            2 => token_block::<W, 2>(o, width, xt, n_in, rows.clone(), w, n_out),
+            3 => token_block::<W, 3>(o, width, xt, n_in, rows.clone(), w, n_out),
+            4 => token_block::<W, 4>(o, width, xt, n_in, rows.clone(), w, n_out),
+            5 => token_block::<W, 5>(o, width, xt, n_in, rows.clone(), w, n_out),
+            _ => token_block::<W, BLOCK_TOKENS>(o, width, xt, n_in, rows.clone(), w, n_out),
+        };
+        t += r;
+    }
+}
+
+/// `axpy_block` for R tokens starting at `out` / `x` (`w` already offset to column 0 of the
+/// block); returns R. Columns go 16 (two vectors), then 8, at a time; the last width % 8
+/// are scalar, multiply then add, as `axpy`'s tail.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn token_block<W: Elem, const R: usize>(
+    out: *mut f32,
+    width: usize,
+    x: *const f32,
+    n_in: usize,
+    rows: std::ops::Range<usize>,
+    w: *const W,
+    n_out: usize,
+) -> usize {
+    let mut c = 0;
+    while c + 16 <= width {
+        let mut acc: [[__m256; 2]; R] = std::array::from_fn(|r| [_mm256_loadu_ps(out.add(r * width + c)), _mm256_loadu_ps(out.add(r * width + c + 8))]);
+        for i in rows.clone() {
+            let wp = w.add(i * n_out + c);
+            let (w0, w1) = (W::load8(wp), W::load8(wp.add(8)));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let xb = _mm256_set1_ps(*x.add(r * n_in + i));
+                a[0] = _mm256_fmadd_ps(xb, w0, a[0]);
+                a[1] = _mm256_fmadd_ps(xb, w1, a[1]);
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.add(r * width + c), a[0]);
+            _mm256_storeu_ps(out.add(r * width + c + 8), a[1]);
+        }
+        c += 16;
+    }
+    if c + 8 <= width {
+        let mut acc: [__m256; R] = std::array::from_fn(|r| _mm256_loadu_ps(out.add(r * width + c)));
+        for i in rows.clone() {
+            let w0 = W::load8(w.add(i * n_out + c));
+            for (r, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(_mm256_set1_ps(*x.add(r * n_in + i)), w0, *a);
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.add(r * width + c), *a);
+        }
+        c += 8;
+    }
+    for c in c..width {
+        for i in rows.clone() {
+            let wv = (*w.add(i * n_out + c)).to_f32();
+            for r in 0..R {
+                *out.add(r * width + c) += *x.add(r * n_in + i) * wv;
+            }
+        }
+    }
+    R
+}
 
 // The pointwise kernels below are the scalar code compiled for AVX2 + FMA: `mul_add` becomes
 // one instruction instead of a libm call and the loops vectorise, with identical results.

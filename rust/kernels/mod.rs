@@ -144,6 +144,26 @@ pub fn axpy<W: Elem>(y: &mut [f32], a: f32, w: &[W]) {
 }
 
 
+/// out[t, c] += Σ_{i in rows} x[t, i] · w[i, col0 + c] for x [n, n_in], w [n_in, n_out] and
+/// out [n, width]: every element accumulated in `rows` order exactly as `axpy` over each
+/// stored row would (same fused or unfused steps), but with the running sums of a block of
+/// tokens x columns held in registers instead of being reloaded for every row.
+pub fn axpy_block<W: Elem>(out: &mut [f32], x: &[f32], n_in: usize, rows: std::ops::Range<usize>, w: &[W], n_out: usize, col0: usize) {
+    assert!(n_in > 0 && !x.is_empty() && x.len() % n_in == 0, "axpy_block: x is not whole rows");
+    let n = x.len() / n_in;
+    assert!(out.len() % n == 0, "axpy_block: out is not one row per token");
+    let width = out.len() / n;
+    assert!(rows.start <= rows.end && rows.end <= n_in, "axpy_block: rows outside the input");
+    assert!(col0 + width <= n_out && w.len() >= n_in * n_out, "axpy_block: columns outside the weights");
+    #[cfg(target_arch = "x86_64")]
+    if simd_enabled() {
+        // SAFETY: every index below rows.end * n_out and within x, out was checked above;
+        // AVX2/FMA/F16C were detected.
+        return unsafe { avx2::axpy_block(out, x, n_in, rows, w, n_out, col0) };
+    }
+    scalar::axpy_block(out, x, n_in, rows, w, n_out, col0)
+}
+
 /// e^x as ggml computes it (see `scalar::exp`).
 pub use scalar::exp;
 

@@ -23,6 +23,17 @@ pub fn axpy<W: Elem>(y: &mut [f32], a: f32, w: &[W]) {
     }
 }
 
+/// `axpy` repeated over stored rows `rows` for every token: see `kernels::axpy_block`.
+pub fn axpy_block<W: Elem>(out: &mut [f32], x: &[f32], n_in: usize, rows: std::ops::Range<usize>, w: &[W], n_out: usize, col0: usize) {
+    let width = out.len() / (x.len() / n_in);
+    for i in rows {
+        let w_seg = &w[i * n_out + col0..i * n_out + col0 + width];
+        for (out_t, x_t) in out.chunks_exact_mut(width).zip(x.chunks_exact(n_in)) {
+            axpy(out_t, x_t[i], w_seg);
+        }
+    }
+}
+
 
 /// e^x, bit for bit as ggml's vectorised expf (ggml_v_expf, from Arm's optimized routines:
 /// a degree-5 polynomial on a reduced argument, scaled by 2^n; at most 1.5 ulp from exact).

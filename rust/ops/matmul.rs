@@ -10,7 +10,7 @@
 //! the partner block format, then take integer dot products.
 
 use super::add_in_place;
-use crate::kernels::{axpy, dot, Elem};
+use crate::kernels::{axpy, axpy_block, dot, Elem};
 use crate::quant::{ActBlock, QuantBlock, Scales8};
 use crate::tensor::{with_elems, Layout, Matrix};
 use rayon::prelude::*;
@@ -189,12 +189,7 @@ fn float_tile<W: Elem>(out: &mut [f32], x: &[f32], n: usize, ws: &[W], w: &Matri
             band_sum.resize(n * width, 0.0);
             for band0 in (0..n_in).step_by(BAND_ROWS) {
                 band_sum.fill(0.0);
-                for i in band0..(band0 + BAND_ROWS).min(n_in) {
-                    let w_seg = &ws[i * n_out + col0..i * n_out + col0 + width];
-                    for t in 0..n {
-                        axpy(&mut band_sum[t * width..(t + 1) * width], x[t * n_in + i], w_seg);
-                    }
-                }
+                axpy_block(band_sum, x, n_in, band0..(band0 + BAND_ROWS).min(n_in), ws, n_out, col0);
                 add_in_place(out, band_sum);
             }
         }),
