@@ -193,6 +193,26 @@ fn pointwise_kernels_simd_equal_scalar_exactly() {
         let (mut a, mut b) = (scores.clone(), scores.clone());
         let (sa, sb) = (scalar::softmax_exp(&mut a), unsafe { kernels::avx2::softmax_exp(&mut b) });
         assert_eq!((a, sa.to_bits()), (b, sb.to_bits()), "softmax_exp n={n}");
+        let x = rng.vec(n, 8.0);
+        let (mut a, mut b) = (x.clone(), x.clone());
+        scalar::gelu_tanh(&mut a);
+        // SAFETY: AVX2/FMA asserted above.
+        unsafe { kernels::avx2::gelu_tanh(&mut b) };
+        assert_eq!(a, b, "gelu_tanh n={n}");
+    }
+}
+
+#[test]
+fn gelu_tanh_agrees_with_the_tanh_formula() {
+    let mut rng = Rng(21);
+    let mut x = rng.vec(4096, 10.0);
+    x.extend([0.0, -0.0, 1e-30, -1e-30, 60.0, -60.0, 1e4, -1e4]);
+    let mut got = x.clone();
+    scalar::gelu_tanh(&mut got);
+    for (&v, &g) in x.iter().zip(&got) {
+        let v64 = v as f64;
+        let want = 0.5 * v64 * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v64 + 0.044715 * v64.powi(3))).tanh());
+        assert!((g as f64 - want).abs() <= 1e-6 * want.abs().max(1.0), "gelu({v}) = {g}, want {want}");
     }
 }
 

@@ -169,6 +169,13 @@ pub unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
 /// # Safety
 /// The CPU supports AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
+pub unsafe fn gelu_tanh(x: &mut [f32]) {
+    super::scalar::gelu_tanh(x)
+}
+
+/// # Safety
+/// The CPU supports AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
 pub unsafe fn softmax_exp(scores: &mut [f32]) -> f32 {
     super::scalar::softmax_exp(scores)
 }

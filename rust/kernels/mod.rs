@@ -178,6 +178,16 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     scalar::silu_mul(gate, up)
 }
 
+/// GELU, tanh approximation (see `scalar::gelu_tanh`).
+pub fn gelu_tanh(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd_enabled() {
+        // SAFETY: AVX2/FMA were detected; the body only indexes within the slice.
+        return unsafe { avx2::gelu_tanh(x) };
+    }
+    scalar::gelu_tanh(x)
+}
+
 /// scores -> e^(score - max), returning 1 / sum (see `scalar::softmax_exp`).
 pub fn softmax_exp(scores: &mut [f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]

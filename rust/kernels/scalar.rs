@@ -76,6 +76,19 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// GELU, tanh approximation (GPT-2's "gelu_new"): 0.5 x (1 + tanh(u)) with
+/// u = sqrt(2/pi) (x + 0.044715 x^3), computed as x / (1 + e^(-2u)) (the same function:
+/// 1 + tanh(u) = 2 / (1 + e^(-2u))) so that it needs only ggml's exp and vectorises.
+#[inline(always)]
+pub fn gelu_tanh(x: &mut [f32]) {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    for v in x {
+        let a = *v;
+        let u = SQRT_2_OVER_PI * (a + 0.044715 * a * a * a);
+        *v = a / (1.0 + exp(-2.0 * u));
+    }
+}
+
 /// Replaces scores s with e^(s - max) and returns 1 / their sum, summed as ggml's AVX2
 /// softmax sums them: eight at a time in f32 (the last group padded with zeros, as the masked
 /// tail of llama.cpp's padded KV window is), the group sums in f64.

@@ -1,11 +1,16 @@
-//! Pointwise activations.
+//! Pointwise activations over whole activation buffers, split across threads when large.
 
-/// GELU, tanh approximation (GPT-2's "gelu_new"):
-/// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+use crate::kernels;
+use rayon::prelude::*;
+
+/// Elements per task: below this, one thread is faster than handing out work.
+const CHUNK: usize = 1 << 14;
+
+/// GELU, tanh approximation (GPT-2's "gelu_new"), in place.
 pub fn gelu_tanh(x: &mut [f32]) {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    for v in x {
-        let u = *v;
-        *v = 0.5 * u * (1.0 + (SQRT_2_OVER_PI * (u + 0.044715 * u * u * u)).tanh());
+    if x.len() <= CHUNK {
+        kernels::gelu_tanh(x);
+    } else {
+        x.par_chunks_mut(CHUNK).for_each(kernels::gelu_tanh);
     }
 }
