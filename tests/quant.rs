@@ -99,6 +99,43 @@ fn check_multi_row<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng)) {
     }
 }
 
+/// Both variants of the eight-row Q4_1 kernel, called directly (dispatch picks one of them).
+#[test]
+fn dot8_q4_1_avx2_and_vnni_equal_dot_bit_for_bit() {
+    assert!(avx2(), "run these tests on an AVX2 machine");
+    let mut rng = Rng(77);
+    let fix = |b: &mut BlockQ4_1, r: &mut Rng| (b.d, b.m) = (r.scale(), f16::from_f32(-0.1 * r.unit()));
+    let w: Vec<BlockQ4_1> = random_blocks(&mut rng, 48, fix);
+    let acts: Vec<Vec<BlockQ8_1>> = (0..8)
+        .map(|_| {
+            let mut act = vec![bytemuck::Zeroable::zeroed(); 48];
+            BlockQ8_1::quantize(&rng.vec(48 * 32), &mut act);
+            act
+        })
+        .collect();
+    let scales: Vec<Scales8> = (0..48)
+        .map(|b| {
+            let mut sc = Scales8::default();
+            for k in 0..8 {
+                (sc.d[k], sc.s[k]) = acts[k][b].scales();
+            }
+            sc
+        })
+        .collect();
+    let rows: [&[BlockQ8_1]; 8] = std::array::from_fn(|k| acts[k].as_slice());
+    let want: Vec<u32> = acts.iter().map(|a| BlockQ4_1::dot(&w, a).to_bits()).collect();
+    // SAFETY: equal block counts; AVX2/FMA/F16C asserted above.
+    let got = unsafe { _native::quant::avx2::dot8_q4_1_avx2(&w, rows, &scales) };
+    assert_eq!(got.map(f32::to_bits), want[..]);
+    if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+        // SAFETY: as above, and VNNI/VL were detected.
+        let got = unsafe { _native::quant::avx2::dot8_q4_1_vnni(&w, rows, &scales) };
+        assert_eq!(got.map(f32::to_bits), want[..]);
+    } else {
+        eprintln!("no AVX-512 VNNI on this CPU: the VNNI variant is not exercised");
+    }
+}
+
 #[test]
 fn multi_row_dots_equal_dot_bit_for_bit() {
     check_multi_row::<BlockQ4_1>("q4_1", |b, r| (b.d, b.m) = (r.scale(), f16::from_f32(-0.1 * r.unit())));

@@ -4,7 +4,7 @@ import numpy as np
 import numpy.typing as npt
 
 def kernel_name() -> str:
-    """The SIMD kernel family in use: "avx2" or "scalar" (GPTGEN_FORCE_SCALAR=1)."""
+    """The SIMD kernel family in use: "avx2+vnni", "avx2" or "scalar" (GPTGEN_FORCE_SCALAR=1)."""
 
 def dequantize(data: npt.NDArray[np.uint8], dtype: str, row_len: int) -> npt.NDArray[np.float32]:
     """Rows of `row_len` elements stored as `dtype` (f32, f16, bf16, q4_0, q4_1, q5_0, q5_1,

@@ -273,14 +273,63 @@ pub unsafe fn dot4_q4_1(w: &[BlockQ4_1], a: [&[BlockQ8_1]; 4]) -> [f32; 4] {
     std::array::from_fn(|k| hsum(acc[k]) + _mm_cvtss_f32(mins[k]))
 }
 
+/// How eight lanes of sums of four u8 x i8 products are formed: AVX2's `maddubs` + `madd`,
+/// or VNNI's single `vpdpbusd`. The integer results are identical.
+trait ByteDot {
+    /// # Safety
+    /// The CPU supports the instructions of the implementation.
+    unsafe fn dot(x: __m256i, y: __m256i) -> __m256i;
+}
+
+struct Maddubs;
+struct Vnni;
+
+impl ByteDot for Maddubs {
+    #[inline(always)]
+    unsafe fn dot(x: __m256i, y: __m256i) -> __m256i {
+        dot_u8_i8(x, y)
+    }
+}
+
+impl ByteDot for Vnni {
+    #[inline(always)]
+    unsafe fn dot(x: __m256i, y: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y)
+    }
+}
+
 /// `dot_q4_1` of one weight row with eight activation rows whose scales `scales` holds side by
 /// side: each block is unpacked once, and its scale products for all eight rows are two
-/// vector multiplies. Every row's result is bit-identical to `dot_q4_1`'s.
+/// vector multiplies. Every row's result is bit-identical to `dot_q4_1`'s. Uses VNNI where
+/// `kernels::vnni_enabled()`.
 ///
 /// # Safety
 /// Every `a[k].len() == w.len() == scales.len()`; AVX2, FMA and F16C available.
-#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot8_q4_1(w: &[BlockQ4_1], a: [&[BlockQ8_1]; 8], scales: &[Scales8]) -> [f32; 8] {
+    if crate::kernels::vnni_enabled() {
+        dot8_q4_1_vnni(w, a, scales)
+    } else {
+        dot8_q4_1_avx2(w, a, scales)
+    }
+}
+
+/// # Safety
+/// As `dot8_q4_1`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot8_q4_1_avx2(w: &[BlockQ4_1], a: [&[BlockQ8_1]; 8], scales: &[Scales8]) -> [f32; 8] {
+    dot8_q4_1_with::<Maddubs>(w, a, scales)
+}
+
+/// # Safety
+/// As `dot8_q4_1`, and the CPU supports AVX-512 VNNI and VL.
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+pub unsafe fn dot8_q4_1_vnni(w: &[BlockQ4_1], a: [&[BlockQ8_1]; 8], scales: &[Scales8]) -> [f32; 8] {
+    dot8_q4_1_with::<Vnni>(w, a, scales)
+}
+
+/// The body of both `dot8_q4_1` variants, inlined into each with its target features.
+#[inline(always)]
+unsafe fn dot8_q4_1_with<D: ByteDot>(w: &[BlockQ4_1], a: [&[BlockQ8_1]; 8], scales: &[Scales8]) -> [f32; 8] {
     let mut acc = [_mm256_setzero_ps(); 8];
     let mut mins = _mm256_setzero_ps(); // lane k: row k's sum of m * s, block after block
     let mut d = [0.0f32; 8]; // d_x * d_y of each row for the current block
@@ -294,7 +343,7 @@ pub unsafe fn dot8_q4_1(w: &[BlockQ4_1], a: [&[BlockQ8_1]; 8], scales: &[Scales8
         _mm256_storeu_ps(d.as_mut_ptr(), _mm256_mul_ps(dx, _mm256_loadu_ps(sc.d.as_ptr())));
         for k in 0..8 {
             let y = a[k].get_unchecked(i);
-            let p = _mm256_cvtepi32_ps(dot_u8_i8(qx, load32(y.qs.as_ptr())));
+            let p = _mm256_cvtepi32_ps(D::dot(qx, load32(y.qs.as_ptr())));
             acc[k] = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[k]), p, acc[k]);
         }
     }
