@@ -230,3 +230,52 @@ fn ggml_exp_is_accurate_and_saturates() {
     assert_eq!(kernels::exp(200.0), f32::INFINITY);
     assert_eq!(kernels::exp(0.0), 1.0);
 }
+
+/// The batched attention kernels equal their one-row-at-a-time definitions exactly, on the
+/// SIMD path and on the scalar path.
+fn check_attention_kernels<W: Elem>(convert: fn(f32) -> W) {
+    assert!(avx2_available(), "these tests compare the AVX2 kernels: run them on an AVX2 machine");
+    let mut rng = Rng(31);
+    for (d, len) in [(8usize, 1usize), (64, 7), (64, 8), (64, 9), (64, 100), (16, 33)] {
+        let q = rng.vec(d, 2.0);
+        let rows: Vec<W> = rng.vec(len * d, 1.0).into_iter().map(convert).collect();
+        let mut got = vec![0.0; len];
+        kernels::dot_tiled_rows(&q, &rows, &mut got);
+        let want: Vec<f32> = rows.chunks_exact(d).map(|r| kernels::dot_tiled(&q, r)).collect();
+        assert_eq!(got, want, "dot_tiled_rows d={d} len={len}");
+        let mut got_scalar = vec![0.0; len];
+        scalar::dot_tiled_rows(&q, &rows, &mut got_scalar);
+        let want_scalar: Vec<f32> = rows.chunks_exact(d).map(|r| scalar::dot_tiled(&q, r)).collect();
+        assert_eq!(got_scalar, want_scalar);
+
+        let weights = rng.vec(len, 1.0);
+        let start = rng.vec(8 * d, 1.0);
+        let (mut got, mut want) = (start.clone(), start.clone());
+        kernels::axpy_lanes8(&mut got, &weights, &rows);
+        for (j, (&a, row)) in weights.iter().zip(rows.chunks_exact(d)).enumerate() {
+            kernels::axpy(&mut want[j % 8 * d..(j % 8 + 1) * d], a, row);
+        }
+        assert_eq!(got, want, "axpy_lanes8 d={d} len={len}");
+        let (mut got_scalar, mut want_scalar) = (start.clone(), start.clone());
+        scalar::axpy_lanes8(&mut got_scalar, &weights, &rows);
+        for (j, (&a, row)) in weights.iter().zip(rows.chunks_exact(d)).enumerate() {
+            scalar::axpy(&mut want_scalar[j % 8 * d..(j % 8 + 1) * d], a, row);
+        }
+        assert_eq!(got_scalar, want_scalar);
+    }
+    // Rounding to the cache type, including ties, tiny and huge values.
+    let mut x = rng.vec(37, 100.0);
+    x.extend([1.0 + 1.0 / 2048.0, 65520.0, -1e-8, 3e38, 0.0, -0.0]);
+    let (mut got, mut want) = (x.clone(), x.clone());
+    // SAFETY: AVX2/FMA/F16C asserted above.
+    unsafe { kernels::avx2::round_to::<W>(&mut got) };
+    scalar::round_to::<W>(&mut want);
+    assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+}
+
+#[test]
+fn attention_kernels_equal_their_definitions() {
+    check_attention_kernels::<f32>(|v| v);
+    check_attention_kernels::<f16>(f16::from_f32);
+    check_attention_kernels::<bf16>(bf16::from_f32);
+}

@@ -55,6 +55,52 @@ pub unsafe fn dot_tiled<W: Elem>(x: &[f32], w: &[W]) -> f32 {
 }
 
 /// # Safety
+/// The CPU supports AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn round_to<W: Elem>(x: &mut [f32]) {
+    let mut chunks = x.chunks_exact_mut(8);
+    for c in &mut chunks {
+        _mm256_storeu_ps(c.as_mut_ptr(), W::round8(_mm256_loadu_ps(c.as_ptr())));
+    }
+    super::scalar::round_to::<W>(chunks.into_remainder());
+}
+
+/// # Safety
+/// `q.len() % 8 == 0`, `rows.len() == out.len() * q.len()`; the CPU supports AVX2, FMA, F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_tiled_rows<W: Elem>(q: &[f32], rows: &[W], out: &mut [f32]) {
+    let d = q.len();
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = dot_tiled(q, rows.get_unchecked(j * d..(j + 1) * d));
+    }
+}
+
+/// # Safety
+/// partial [8, d] with d % 8 == 0, `rows.len() == weights.len() * d`; the CPU supports AVX2,
+/// FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn axpy_lanes8<W: Elem>(partial: &mut [f32], weights: &[f32], rows: &[W]) {
+    let d = partial.len() / 8;
+    let (pp, rp) = (partial.as_mut_ptr(), rows.as_ptr());
+    let n = weights.len();
+    for c in (0..d).step_by(8) {
+        let mut acc: [__m256; 8] = std::array::from_fn(|l| _mm256_loadu_ps(pp.add(l * d + c)));
+        let mut j = 0;
+        while j < n {
+            // Rows j.. go to lanes 0.. in turn: the lane is j % 8 as j starts at a multiple of 8.
+            for (l, a) in acc.iter_mut().enumerate().take(n - j) {
+                let v = W::load8(rp.add((j + l) * d + c));
+                *a = _mm256_fmadd_ps(_mm256_set1_ps(*weights.get_unchecked(j + l)), v, *a);
+            }
+            j += 8;
+        }
+        for (l, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(pp.add(l * d + c), *a);
+        }
+    }
+}
+
+/// # Safety
 /// `y.len() == w.len()`; the CPU supports AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn axpy<W: Elem>(y: &mut [f32], a: f32, w: &[W]) {

@@ -23,6 +23,18 @@ pub trait Elem: bytemuck::Pod + Send + Sync + 'static {
     /// `p` must be valid for reading 8 elements and the CPU must support AVX2 and F16C.
     #[cfg(target_arch = "x86_64")]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+
+    /// 8 values rounded to this type and widened back (`from_f32` then `to_f32`, lane-wise).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn round8(v: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        let mut lanes = [0.0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+        _mm256_loadu_ps(lanes.map(|x| Self::from_f32(x).to_f32()).as_ptr())
+    }
 }
 
 impl Elem for f32 {
@@ -38,6 +50,11 @@ impl Elem for f32 {
     #[inline(always)]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
         std::arch::x86_64::_mm256_loadu_ps(p)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn round8(v: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+        v
     }
 }
 
@@ -55,6 +72,12 @@ impl Elem for f16 {
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
         use std::arch::x86_64::*;
         _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn round8(v: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v))
     }
 }
 
@@ -147,6 +170,45 @@ pub fn dot_tiled<W: Elem>(x: &[f32], w: &[W]) -> f32 {
         return unsafe { avx2::dot_tiled(x, w) };
     }
     scalar::dot_tiled(x, w)
+}
+
+/// Rounds every value to W and back: what storing it as W keeps (ggml rounds attention queries
+/// and weights to the KV cache's type before they meet the cache).
+pub fn round_to<W: Elem>(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd_enabled() {
+        // SAFETY: AVX2/FMA/F16C were detected; the body only indexes within the slice.
+        return unsafe { avx2::round_to::<W>(x) };
+    }
+    scalar::round_to::<W>(x)
+}
+
+/// out[j] = dot_tiled(q, rows[j]) for rows [out.len(), q.len()]: each row summed exactly as
+/// `dot_tiled` sums it, in one call (attention scores over a cache).
+pub fn dot_tiled_rows<W: Elem>(q: &[f32], rows: &[W], out: &mut [f32]) {
+    assert!(!q.is_empty() && q.len() % 8 == 0, "dot_tiled_rows: the length must be a multiple of 8");
+    assert_eq!(rows.len(), out.len() * q.len(), "dot_tiled_rows: one row per output");
+    #[cfg(target_arch = "x86_64")]
+    if simd_enabled() {
+        // SAFETY: lengths checked above; AVX2/FMA/F16C were detected.
+        return unsafe { avx2::dot_tiled_rows(q, rows, out) };
+    }
+    scalar::dot_tiled_rows(q, rows, out)
+}
+
+/// partial[j % 8] += weights[j] · rows[j] for rows [weights.len(), d] and partial [8, d]:
+/// each lane accumulated exactly as `axpy` row by row would, with the eight running sums held
+/// in registers (attention outputs in tinyBLAS's lane order). d must be a multiple of 8.
+pub fn axpy_lanes8<W: Elem>(partial: &mut [f32], weights: &[f32], rows: &[W]) {
+    let d = partial.len() / 8;
+    assert!(d > 0 && partial.len() == 8 * d && d % 8 == 0, "axpy_lanes8: partial must be [8, d], d a multiple of 8");
+    assert_eq!(rows.len(), weights.len() * d, "axpy_lanes8: one row per weight");
+    #[cfg(target_arch = "x86_64")]
+    if simd_enabled() {
+        // SAFETY: lengths checked above; AVX2/FMA/F16C were detected.
+        return unsafe { avx2::axpy_lanes8(partial, weights, rows) };
+    }
+    scalar::axpy_lanes8(partial, weights, rows)
 }
 
 /// y[i] += a * w[i]

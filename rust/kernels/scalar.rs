@@ -17,6 +17,27 @@ pub fn dot_tiled<W: Elem>(x: &[f32], w: &[W]) -> f32 {
     (lanes[0] + lanes[4] + (lanes[2] + lanes[6])) + (lanes[1] + lanes[5] + (lanes[3] + lanes[7]))
 }
 
+pub fn round_to<W: Elem>(x: &mut [f32]) {
+    for v in x {
+        *v = W::from_f32(*v).to_f32();
+    }
+}
+
+/// `dot_tiled` of `q` with each row of `rows`: see `kernels::dot_tiled_rows`.
+pub fn dot_tiled_rows<W: Elem>(q: &[f32], rows: &[W], out: &mut [f32]) {
+    for (o, row) in out.iter_mut().zip(rows.chunks_exact(q.len())) {
+        *o = dot_tiled(q, row);
+    }
+}
+
+/// `axpy` of each weighted row into lane j % 8: see `kernels::axpy_lanes8`.
+pub fn axpy_lanes8<W: Elem>(partial: &mut [f32], weights: &[f32], rows: &[W]) {
+    let d = partial.len() / 8;
+    for (j, (&a, row)) in weights.iter().zip(rows.chunks_exact(d)).enumerate() {
+        axpy(&mut partial[j % 8 * d..(j % 8 + 1) * d], a, row);
+    }
+}
+
 pub fn axpy<W: Elem>(y: &mut [f32], a: f32, w: &[W]) {
     for (yi, &wi) in y.iter_mut().zip(w) {
         *yi += a * wi.to_f32();

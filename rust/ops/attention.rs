@@ -7,7 +7,7 @@
 //! this reproduces llama.cpp's logits bit for bit; with an f32 cache it is plain float32
 //! attention, as accurate as any other order.
 
-use crate::kernels::{axpy, dot, dot_tiled, softmax_exp, Elem};
+use crate::kernels::{axpy, axpy_lanes8, dot, dot_tiled_rows, round_to, softmax_exp, Elem};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -88,22 +88,35 @@ pub fn attention<C: Elem>(
         let base = (h / group) * max_seq * head_dim;
         let keys = &k_cache[base..base + len * head_dim];
         let values = &v_cache[base..base + len * head_dim];
+        // tinyBLAS's kernels (several tokens) need rows of whole 8-lane vectors.
+        let tiled = lanes == Lanes::Tiled && head_dim % 8 == 0;
         SCRATCH.with_borrow_mut(|(q_h, weights, partial)| {
             q_h.clear();
-            q_h.extend(q[t * q_stride + h * head_dim..][..head_dim].iter().map(|&v| C::from_f32(v).to_f32()));
-            weights.clear();
-            weights.extend(keys.chunks_exact(head_dim).map(|k_j| {
-                let s = if lanes == Lanes::Tiled && head_dim % 8 == 0 { dot_tiled(q_h, k_j) } else { dot(q_h, k_j) };
-                s * inv_sqrt_d
-            }));
+            q_h.extend_from_slice(&q[t * q_stride + h * head_dim..][..head_dim]);
+            round_to::<C>(q_h);
+            weights.resize(len, 0.0);
+            if tiled {
+                dot_tiled_rows(q_h, keys, weights);
+            } else {
+                for (w, k_j) in weights.iter_mut().zip(keys.chunks_exact(head_dim)) {
+                    *w = dot(q_h, k_j);
+                }
+            }
+            weights.iter_mut().for_each(|w| *w *= inv_sqrt_d);
             let inv_sum = softmax_exp(weights);
+            weights.iter_mut().for_each(|w| *w *= inv_sum);
+            round_to::<C>(weights);
 
             // Position j adds into lane j % lanes; the lanes are combined per output element.
             partial.clear();
             partial.resize(lanes.count() * head_dim, 0.0);
-            for (j, (&w, v_j)) in weights.iter().zip(values.chunks_exact(head_dim)).enumerate() {
-                let lane = j % lanes.count();
-                axpy(&mut partial[lane * head_dim..(lane + 1) * head_dim], C::from_f32(w * inv_sum).to_f32(), v_j);
+            if tiled {
+                axpy_lanes8(partial, weights, values);
+            } else {
+                for (j, (&w, v_j)) in weights.iter().zip(values.chunks_exact(head_dim)).enumerate() {
+                    let lane = j % lanes.count();
+                    axpy(&mut partial[lane * head_dim..(lane + 1) * head_dim], w, v_j);
+                }
             }
             let mut column = [0.0f32; 32];
             for (d, o_d) in o.iter_mut().enumerate() {
