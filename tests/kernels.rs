@@ -181,19 +181,20 @@ fn dot_tiled_simd_equals_scalar_exactly() {
 fn pointwise_kernels_simd_equal_scalar_exactly() {
     assert!(avx2_available());
     let mut rng = Rng(12);
-    for n in [1, 7, 8, 9, 100, 1536] {
-        let gate = rng.vec(n, 12.0);
+    // Scale 300 sends some exponents outside the normal range (the kernels' slow path).
+    for (n, scale) in [(1, 12.0), (7, 12.0), (8, 12.0), (9, 12.0), (100, 12.0), (1536, 12.0), (64, 300.0), (1000, 300.0)] {
+        let gate = rng.vec(n, scale);
         let up = rng.vec(n, 2.0);
         let (mut a, mut b) = (gate.clone(), gate.clone());
         scalar::silu_mul(&mut a, &up);
         // SAFETY: AVX2/FMA asserted above.
         unsafe { kernels::avx2::silu_mul(&mut b, &up) };
         assert_eq!(a, b, "silu_mul n={n}");
-        let scores = rng.vec(n, 20.0);
+        let scores = rng.vec(n, 2.0 * scale);
         let (mut a, mut b) = (scores.clone(), scores.clone());
         let (sa, sb) = (scalar::softmax_exp(&mut a), unsafe { kernels::avx2::softmax_exp(&mut b) });
         assert_eq!((a, sa.to_bits()), (b, sb.to_bits()), "softmax_exp n={n}");
-        let x = rng.vec(n, 8.0);
+        let x = rng.vec(n, scale);
         let (mut a, mut b) = (x.clone(), x.clone());
         scalar::gelu_tanh(&mut a);
         // SAFETY: AVX2/FMA asserted above.

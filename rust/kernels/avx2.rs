@@ -202,28 +202,95 @@ unsafe fn token_block<W: Elem, const R: usize>(
     R
 }
 
-// The pointwise kernels below are the scalar code compiled for AVX2 + FMA: `mul_add` becomes
-// one instruction instead of a libm call and the loops vectorise, with identical results.
+// Pointwise kernels: eight lanes of `scalar::exp` at a time, with the same operations in the
+// same order, so every result equals the scalar kernel's bit for bit.
+
+/// `scalar::exp` of each lane. Lanes whose exponent leaves the normal range (|n| > 126) are
+/// rare (scores far below the maximum); the whole vector then takes the scalar path.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp8(x: __m256) -> __m256 {
+    let c = |bits: u32| _mm256_set1_ps(f32::from_bits(bits));
+    let shift = c(0x4b40_0000);
+    let z = _mm256_fmadd_ps(x, c(0x3fb8_aa3b), shift);
+    let n = _mm256_sub_ps(z, shift);
+    let neg_n = negate(n);
+    let b = _mm256_fmadd_ps(neg_n, c(0x35bf_be8e), _mm256_fmadd_ps(neg_n, c(0x3f31_7200), x));
+    let out_of_range = _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_andnot_ps(_mm256_set1_ps(-0.0), n), _mm256_set1_ps(126.0));
+    if _mm256_movemask_ps(out_of_range) != 0 {
+        let mut lanes = [0.0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), x);
+        return _mm256_loadu_ps(lanes.map(super::scalar::exp).as_ptr());
+    }
+    let k = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_slli_epi32::<23>(_mm256_castps_si256(z)), _mm256_castps_si256(_mm256_set1_ps(1.0))));
+    let u = _mm256_mul_ps(b, b);
+    let j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(_mm256_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)), u, _mm256_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb))),
+        u,
+        _mm256_mul_ps(c(0x3f7f_fff6), b),
+    );
+    _mm256_fmadd_ps(j, k, k)
+}
+
+/// -x, flipping the sign bit as the scalar `-x` does (0 - x would turn -0 into +0).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn negate(x: __m256) -> __m256 {
+    _mm256_xor_ps(x, _mm256_set1_ps(-0.0))
+}
+
+/// Applies `vector` to whole groups of eight and `scalar` to the rest.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn map8(x: &mut [f32], vector: impl Fn(__m256) -> __m256, scalar: impl Fn(&mut [f32])) {
+    let mut chunks = x.chunks_exact_mut(8);
+    for c in &mut chunks {
+        _mm256_storeu_ps(c.as_mut_ptr(), vector(_mm256_loadu_ps(c.as_ptr())));
+    }
+    scalar(chunks.into_remainder());
+}
 
 /// # Safety
-/// The CPU supports AVX2 and FMA.
+/// `gate.len() == up.len()`; the CPU supports AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
-    super::scalar::silu_mul(gate, up)
+    let whole = gate.len() / 8 * 8;
+    for i in (0..whole).step_by(8) {
+        let g = _mm256_loadu_ps(gate.as_ptr().add(i));
+        let e = exp8(negate(g));
+        let silu = _mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0), e));
+        _mm256_storeu_ps(gate.as_mut_ptr().add(i), _mm256_mul_ps(silu, _mm256_loadu_ps(up.as_ptr().add(i))));
+    }
+    super::scalar::silu_mul(&mut gate[whole..], &up[whole..])
 }
 
 /// # Safety
 /// The CPU supports AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn gelu_tanh(x: &mut [f32]) {
-    super::scalar::gelu_tanh(x)
+    let vector = |a: __m256| {
+        let cube = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.044715), a), a), a);
+        let u = _mm256_mul_ps(_mm256_set1_ps(super::scalar::SQRT_2_OVER_PI), _mm256_add_ps(a, cube));
+        let e = exp8(_mm256_mul_ps(_mm256_set1_ps(-2.0), u));
+        _mm256_div_ps(a, _mm256_add_ps(_mm256_set1_ps(1.0), e))
+    };
+    map8(x, vector, |rest| super::scalar::gelu_tanh(rest))
 }
 
 /// # Safety
 /// The CPU supports AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn softmax_exp(scores: &mut [f32]) -> f32 {
-    super::scalar::softmax_exp(scores)
+    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    let whole = scores.len() / 8 * 8;
+    let mut sum = 0.0f64;
+    for i in (0..whole).step_by(8) {
+        let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(scores.as_ptr().add(i)), _mm256_set1_ps(max)));
+        _mm256_storeu_ps(scores.as_mut_ptr().add(i), e);
+        // hsum adds the lanes in the scalar kernel's order.
+        sum += hsum(e) as f64;
+    }
+    super::scalar::softmax_exp_tail(&mut scores[whole..], max, sum)
 }
 
 /// # Safety

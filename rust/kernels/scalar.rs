@@ -97,12 +97,14 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// sqrt(2 / pi), GELU's constant.
+pub const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+
 /// GELU, tanh approximation (GPT-2's "gelu_new"): 0.5 x (1 + tanh(u)) with
 /// u = sqrt(2/pi) (x + 0.044715 x^3), computed as x / (1 + e^(-2u)) (the same function:
 /// 1 + tanh(u) = 2 / (1 + e^(-2u))) so that it needs only ggml's exp and vectorises.
 #[inline(always)]
 pub fn gelu_tanh(x: &mut [f32]) {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     for v in x {
         let a = *v;
         let u = SQRT_2_OVER_PI * (a + 0.044715 * a * a * a);
@@ -116,7 +118,13 @@ pub fn gelu_tanh(x: &mut [f32]) {
 #[inline(always)]
 pub fn softmax_exp(scores: &mut [f32]) -> f32 {
     let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-    let mut sum = 0.0f64;
+    softmax_exp_tail(scores, max, 0.0)
+}
+
+/// `softmax_exp` over `scores` given the maximum and the sum so far (the SIMD kernel hands
+/// over its last partial group here).
+#[inline(always)]
+pub fn softmax_exp_tail(scores: &mut [f32], max: f32, mut sum: f64) -> f32 {
     for chunk in scores.chunks_mut(8) {
         let mut l = [0.0f32; 8];
         for (lane, s) in l.iter_mut().zip(chunk.iter_mut()) {
