@@ -69,6 +69,19 @@ fn check<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng), simd: unsafe
     }
 }
 
+/// Eight activation rows' scales side by side, block by block, as quant_matmul lays them out.
+fn scales8<A: ActBlock>(acts: &[Vec<A>]) -> Vec<Scales8> {
+    (0..acts[0].len())
+        .map(|b| {
+            let mut sc = Scales8::default();
+            for k in 0..8 {
+                (sc.d[k], sc.s[k]) = acts[k][b].scales();
+            }
+            sc
+        })
+        .collect()
+}
+
 /// `dot4` and `dot8` (one weight row, four or eight activation rows) must equal `dot` bit for
 /// bit: batched decoding promises the tokens of separate runs, prefill those of decoding.
 fn check_multi_row<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng)) {
@@ -85,55 +98,46 @@ fn check_multi_row<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng)) {
         let singles: Vec<u32> = acts.iter().map(|a| B::dot(&w, a).to_bits()).collect();
         let four = B::dot4(&w, [&acts[0], &acts[1], &acts[2], &acts[3]]);
         assert_eq!(four.map(f32::to_bits), singles[..4], "{name}: dot4 with {n_blocks} blocks");
-        let scales: Vec<Scales8> = (0..n_blocks)
-            .map(|b| {
-                let mut sc = Scales8::default();
-                for k in 0..8 {
-                    (sc.d[k], sc.s[k]) = acts[k][b].scales();
-                }
-                sc
-            })
-            .collect();
+        let scales = scales8(&acts);
         let eight = B::dot8(&w, std::array::from_fn(|k| acts[k].as_slice()), &scales);
         assert_eq!(eight.map(f32::to_bits), singles[..], "{name}: dot8 with {n_blocks} blocks");
     }
 }
 
-/// Both variants of the eight-row Q4_1 kernel, called directly (dispatch picks one of them).
-#[test]
-fn dot8_q4_1_avx2_and_vnni_equal_dot_bit_for_bit() {
+type Dot8<B> = unsafe fn(&[B], [&[<B as QuantBlock>::Act]; 8], &[Scales8]) -> [f32; 8];
+
+/// Both variants of an eight-row kernel, called directly (dispatch picks one of them).
+fn check_dot8_variants<B: QuantBlock>(fix: impl Fn(&mut B, &mut Rng), avx2_variant: Dot8<B>, vnni_variant: Dot8<B>) {
     assert!(avx2(), "run these tests on an AVX2 machine");
     let mut rng = Rng(77);
-    let fix = |b: &mut BlockQ4_1, r: &mut Rng| (b.d, b.m) = (r.scale(), f16::from_f32(-0.1 * r.unit()));
-    let w: Vec<BlockQ4_1> = random_blocks(&mut rng, 48, fix);
-    let acts: Vec<Vec<BlockQ8_1>> = (0..8)
+    let w: Vec<B> = random_blocks(&mut rng, 48, fix);
+    let acts: Vec<Vec<B::Act>> = (0..8)
         .map(|_| {
             let mut act = vec![bytemuck::Zeroable::zeroed(); 48];
-            BlockQ8_1::quantize(&rng.vec(48 * 32), &mut act);
+            B::Act::quantize(&rng.vec(48 * B::QK), &mut act);
             act
         })
         .collect();
-    let scales: Vec<Scales8> = (0..48)
-        .map(|b| {
-            let mut sc = Scales8::default();
-            for k in 0..8 {
-                (sc.d[k], sc.s[k]) = acts[k][b].scales();
-            }
-            sc
-        })
-        .collect();
-    let rows: [&[BlockQ8_1]; 8] = std::array::from_fn(|k| acts[k].as_slice());
-    let want: Vec<u32> = acts.iter().map(|a| BlockQ4_1::dot(&w, a).to_bits()).collect();
+    let scales = scales8(&acts);
+    let rows: [&[B::Act]; 8] = std::array::from_fn(|k| acts[k].as_slice());
+    let want: Vec<u32> = acts.iter().map(|a| B::dot(&w, a).to_bits()).collect();
     // SAFETY: equal block counts; AVX2/FMA/F16C asserted above.
-    let got = unsafe { _native::quant::avx2::dot8_q4_1_avx2(&w, rows, &scales) };
+    let got = unsafe { avx2_variant(&w, rows, &scales) };
     assert_eq!(got.map(f32::to_bits), want[..]);
     if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
         // SAFETY: as above, and VNNI/VL were detected.
-        let got = unsafe { _native::quant::avx2::dot8_q4_1_vnni(&w, rows, &scales) };
+        let got = unsafe { vnni_variant(&w, rows, &scales) };
         assert_eq!(got.map(f32::to_bits), want[..]);
     } else {
         eprintln!("no AVX-512 VNNI on this CPU: the VNNI variant is not exercised");
     }
+}
+
+#[test]
+fn dot8_avx2_and_vnni_variants_equal_dot_bit_for_bit() {
+    use _native::quant::avx2;
+    check_dot8_variants::<BlockQ4_1>(|b, r| (b.d, b.m) = (r.scale(), f16::from_f32(-0.1 * r.unit())), avx2::dot8_q4_1_avx2, avx2::dot8_q4_1_vnni);
+    check_dot8_variants::<BlockQ8_0>(|b, r| b.d = r.scale(), avx2::dot8_q8_0_avx2, avx2::dot8_q8_0_vnni);
 }
 
 #[test]

@@ -352,6 +352,54 @@ unsafe fn dot8_q4_1_with<D: ByteDot>(w: &[BlockQ4_1], a: [&[BlockQ8_1]; 8], scal
     std::array::from_fn(|k| hsum(acc[k]) + m[k])
 }
 
+/// `dot_q8_0` of one weight row with eight activation rows whose scales `scales` holds side by
+/// side (as `dot8_q4_1`); bit-identical to `dot_q8_0` per row. Uses VNNI where
+/// `kernels::vnni_enabled()`.
+///
+/// # Safety
+/// Every `a[k].len() == w.len() == scales.len()`; AVX2, FMA and F16C available.
+pub unsafe fn dot8_q8_0(w: &[BlockQ8_0], a: [&[BlockQ8_0]; 8], scales: &[Scales8]) -> [f32; 8] {
+    if crate::kernels::vnni_enabled() {
+        dot8_q8_0_vnni(w, a, scales)
+    } else {
+        dot8_q8_0_avx2(w, a, scales)
+    }
+}
+
+/// # Safety
+/// As `dot8_q8_0`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot8_q8_0_avx2(w: &[BlockQ8_0], a: [&[BlockQ8_0]; 8], scales: &[Scales8]) -> [f32; 8] {
+    dot8_q8_0_with::<Maddubs>(w, a, scales)
+}
+
+/// # Safety
+/// As `dot8_q8_0`, and the CPU supports AVX-512 VNNI and VL.
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+pub unsafe fn dot8_q8_0_vnni(w: &[BlockQ8_0], a: [&[BlockQ8_0]; 8], scales: &[Scales8]) -> [f32; 8] {
+    dot8_q8_0_with::<Vnni>(w, a, scales)
+}
+
+/// The body of both `dot8_q8_0` variants, inlined into each with its target features.
+#[inline(always)]
+unsafe fn dot8_q8_0_with<D: ByteDot>(w: &[BlockQ8_0], a: [&[BlockQ8_0]; 8], scales: &[Scales8]) -> [f32; 8] {
+    let mut acc = [_mm256_setzero_ps(); 8];
+    let mut d = [0.0f32; 8]; // d_x * d_y of each row for the current block
+    for (i, x) in w.iter().enumerate() {
+        let qx = load32(x.qs.as_ptr());
+        let abs_x = _mm256_sign_epi8(qx, qx);
+        let dx = _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(x.d.to_bits() as i32)));
+        _mm256_storeu_ps(d.as_mut_ptr(), _mm256_mul_ps(dx, _mm256_loadu_ps(scales.get_unchecked(i).d.as_ptr())));
+        for k in 0..8 {
+            let y = a[k].get_unchecked(i);
+            // Signed x signed as unsigned |x| times y with x's sign (as `dot_i8_i8`).
+            let p = _mm256_cvtepi32_ps(D::dot(abs_x, _mm256_sign_epi8(load32(y.qs.as_ptr()), qx)));
+            acc[k] = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[k]), p, acc[k]);
+        }
+    }
+    std::array::from_fn(|k| hsum(acc[k]))
+}
+
 /// `dot_q8_0` of one weight row with four activation rows, bit-identical per row.
 ///
 /// # Safety

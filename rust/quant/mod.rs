@@ -157,6 +157,6 @@ quant_block!(BlockQ4_0, 32, BlockQ8_0, dequantize_q4_0, dot_q4_0);
 quant_block!(BlockQ4_1, 32, BlockQ8_1, dequantize_q4_1, dot_q4_1, dot4_q4_1, dot8_q4_1);
 quant_block!(BlockQ5_0, 32, BlockQ8_0, dequantize_q5_0, dot_q5_0);
 quant_block!(BlockQ5_1, 32, BlockQ8_1, dequantize_q5_1, dot_q5_1);
-quant_block!(BlockQ8_0, 32, BlockQ8_0, dequantize_q8_0, dot_q8_0, dot4_q8_0);
+quant_block!(BlockQ8_0, 32, BlockQ8_0, dequantize_q8_0, dot_q8_0, dot4_q8_0, dot8_q8_0);
 quant_block!(BlockQ4K, 256, BlockQ8K, dequantize_q4_k, dot_q4_k);
 quant_block!(BlockQ6K, 256, BlockQ8K, dequantize_q6_k, dot_q6_k);
