@@ -96,19 +96,44 @@ pub unsafe fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
     hsum(acc)
 }
 
+/// Uses VNNI where `kernels::vnni_enabled()`.
+///
 /// # Safety
 /// `w.len() == a.len()`; AVX2, FMA and F16C available.
-#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut mins = _mm_setzero_ps(); // lane 0: the sum of m * s, block after block
-    for (x, y) in w.iter().zip(a) {
-        let (d, m_s) = min_scales(widen_dm(f16_pair(x.d, x.m)), y);
-        mins = _mm_add_ss(mins, m_s);
-        let p = _mm256_cvtepi32_ps(dot_u8_i8(nibbles(x.qs.as_ptr()), load32(y.qs.as_ptr())));
-        acc = _mm256_fmadd_ps(d, p, acc);
+    if crate::kernels::vnni_enabled() {
+        dot_q4_1_vnni(w, a)
+    } else {
+        dot_q4_1_avx2(w, a)
     }
-    hsum(acc) + _mm_cvtss_f32(mins)
+}
+
+/// # Safety
+/// As `dot_q4_1`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_1_avx2(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+    dot_q4_1_with::<Maddubs>(w, a)
+}
+
+/// # Safety
+/// As `dot_q4_1`, and the CPU supports AVX-512 VNNI and VL.
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+pub unsafe fn dot_q4_1_vnni(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+    dot_q4_1_with::<Vnni>(w, a)
+}
+
+/// The body of both `dot_q4_1` variants, inlined into each with its target features.
+#[inline(always)]
+unsafe fn dot_q4_1_with<D: ByteDot>(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut mins = _mm_setzero_ps(); // lane 1: the sum of m * s, block after block
+    for (x, y) in w.iter().zip(a) {
+        let products = scale_products(widen_dm(f16_pair(x.d, x.m)), y);
+        mins = _mm_add_ps(mins, products);
+        let p = _mm256_cvtepi32_ps(D::dot(nibbles(x.qs.as_ptr()), load32(y.qs.as_ptr())));
+        acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(products), p, acc);
+    }
+    hsum(acc) + _mm_cvtss_f32(_mm_movehdup_ps(mins))
 }
 
 /// A weight block's (d, m) word widened: [d, m, 0, 0].
@@ -118,15 +143,21 @@ unsafe fn widen_dm(dm: u32) -> __m128 {
     _mm_cvtph_ps(_mm_cvtsi32_si128(dm as i32))
 }
 
-/// The scales of a weight block with a min (Q4_1, Q5_1), given as `widen_dm`, and of its Q8_1
-/// partner: (d_x * d_y in every lane, m_x * s_y in lane 0), each product rounded once, as the
-/// scalar kernel computes them.
+/// The scale products of a weight block with a min (Q4_1, Q5_1), given as `widen_dm`, and its
+/// Q8_1 partner: [d_x * d_y, m_x * s_y, 0, 0], each rounded once as the scalar kernel does.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn scale_products(x_dm: __m128, y: &BlockQ8_1) -> __m128 {
+    // y.d and y.s are adjacent (repr(C)): one 8-byte load gives [dy, sy, 0, 0].
+    let y_ds = _mm_castsi128_ps(_mm_loadl_epi64(y as *const BlockQ8_1 as *const __m128i));
+    _mm_mul_ps(x_dm, y_ds)
+}
+
+/// `scale_products` as (d_x * d_y in every lane, m_x * s_y in lane 0).
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn min_scales(x_dm: __m128, y: &BlockQ8_1) -> (__m256, __m128) {
-    // y.d and y.s are adjacent (repr(C)): one 8-byte load gives [dy, sy, 0, 0].
-    let y_ds = _mm_castsi128_ps(_mm_loadl_epi64(y as *const BlockQ8_1 as *const __m128i));
-    let products = _mm_mul_ps(x_dm, y_ds); // [dx * dy, mx * sy, 0, 0]
+    let products = scale_products(x_dm, y);
     (_mm256_broadcastss_ps(products), _mm_movehdup_ps(products))
 }
 
