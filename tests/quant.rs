@@ -133,22 +133,29 @@ fn check_dot8_variants<B: QuantBlock>(fix: impl Fn(&mut B, &mut Rng), avx2_varia
     }
 }
 
-#[test]
-fn dot_q4_1_vnni_equals_avx2_bit_for_bit() {
+/// The single-row kernels' AVX2 and VNNI variants, bit for bit.
+fn check_dot_variants<B: QuantBlock>(fix: impl Fn(&mut B, &mut Rng), avx2_variant: unsafe fn(&[B], &[B::Act]) -> f32, vnni_variant: unsafe fn(&[B], &[B::Act]) -> f32) {
     assert!(avx2(), "run these tests on an AVX2 machine");
     if !(is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")) {
-        eprintln!("no AVX-512 VNNI on this CPU: the VNNI variant is not exercised");
+        eprintln!("no AVX-512 VNNI on this CPU: the VNNI variants are not exercised");
         return;
     }
     let mut rng = Rng(91);
     for n_blocks in [1usize, 18, 48] {
-        let w: Vec<BlockQ4_1> = random_blocks(&mut rng, n_blocks, |b: &mut BlockQ4_1, r: &mut Rng| (b.d, b.m) = (r.scale(), f16::from_f32(0.2 * r.unit())));
+        let w: Vec<B> = random_blocks(&mut rng, n_blocks, &fix);
         let mut act = vec![bytemuck::Zeroable::zeroed(); n_blocks];
-        BlockQ8_1::quantize(&rng.vec(n_blocks * 32), &mut act);
+        B::Act::quantize(&rng.vec(n_blocks * B::QK), &mut act);
         // SAFETY: equal block counts; AVX2/FMA/F16C asserted, VNNI/VL detected.
-        let (a, v) = unsafe { (_native::quant::avx2::dot_q4_1_avx2(&w, &act), _native::quant::avx2::dot_q4_1_vnni(&w, &act)) };
+        let (a, v) = unsafe { (avx2_variant(&w, &act), vnni_variant(&w, &act)) };
         assert_eq!(a.to_bits(), v.to_bits());
     }
+}
+
+#[test]
+fn single_row_vnni_variants_equal_avx2_bit_for_bit() {
+    use _native::quant::avx2;
+    check_dot_variants::<BlockQ4_1>(|b, r| (b.d, b.m) = (r.scale(), f16::from_f32(0.2 * r.unit())), avx2::dot_q4_1_avx2, avx2::dot_q4_1_vnni);
+    check_dot_variants::<BlockQ8_0>(|b, r| b.d = r.scale(), avx2::dot_q8_0_avx2, avx2::dot_q8_0_vnni);
 }
 
 #[test]

@@ -194,14 +194,40 @@ pub unsafe fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
     hsum(acc) + _mm_cvtss_f32(mins)
 }
 
+/// Uses VNNI where `kernels::vnni_enabled()`.
+///
 /// # Safety
 /// `w.len() == a.len()`; AVX2, FMA and F16C available.
-#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
+    if crate::kernels::vnni_enabled() {
+        dot_q8_0_vnni(w, a)
+    } else {
+        dot_q8_0_avx2(w, a)
+    }
+}
+
+/// # Safety
+/// As `dot_q8_0`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q8_0_avx2(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
+    dot_q8_0_with::<Maddubs>(w, a)
+}
+
+/// # Safety
+/// As `dot_q8_0`, and the CPU supports AVX-512 VNNI and VL.
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+pub unsafe fn dot_q8_0_vnni(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
+    dot_q8_0_with::<Vnni>(w, a)
+}
+
+#[inline(always)]
+unsafe fn dot_q8_0_with<D: ByteDot>(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
         let d = scale_product(f16_pair(x.d, y.d));
-        let p = _mm256_cvtepi32_ps(dot_i8_i8(load32(x.qs.as_ptr()), load32(y.qs.as_ptr())));
+        let qx = load32(x.qs.as_ptr());
+        // Signed x signed as unsigned |x| times y with x's sign (as `dot_i8_i8`).
+        let p = _mm256_cvtepi32_ps(D::dot(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(load32(y.qs.as_ptr()), qx)));
         acc = _mm256_fmadd_ps(d, p, acc);
     }
     hsum(acc)
