@@ -96,30 +96,64 @@ pub unsafe fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
     hsum(acc)
 }
 
-/// Uses VNNI where `kernels::vnni_enabled()`.
-///
-/// # Safety
-/// `w.len() == a.len()`; AVX2, FMA and F16C available.
-pub unsafe fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
-    if crate::kernels::vnni_enabled() {
-        dot_q4_1_vnni(w, a)
-    } else {
-        dot_q4_1_avx2(w, a)
+/// A kernel whose body (`$body::<D: ByteDot>`) is compiled twice, with AVX2's byte dot product
+/// and with VNNI's, plus the function that picks one at run time (`kernels::vnni_enabled()`).
+macro_rules! vnni_variants {
+    ($(#[$doc:meta])* fn $name:ident, $avx2:ident, $vnni:ident = $body:ident($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        $(#[$doc])*
+        pub unsafe fn $name($($arg: $ty),*) -> $ret {
+            if crate::kernels::vnni_enabled() {
+                $vnni($($arg),*)
+            } else {
+                $avx2($($arg),*)
+            }
+        }
+
+        /// # Safety
+        #[doc = concat!("As `", stringify!($name), "`.")]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $avx2($($arg: $ty),*) -> $ret {
+            $body::<Maddubs>($($arg),*)
+        }
+
+        /// # Safety
+        #[doc = concat!("As `", stringify!($name), "`, and the CPU supports AVX-512 VNNI and VL.")]
+        #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+        pub unsafe fn $vnni($($arg: $ty),*) -> $ret {
+            $body::<Vnni>($($arg),*)
+        }
+    };
+}
+
+/// How eight lanes of sums of four u8 x i8 products are formed: AVX2's `maddubs` + `madd`,
+/// or VNNI's single `vpdpbusd`. The integer results are identical.
+trait ByteDot {
+    /// # Safety
+    /// The CPU supports the instructions of the implementation.
+    unsafe fn dot(x: __m256i, y: __m256i) -> __m256i;
+}
+
+struct Maddubs;
+struct Vnni;
+
+impl ByteDot for Maddubs {
+    #[inline(always)]
+    unsafe fn dot(x: __m256i, y: __m256i) -> __m256i {
+        dot_u8_i8(x, y)
     }
 }
 
-/// # Safety
-/// As `dot_q4_1`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q4_1_avx2(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
-    dot_q4_1_with::<Maddubs>(w, a)
+impl ByteDot for Vnni {
+    #[inline(always)]
+    unsafe fn dot(x: __m256i, y: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y)
+    }
 }
 
-/// # Safety
-/// As `dot_q4_1`, and the CPU supports AVX-512 VNNI and VL.
-#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-pub unsafe fn dot_q4_1_vnni(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
-    dot_q4_1_with::<Vnni>(w, a)
+vnni_variants! {
+    /// # Safety
+    /// `w.len() == a.len()`; AVX2, FMA and F16C available.
+    fn dot_q4_1, dot_q4_1_avx2, dot_q4_1_vnni = dot_q4_1_with(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32
 }
 
 /// The body of both `dot_q4_1` variants, inlined into each with its target features.
@@ -194,30 +228,10 @@ pub unsafe fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
     hsum(acc) + _mm_cvtss_f32(mins)
 }
 
-/// Uses VNNI where `kernels::vnni_enabled()`.
-///
-/// # Safety
-/// `w.len() == a.len()`; AVX2, FMA and F16C available.
-pub unsafe fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
-    if crate::kernels::vnni_enabled() {
-        dot_q8_0_vnni(w, a)
-    } else {
-        dot_q8_0_avx2(w, a)
-    }
-}
-
-/// # Safety
-/// As `dot_q8_0`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q8_0_avx2(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
-    dot_q8_0_with::<Maddubs>(w, a)
-}
-
-/// # Safety
-/// As `dot_q8_0`, and the CPU supports AVX-512 VNNI and VL.
-#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-pub unsafe fn dot_q8_0_vnni(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
-    dot_q8_0_with::<Vnni>(w, a)
+vnni_variants! {
+    /// # Safety
+    /// `w.len() == a.len()`; AVX2, FMA and F16C available.
+    fn dot_q8_0, dot_q8_0_avx2, dot_q8_0_vnni = dot_q8_0_with(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32
 }
 
 #[inline(always)]
@@ -330,58 +344,14 @@ pub unsafe fn dot4_q4_1(w: &[BlockQ4_1], a: [&[BlockQ8_1]; 4]) -> [f32; 4] {
     std::array::from_fn(|k| hsum(acc[k]) + _mm_cvtss_f32(mins[k]))
 }
 
-/// How eight lanes of sums of four u8 x i8 products are formed: AVX2's `maddubs` + `madd`,
-/// or VNNI's single `vpdpbusd`. The integer results are identical.
-trait ByteDot {
+vnni_variants! {
+    /// `dot_q4_1` of one weight row with eight activation rows whose scales `scales` holds side
+    /// by side: each block is unpacked once, and its scale products for all eight rows are two
+    /// vector multiplies. Every row's result is bit-identical to `dot_q4_1`'s.
+    ///
     /// # Safety
-    /// The CPU supports the instructions of the implementation.
-    unsafe fn dot(x: __m256i, y: __m256i) -> __m256i;
-}
-
-struct Maddubs;
-struct Vnni;
-
-impl ByteDot for Maddubs {
-    #[inline(always)]
-    unsafe fn dot(x: __m256i, y: __m256i) -> __m256i {
-        dot_u8_i8(x, y)
-    }
-}
-
-impl ByteDot for Vnni {
-    #[inline(always)]
-    unsafe fn dot(x: __m256i, y: __m256i) -> __m256i {
-        _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y)
-    }
-}
-
-/// `dot_q4_1` of one weight row with eight activation rows whose scales `scales` holds side by
-/// side: each block is unpacked once, and its scale products for all eight rows are two
-/// vector multiplies. Every row's result is bit-identical to `dot_q4_1`'s. Uses VNNI where
-/// `kernels::vnni_enabled()`.
-///
-/// # Safety
-/// Every `a[k].len() == w.len() == scales.len()`; AVX2, FMA and F16C available.
-pub unsafe fn dot8_q4_1(w: &[BlockQ4_1], a: [&[BlockQ8_1]; 8], scales: &[Scales8]) -> [f32; 8] {
-    if crate::kernels::vnni_enabled() {
-        dot8_q4_1_vnni(w, a, scales)
-    } else {
-        dot8_q4_1_avx2(w, a, scales)
-    }
-}
-
-/// # Safety
-/// As `dot8_q4_1`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot8_q4_1_avx2(w: &[BlockQ4_1], a: [&[BlockQ8_1]; 8], scales: &[Scales8]) -> [f32; 8] {
-    dot8_q4_1_with::<Maddubs>(w, a, scales)
-}
-
-/// # Safety
-/// As `dot8_q4_1`, and the CPU supports AVX-512 VNNI and VL.
-#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-pub unsafe fn dot8_q4_1_vnni(w: &[BlockQ4_1], a: [&[BlockQ8_1]; 8], scales: &[Scales8]) -> [f32; 8] {
-    dot8_q4_1_with::<Vnni>(w, a, scales)
+    /// Every `a[k].len() == w.len() == scales.len()`; AVX2, FMA and F16C available.
+    fn dot8_q4_1, dot8_q4_1_avx2, dot8_q4_1_vnni = dot8_q4_1_with(w: &[BlockQ4_1], a: [&[BlockQ8_1]; 8], scales: &[Scales8]) -> [f32; 8]
 }
 
 /// The body of both `dot8_q4_1` variants, inlined into each with its target features.
@@ -409,32 +379,13 @@ unsafe fn dot8_q4_1_with<D: ByteDot>(w: &[BlockQ4_1], a: [&[BlockQ8_1]; 8], scal
     std::array::from_fn(|k| hsum(acc[k]) + m[k])
 }
 
-/// `dot_q8_0` of one weight row with eight activation rows whose scales `scales` holds side by
-/// side (as `dot8_q4_1`); bit-identical to `dot_q8_0` per row. Uses VNNI where
-/// `kernels::vnni_enabled()`.
-///
-/// # Safety
-/// Every `a[k].len() == w.len() == scales.len()`; AVX2, FMA and F16C available.
-pub unsafe fn dot8_q8_0(w: &[BlockQ8_0], a: [&[BlockQ8_0]; 8], scales: &[Scales8]) -> [f32; 8] {
-    if crate::kernels::vnni_enabled() {
-        dot8_q8_0_vnni(w, a, scales)
-    } else {
-        dot8_q8_0_avx2(w, a, scales)
-    }
-}
-
-/// # Safety
-/// As `dot8_q8_0`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot8_q8_0_avx2(w: &[BlockQ8_0], a: [&[BlockQ8_0]; 8], scales: &[Scales8]) -> [f32; 8] {
-    dot8_q8_0_with::<Maddubs>(w, a, scales)
-}
-
-/// # Safety
-/// As `dot8_q8_0`, and the CPU supports AVX-512 VNNI and VL.
-#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-pub unsafe fn dot8_q8_0_vnni(w: &[BlockQ8_0], a: [&[BlockQ8_0]; 8], scales: &[Scales8]) -> [f32; 8] {
-    dot8_q8_0_with::<Vnni>(w, a, scales)
+vnni_variants! {
+    /// `dot_q8_0` of one weight row with eight activation rows whose scales `scales` holds side
+    /// by side (as `dot8_q4_1`); bit-identical to `dot_q8_0` per row.
+    ///
+    /// # Safety
+    /// Every `a[k].len() == w.len() == scales.len()`; AVX2, FMA and F16C available.
+    fn dot8_q8_0, dot8_q8_0_avx2, dot8_q8_0_vnni = dot8_q8_0_with(w: &[BlockQ8_0], a: [&[BlockQ8_0]; 8], scales: &[Scales8]) -> [f32; 8]
 }
 
 /// The body of both `dot8_q8_0` variants, inlined into each with its target features.
