@@ -35,15 +35,26 @@ impl Lanes {
         }
     }
 
-    /// Combines lane values (`count()` of them) as the matching ggml kernel does.
-    fn reduce(self, l: &[f32]) -> f32 {
+    /// out[d] = the lane values partial[l, d] (partial: [count(), out.len()]) combined as the
+    /// matching ggml kernel combines them; element-wise over d, so the loops vectorise.
+    fn reduce(self, partial: &[f32], out: &mut [f32]) {
+        let n = out.len();
+        assert_eq!(partial.len(), self.count() * n, "reduce: partial must be [lanes, n]");
         match self {
-            // _mm256 hsum: (l0+l4 + l2+l6) + (l1+l5 + l3+l7)
-            Lanes::Tiled => (l[0] + l[4] + (l[2] + l[6])) + (l[1] + l[5] + (l[3] + l[7])),
-            // four accumulators (a0+a2)+(a1+a3), then two horizontal adds
+            Lanes::Tiled => {
+                let l: [&[f32]; 8] = std::array::from_fn(|k| &partial[k * n..(k + 1) * n]);
+                // _mm256 hsum: (l0+l4 + l2+l6) + (l1+l5 + l3+l7)
+                for (d, o) in out.iter_mut().enumerate() {
+                    *o = (l[0][d] + l[4][d] + (l[2][d] + l[6][d])) + (l[1][d] + l[5][d] + (l[3][d] + l[7][d]));
+                }
+            }
             Lanes::Vector => {
-                let v: [f32; 8] = std::array::from_fn(|i| (l[i] + l[i + 16]) + (l[i + 8] + l[i + 24]));
-                (v[0] + v[4] + (v[1] + v[5])) + (v[2] + v[6] + (v[3] + v[7]))
+                let l: [&[f32]; 32] = std::array::from_fn(|k| &partial[k * n..(k + 1) * n]);
+                // four accumulators (a0+a2)+(a1+a3), then two horizontal adds
+                for (d, o) in out.iter_mut().enumerate() {
+                    let v: [f32; 8] = std::array::from_fn(|i| (l[i][d] + l[i + 16][d]) + (l[i + 8][d] + l[i + 24][d]));
+                    *o = (v[0] + v[4] + (v[1] + v[5])) + (v[2] + v[6] + (v[3] + v[7]));
+                }
             }
         }
     }
@@ -118,13 +129,7 @@ pub fn attention<C: Elem>(
                     axpy(&mut partial[lane * head_dim..(lane + 1) * head_dim], w, v_j);
                 }
             }
-            let mut column = [0.0f32; 32];
-            for (d, o_d) in o.iter_mut().enumerate() {
-                for (l, c) in column[..lanes.count()].iter_mut().enumerate() {
-                    *c = partial[l * head_dim + d];
-                }
-                *o_d = lanes.reduce(&column);
-            }
+            lanes.reduce(partial, o);
         });
     });
 }
