@@ -4,7 +4,7 @@ gguf's reader builds NumPy views of every metadata element: seconds for a 49k-to
 vocabulary, longer than generating a short reply. The first load of a file parses it in full
 (gguf.py) and saves the result here as JSON: the engine config, the tokenizer as
 `tokenizers` serializes it, and the tensor table (name, type, shape, byte range). Later loads
-of the same file (same path, size, mtime, inode, gptgen version) map it and make the views
+of the same file (same path, size, mtime and inode, read by the same versions) map it and make the views
 from the table. Anything wrong with a saved index means a full parse; an unwritable cache
 only means no index. The most recently used _KEEP indexes are kept. The engine-bound buffers are checked again in ModelSpec.engine_tensors,
 so even a tampered index cannot make the engine read outside the file.
@@ -29,10 +29,23 @@ _KEEP = 16
 
 
 def _identity(path: Path) -> dict:
+    """What must be unchanged for a saved index to stand: the file, and the code that read it
+    (gptgen's index format and version, and the gguf and tokenizers packages)."""
+    from importlib.metadata import version
+
     from .. import __version__
 
     st = path.stat()
-    return {"format": _FORMAT, "gptgen": __version__, "path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+    return {
+        "format": _FORMAT,
+        "gptgen": __version__,
+        "gguf": version("gguf"),
+        "tokenizers": version("tokenizers"),
+        "path": str(path.resolve()),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "inode": st.st_ino,
+    }
 
 
 def _index_file(path: Path) -> Path:
