@@ -7,18 +7,44 @@
         print(piece, end="", flush=True)
 """
 
-from .api import GenerateOptions
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from .errors import GptgenError
-from .generate import GenerationRequest, GenerationResult, generate
-from .model import Model
-from .sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from .api import GenerateOptions
+    from .generate import GenerationRequest, GenerationResult, generate
+    from .model import Model
+    from .sampling import SamplingParams
 
 __version__ = "0.1.0"
+
+# The public names, imported on first use: importing the package stays cheap and leaves NumPy
+# unloaded until needed (the CLI sets up its environment first).
+_LAZY = {
+    "GenerateOptions": "api",
+    "GenerationRequest": "generate",
+    "GenerationResult": "generate",
+    "generate": "generate",
+    "Model": "model",
+    "SamplingParams": "sampling",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load(model: str | None = None, threads: int | None = None) -> Model:
     """Loads a model: a .gguf file, a checkpoint directory, a known name such as
     "smollm2-135m-instruct", or a Hugging Face repo id. None: $GPTGEN_MODEL or the default."""
+    from .model import Model
+
     return Model.load(model, threads)
 
 

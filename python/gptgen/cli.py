@@ -16,9 +16,14 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import typer
+# gptgen makes no BLAS calls, but NumPy's OpenBLAS starts a thread per core when NumPy loads,
+# and they spin for a while, competing with the engine's threads on small machines. Set before
+# anything imports NumPy (the package's __init__ does not); a user's own setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from .errors import GptgenError
+import typer  # noqa: E402
+
+from .errors import GptgenError  # noqa: E402
 
 app = typer.Typer(
     name="gptgen",
