@@ -8,24 +8,13 @@ use _native::tensor::{DType, Layout, Matrix, Tensor};
 use half::{bf16, f16};
 use std::sync::Arc;
 
-struct Rng(u64);
-
-impl Rng {
-    fn unit(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.unit()).collect()
-    }
-}
+mod common;
+use common::Rng;
 
 /// A matrix of logical shape [n_out, n_in] stored with `layout` and `dtype`, and its values
 /// (as stored) in [n_out, n_in] order.
 fn matrix(rng: &mut Rng, n_out: usize, n_in: usize, layout: Layout, dtype: DType) -> (Matrix, Vec<f64>) {
-    let logical = rng.vec(n_out * n_in);
+    let logical = rng.vec(n_out * n_in, 1.0);
     let stored: Vec<f32> = match layout {
         Layout::OutIn => logical.clone(),
         Layout::InOut => (0..n_in * n_out).map(|k| logical[(k % n_out) * n_in + k / n_out]).collect(),
@@ -61,9 +50,9 @@ fn matmul_matches_naive_for_every_layout_type_and_batch() {
         for layout in [Layout::OutIn, Layout::InOut] {
             for dtype in [DType::F32, DType::F16, DType::BF16] {
                 let (w, values) = matrix(&mut rng, n_out, n_in, layout, dtype);
-                let bias = rng.vec(n_out);
+                let bias = rng.vec(n_out, 1.0);
                 for n in [1, 2, 5, 40] {
-                    let x = rng.vec(n * n_in);
+                    let x = rng.vec(n * n_in, 1.0);
                     let mut y = vec![f32::NAN; n * n_out];
                     let mut scratch = MatmulScratch::default();
                     pool.install(|| matmul(&mut y, &x, &w, Some(&bias), &mut scratch));
@@ -90,9 +79,9 @@ fn attention_matches_naive_softmax_with_grouped_heads() {
     let heads = Heads { n_head: 6, n_kv_head: 2, head_dim: 5 };
     let (max_seq, pos0, n) = (20, 9, 4);
     let q_stride = heads.n_head * heads.head_dim + 3; // rows padded, as in a fused QKV buffer
-    let q = rng.vec(n * q_stride);
+    let q = rng.vec(n * q_stride, 1.0);
     let cache_len = heads.n_kv_head * max_seq * heads.head_dim;
-    let (k, v) = (rng.vec(cache_len), rng.vec(cache_len));
+    let (k, v) = (rng.vec(cache_len, 1.0), rng.vec(cache_len, 1.0));
     let mut out = vec![0.0; n * heads.n_head * heads.head_dim];
     attention(&mut out, &q, q_stride, &k, &v, max_seq, pos0, heads);
     let hd = heads.head_dim;
@@ -141,7 +130,7 @@ fn check_quant_matmul<B: QuantBlock>(dtype: DType, fix: impl Fn(&mut B)) {
     let tensor = Tensor::new(Arc::new(blocks.clone()), dtype, vec![n_out, n_in]).unwrap();
     let w = Matrix { tensor, layout: Layout::OutIn, n_out, n_in };
     for n in [1, 3, 40] {
-        let x = rng.vec(n * n_in);
+        let x = rng.vec(n * n_in, 1.0);
         let mut y = vec![f32::NAN; n * n_out];
         let mut scratch = MatmulScratch::default();
         pool.install(|| matmul(&mut y, &x, &w, None, &mut scratch));

@@ -6,32 +6,15 @@ use _native::quant::blocks::*;
 use _native::quant::{scalar, ActBlock, QuantBlock, Scales8};
 use half::f16;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.unit()).collect()
-    }
-    fn scale(&mut self) -> f16 {
-        f16::from_f32(0.001 + 0.05 * self.unit().abs())
-    }
-}
+mod common;
+use common::Rng;
 
 /// Random blocks: random bytes, then sane scales (random f16 bits can be NaN).
 fn random_blocks<B: QuantBlock>(rng: &mut Rng, n: usize, fix: impl Fn(&mut B, &mut Rng)) -> Vec<B> {
     let mut blocks: Vec<B> = vec![bytemuck::Zeroable::zeroed(); n];
     for b in blocks.iter_mut() {
         for byte in bytemuck::bytes_of_mut(b) {
-            *byte = rng.next() as u8;
+            *byte = rng.next_u64() as u8;
         }
         fix(b, rng);
     }
@@ -49,7 +32,7 @@ fn check<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng), simd: unsafe
     for &n_blocks in &[1usize, 2, 3, 8, 18] {
         for _ in 0..20 {
             let w: Vec<B> = random_blocks(&mut rng, n_blocks, &fix);
-            let x = rng.vec(n_blocks * B::QK);
+            let x = rng.vec(n_blocks * B::QK, 1.0);
             let mut act: Vec<B::Act> = vec![bytemuck::Zeroable::zeroed(); n_blocks * B::QK / <B::Act as ActBlock>::QK];
             B::Act::quantize(&x, &mut act);
             let want = reference(&w, &act);
@@ -91,7 +74,7 @@ fn check_multi_row<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng)) {
         let acts: Vec<Vec<B::Act>> = (0..8)
             .map(|_| {
                 let mut act = vec![bytemuck::Zeroable::zeroed(); n_blocks * B::QK / <B::Act as ActBlock>::QK];
-                B::Act::quantize(&rng.vec(n_blocks * B::QK), &mut act);
+                B::Act::quantize(&rng.vec(n_blocks * B::QK, 1.0), &mut act);
                 act
             })
             .collect();
@@ -114,7 +97,7 @@ fn check_dot8_variants<B: QuantBlock>(fix: impl Fn(&mut B, &mut Rng), avx2_varia
     let acts: Vec<Vec<B::Act>> = (0..8)
         .map(|_| {
             let mut act = vec![bytemuck::Zeroable::zeroed(); 48];
-            B::Act::quantize(&rng.vec(48 * B::QK), &mut act);
+            B::Act::quantize(&rng.vec(48 * B::QK, 1.0), &mut act);
             act
         })
         .collect();
@@ -144,7 +127,7 @@ fn check_dot_variants<B: QuantBlock>(fix: impl Fn(&mut B, &mut Rng), avx2_varian
     for n_blocks in [1usize, 18, 48] {
         let w: Vec<B> = random_blocks(&mut rng, n_blocks, &fix);
         let mut act = vec![bytemuck::Zeroable::zeroed(); n_blocks];
-        B::Act::quantize(&rng.vec(n_blocks * B::QK), &mut act);
+        B::Act::quantize(&rng.vec(n_blocks * B::QK, 1.0), &mut act);
         // SAFETY: equal block counts; AVX2/FMA/F16C asserted, VNNI/VL detected.
         let (a, v) = unsafe { (avx2_variant(&w, &act), vnni_variant(&w, &act)) };
         assert_eq!(a.to_bits(), v.to_bits());
@@ -218,7 +201,7 @@ fn activation_quantization_rounds_half_to_even_and_keeps_sums() {
     assert_eq!(b8[0].s, 131.0);
     // Q8_K: the largest-magnitude element maps to -127 * sign flip, bsums per 16.
     let mut rng = Rng(5);
-    let x = rng.vec(256);
+    let x = rng.vec(256, 1.0);
     let mut k = [BlockQ8K { d: 0.0, qs: [0; 256], bsums: [0; 16] }];
     BlockQ8K::quantize(&x, &mut k);
     for g in 0..16 {
@@ -236,12 +219,12 @@ fn activation_quantization_rounds_half_to_even_and_keeps_sums() {
 fn avx2_activation_quantization_equals_scalar_bit_for_bit() {
     assert!(avx2(), "run these tests on an AVX2 machine");
     let mut rng = Rng(11);
-    let mut cases: Vec<Vec<f32>> = (0..50).map(|_| rng.vec(32 * 6)).collect();
+    let mut cases: Vec<Vec<f32>> = (0..50).map(|_| rng.vec(32 * 6, 1.0)).collect();
     // Halfway cases (amax 127: scale 1), an all-zero block, and large magnitudes.
     let mut ties = vec![0.0f32; 64];
     ties[..6].copy_from_slice(&[127.0, 2.5, 3.5, -0.5, -1.5, -126.5]);
     cases.push(ties);
-    cases.push(rng.vec(32).iter().map(|v| v * 3e4).collect());
+    cases.push(rng.vec(32, 1.0).iter().map(|v| v * 3e4).collect());
     for x in &cases {
         let n = x.len() / 32;
         let (mut simd0, mut ref0) = (vec![bytemuck::Zeroable::zeroed(); n], vec![bytemuck::Zeroable::zeroed(); n]);
