@@ -227,7 +227,9 @@ fn quant_matmul<B: QuantBlock>(
     }
     let act: &[B::Act] = act;
     // Activation blocks line up with weight blocks (equal QK), so this is also blocks_per_row.
-    scales8.resize(n / 8 * act_per_row, Scales8::default());
+    // Only types with an eight-row kernel read the side-by-side scales.
+    let groups = if B::EIGHT_ROW_KERNEL { n / 8 } else { 0 };
+    scales8.resize(groups * act_per_row, Scales8::default());
     for (g, group) in scales8.chunks_exact_mut(act_per_row).enumerate() {
         for (b, sc) in group.iter_mut().enumerate() {
             for k in 0..8 {
@@ -248,7 +250,7 @@ fn quant_matmul<B: QuantBlock>(
                 // Eight, then four tokens at a time share each unpacked weight block (t0 is
                 // a multiple of TOKEN_BLOCK, so groups of eight start at multiples of 8).
                 let mut t = t0;
-                while t + 8 <= t1 {
+                while B::EIGHT_ROW_KERNEL && t + 8 <= t1 {
                     let rows = std::array::from_fn(|k| act_row(t + k));
                     let sums = B::dot8(w_row(j), rows, &scales8[t / 8 * act_per_row..(t / 8 + 1) * act_per_row]);
                     for (k, sum) in sums.into_iter().enumerate() {

@@ -49,6 +49,9 @@ pub trait QuantBlock: Pod + Send + Sync {
         a.map(|row| Self::dot(w, row))
     }
 
+    /// Whether `dot8` has its own kernel; matmuls lay out `Scales8` and call `dot8` only then.
+    const EIGHT_ROW_KERNEL: bool = false;
+
     /// `dot` of one weight row with eight activation rows (equal results), `scales` holding
     /// their scales side by side (one per block); types with an eight-row kernel unpack each
     /// weight block once for all eight and scale them as vectors.
@@ -59,78 +62,40 @@ pub trait QuantBlock: Pod + Send + Sync {
     }
 }
 
+/// `impl ActBlock`: the block's (d, s) as an expression of `$b`, the scalar quantizer, and
+/// its AVX2 twin where there is one.
 macro_rules! act_block {
-    ($block:ty, $qk:expr, $quantize:ident, $scales:expr) => {
-        act_block!($block, $qk, $scales, |x, out| {
-            #[cfg(target_arch = "x86_64")]
-            if simd_enabled() {
-                // SAFETY: lengths checked by the caller; AVX2/FMA/F16C were detected.
-                return unsafe { avx2::$quantize(x, out) };
-            }
-            scalar::$quantize(x, out)
-        });
-    };
-    ($block:ty, $qk:expr, scalar $quantize:ident, $scales:expr) => {
-        act_block!($block, $qk, $scales, |x, out| scalar::$quantize(x, out));
-    };
-    ($block:ty, $qk:expr, $scales:expr, $body:expr) => {
+    ($block:ty, $qk:expr, |$b:ident| $scales:expr, $quantize:ident $(, avx2: $simd:ident)?) => {
         impl ActBlock for $block {
             const QK: usize = $qk;
             fn quantize(x: &[f32], out: &mut [Self]) {
                 assert_eq!(x.len(), out.len() * $qk, "quantize: length mismatch");
-                let body: fn(&[f32], &mut [Self]) = $body;
-                body(x, out)
+                $(
+                #[cfg(target_arch = "x86_64")]
+                if simd_enabled() {
+                    // SAFETY: lengths checked above; AVX2/FMA/F16C were detected.
+                    return unsafe { avx2::$simd(x, out) };
+                }
+                )?
+                scalar::$quantize(x, out)
             }
             #[inline]
             fn scales(&self) -> (f32, f32) {
-                let scales: fn(&Self) -> (f32, f32) = $scales;
-                scales(self)
+                let $b = self;
+                $scales
             }
         }
     };
 }
 
-act_block!(BlockQ8_0, 32, quantize_q8_0, |b| (b.d.to_f32(), 0.0));
-act_block!(BlockQ8_1, 32, quantize_q8_1, |b| (b.d, b.s));
-act_block!(BlockQ8K, 256, scalar quantize_q8_k, |b| (b.d, 0.0));
+act_block!(BlockQ8_0, 32, |b| (b.d.to_f32(), 0.0), quantize_q8_0, avx2: quantize_q8_0);
+act_block!(BlockQ8_1, 32, |b| (b.d, b.s), quantize_q8_1, avx2: quantize_q8_1);
+act_block!(BlockQ8K, 256, |b| (b.d, 0.0), quantize_q8_k);
 
+/// `impl QuantBlock` from the scalar and AVX2 kernels of the same names; `dot4` / `dot8`
+/// name the type's multi-row kernels where it has them (else the trait's defaults).
 macro_rules! quant_block {
-    ($block:ty, $qk:expr, $act:ty, $dequantize:ident, $dot:ident, $dot4:ident, $dot8:ident) => {
-        quant_block!($block, $qk, $act, $dequantize, $dot, $dot4, {
-            #[inline]
-            fn dot8(w: &[Self], a: [&[$act]; 8], scales: &[Scales8]) -> [f32; 8] {
-                assert!(a.iter().all(|row| row.len() == w.len()) && scales.len() == w.len(), "quantized dot: block count mismatch");
-                #[cfg(target_arch = "x86_64")]
-                if simd_enabled() {
-                    // SAFETY: equal block counts (checked above); AVX2/FMA/F16C were detected.
-                    return unsafe { avx2::$dot8(w, a, scales) };
-                }
-                a.map(|row| scalar::$dot(w, row))
-            }
-        });
-    };
-    ($block:ty, $qk:expr, $act:ty, $dequantize:ident, $dot:ident, $dot4:ident) => {
-        quant_block!($block, $qk, $act, $dequantize, $dot, $dot4, {});
-    };
-    ($block:ty, $qk:expr, $act:ty, $dequantize:ident, $dot:ident, $dot4:ident, { $($more:tt)* }) => {
-        quant_block!($block, $qk, $act, $dequantize, $dot, {
-            #[inline]
-            fn dot4(w: &[Self], a: [&[$act]; 4]) -> [f32; 4] {
-                assert!(a.iter().all(|row| row.len() == w.len()), "quantized dot: block count mismatch");
-                #[cfg(target_arch = "x86_64")]
-                if simd_enabled() {
-                    // SAFETY: equal block counts (checked above); AVX2/FMA/F16C were detected.
-                    return unsafe { avx2::$dot4(w, a) };
-                }
-                a.map(|row| scalar::$dot(w, row))
-            }
-            $($more)*
-        });
-    };
-    ($block:ty, $qk:expr, $act:ty, $dequantize:ident, $dot:ident) => {
-        quant_block!($block, $qk, $act, $dequantize, $dot, {});
-    };
-    ($block:ty, $qk:expr, $act:ty, $dequantize:ident, $dot:ident, { $($extra:tt)* }) => {
+    ($block:ty, $qk:expr, $act:ty, $dequantize:ident, $dot:ident $(, dot4: $dot4:ident)? $(, dot8: $dot8:ident)?) => {
         impl QuantBlock for $block {
             const QK: usize = $qk;
             type Act = $act;
@@ -148,15 +113,39 @@ macro_rules! quant_block {
                 }
                 scalar::$dot(w, a)
             }
-            $($extra)*
+            $(
+            #[inline]
+            fn dot4(w: &[Self], a: [&[$act]; 4]) -> [f32; 4] {
+                assert!(a.iter().all(|row| row.len() == w.len()), "quantized dot: block count mismatch");
+                #[cfg(target_arch = "x86_64")]
+                if simd_enabled() {
+                    // SAFETY: equal block counts (checked above); AVX2/FMA/F16C were detected.
+                    return unsafe { avx2::$dot4(w, a) };
+                }
+                a.map(|row| scalar::$dot(w, row))
+            }
+            )?
+            $(
+            const EIGHT_ROW_KERNEL: bool = true;
+            #[inline]
+            fn dot8(w: &[Self], a: [&[$act]; 8], scales: &[Scales8]) -> [f32; 8] {
+                assert!(a.iter().all(|row| row.len() == w.len()) && scales.len() == w.len(), "quantized dot: block count mismatch");
+                #[cfg(target_arch = "x86_64")]
+                if simd_enabled() {
+                    // SAFETY: equal block counts (checked above); AVX2/FMA/F16C were detected.
+                    return unsafe { avx2::$dot8(w, a, scales) };
+                }
+                a.map(|row| scalar::$dot(w, row))
+            }
+            )?
         }
     };
 }
 
 quant_block!(BlockQ4_0, 32, BlockQ8_0, dequantize_q4_0, dot_q4_0);
-quant_block!(BlockQ4_1, 32, BlockQ8_1, dequantize_q4_1, dot_q4_1, dot4_q4_1, dot8_q4_1);
+quant_block!(BlockQ4_1, 32, BlockQ8_1, dequantize_q4_1, dot_q4_1, dot4: dot4_q4_1, dot8: dot8_q4_1);
 quant_block!(BlockQ5_0, 32, BlockQ8_0, dequantize_q5_0, dot_q5_0);
 quant_block!(BlockQ5_1, 32, BlockQ8_1, dequantize_q5_1, dot_q5_1);
-quant_block!(BlockQ8_0, 32, BlockQ8_0, dequantize_q8_0, dot_q8_0, dot4_q8_0, dot8_q8_0);
+quant_block!(BlockQ8_0, 32, BlockQ8_0, dequantize_q8_0, dot_q8_0, dot4: dot4_q8_0, dot8: dot8_q8_0);
 quant_block!(BlockQ4K, 256, BlockQ8K, dequantize_q4_k, dot_q4_k);
 quant_block!(BlockQ6K, 256, BlockQ8K, dequantize_q6_k, dot_q6_k);
