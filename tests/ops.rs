@@ -114,7 +114,7 @@ fn tensor_rejects_wrong_sizes_and_overflowing_shapes() {
 }
 
 /// Quantized matmul: every output equals the kernel's own dot product of that weight row with
-/// the quantized activation row, whatever the batch size and tiling.
+/// the quantized activation row, plus the bias, whatever the batch size and tiling.
 fn check_quant_matmul<B: QuantBlock>(dtype: DType, fix: impl Fn(&mut B)) {
     let mut rng = Rng(0xABCD_EF01);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
@@ -129,16 +129,19 @@ fn check_quant_matmul<B: QuantBlock>(dtype: DType, fix: impl Fn(&mut B)) {
     }
     let tensor = Tensor::new(Arc::new(blocks.clone()), dtype, vec![n_out, n_in]).unwrap();
     let w = Matrix { tensor, layout: Layout::OutIn, n_out, n_in };
-    for n in [1, 3, 40] {
+    let bias = rng.vec(n_out, 1.0);
+    // 70 tokens: enough blocks of eight to be split by tokens rather than by columns, and a
+    // last block of six (one four-row and two single dot products).
+    for n in [1, 3, 40, 70] {
         let x = rng.vec(n * n_in, 1.0);
         let mut y = vec![f32::NAN; n * n_out];
         let mut scratch = MatmulScratch::default();
-        pool.install(|| matmul(&mut y, &x, &w, None, &mut scratch));
+        pool.install(|| matmul(&mut y, &x, &w, Some(&bias), &mut scratch));
         for t in 0..n {
             let mut act: Vec<B::Act> = vec![bytemuck::Zeroable::zeroed(); n_in / <B::Act as ActBlock>::QK];
             B::Act::quantize(&x[t * n_in..(t + 1) * n_in], &mut act);
             for o in 0..n_out {
-                let want = B::dot(&blocks[o * blocks_per_row..(o + 1) * blocks_per_row], &act);
+                let want = bias[o] + B::dot(&blocks[o * blocks_per_row..(o + 1) * blocks_per_row], &act);
                 assert_eq!(y[t * n_out + o], want, "{dtype:?} n={n} t={t} o={o}");
             }
         }

@@ -1,9 +1,11 @@
-//! y = x Wᵀ (+ b) for a batch of activation rows, threaded over output columns.
+//! y = x Wᵀ (+ b) for a batch of activation rows, threaded over output columns or tokens.
 //!
 //! The output columns are split into tiles; each rayon task owns one tile and computes it for
 //! every token, so a tile's weights are read from memory once per call whatever the batch size.
 //! With one token the tiles are contiguous pieces of y and are written in place; with several,
-//! tasks write tiles into a scratch buffer that is then scattered into y row by row.
+//! tasks write tiles into a scratch buffer that is then scattered into y row by row. Quantized
+//! matmuls over many tokens (prefill) are split by blocks of tokens instead: each task writes
+//! its own rows of y in place and reads the whole matrix, which stays in L2 between blocks.
 //!
 //! Float weights (f32/f16/bf16) multiply f32 activations directly, in either layout.
 //! Quantized weights ([n_out, n_in] only) first have each activation row quantized once into
@@ -15,6 +17,7 @@ use crate::quant::{ActBlock, QuantBlock, Scales8};
 use crate::tensor::{with_elems, Layout, Matrix};
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::ops::Range;
 
 /// Output columns per task for [n_out, n_in] weights: each column is one dot product.
 const TILE_OUT_IN: usize = 32;
@@ -27,6 +30,9 @@ const TILE_IN_OUT: usize = 128;
 const TOKEN_BLOCK: usize = 8;
 // Eight-token kernels start at multiples of 8 within a block.
 const _: () = assert!(TOKEN_BLOCK % 8 == 0);
+/// Token blocks per thread from which a quantized matmul is split by tokens rather than by
+/// output columns.
+const TOKEN_BLOCKS_PER_THREAD: usize = 4;
 /// Stored rows per band when one token meets [n_in, n_out] weights (see `in_out_single`).
 const BAND_ROWS: usize = 64;
 /// Activation rows below this many are quantized on the calling thread: a row takes about a
@@ -239,36 +245,53 @@ fn quant_matmul<B: QuantBlock>(
     }
     let scales8: &[Scales8] = scales8;
 
-    run_tiles(y, n, TILE_OUT_IN, tiles, |col0, out| {
-        let width = out.len() / n;
-        init_tile(out, n, bias, col0);
-        for t0 in (0..n).step_by(TOKEN_BLOCK) {
-            let t1 = (t0 + TOKEN_BLOCK).min(n);
-            let act_row = |t: usize| &act[t * act_per_row..(t + 1) * act_per_row];
-            let w_row = |j: usize| &ws[(col0 + j) * blocks_per_row..(col0 + j + 1) * blocks_per_row];
-            for j in 0..width {
-                // Eight, then four tokens at a time share each unpacked weight block (t0 is
-                // a multiple of TOKEN_BLOCK, so groups of eight start at multiples of 8).
-                let mut t = t0;
-                while B::EIGHT_ROW_KERNEL && t + 8 <= t1 {
-                    let rows = std::array::from_fn(|k| act_row(t + k));
-                    let sums = B::dot8(w_row(j), rows, &scales8[t / 8 * act_per_row..(t / 8 + 1) * act_per_row]);
-                    for (k, sum) in sums.into_iter().enumerate() {
-                        out[(t + k) * width + j] += sum;
-                    }
-                    t += 8;
+    // out[t - tokens.start, j] += w[col0 + j] · act[t] for t in tokens, j < width; out is
+    // [tokens.len(), width].
+    let dot_rows = |out: &mut [f32], width: usize, col0: usize, tokens: Range<usize>| {
+        let act_row = |t: usize| &act[t * act_per_row..(t + 1) * act_per_row];
+        let w_row = |j: usize| &ws[(col0 + j) * blocks_per_row..(col0 + j + 1) * blocks_per_row];
+        let at = |t: usize, j: usize| (t - tokens.start) * width + j;
+        for j in 0..width {
+            // Eight, then four tokens at a time share each unpacked weight block (tokens
+            // starts at a multiple of TOKEN_BLOCK, so groups of eight start at multiples of 8).
+            let mut t = tokens.start;
+            while B::EIGHT_ROW_KERNEL && t + 8 <= tokens.end {
+                let rows = std::array::from_fn(|k| act_row(t + k));
+                let sums = B::dot8(w_row(j), rows, &scales8[t / 8 * act_per_row..(t / 8 + 1) * act_per_row]);
+                for (k, sum) in sums.into_iter().enumerate() {
+                    out[at(t + k, j)] += sum;
                 }
-                while t + 4 <= t1 {
-                    let sums = B::dot4(w_row(j), [act_row(t), act_row(t + 1), act_row(t + 2), act_row(t + 3)]);
-                    for (k, sum) in sums.into_iter().enumerate() {
-                        out[(t + k) * width + j] += sum;
-                    }
-                    t += 4;
+                t += 8;
+            }
+            while t + 4 <= tokens.end {
+                let sums = B::dot4(w_row(j), [act_row(t), act_row(t + 1), act_row(t + 2), act_row(t + 3)]);
+                for (k, sum) in sums.into_iter().enumerate() {
+                    out[at(t + k, j)] += sum;
                 }
-                for t in t..t1 {
-                    out[t * width + j] += B::dot(w_row(j), act_row(t));
-                }
+                t += 4;
+            }
+            for t in t..tokens.end {
+                out[at(t, j)] += B::dot(w_row(j), act_row(t));
             }
         }
-    });
+    };
+
+    if n >= TOKEN_BLOCK * TOKEN_BLOCKS_PER_THREAD * rayon::current_num_threads() {
+        // Enough token blocks to share out: each task owns a block's rows of y and writes them
+        // in place, taking every weight row in turn (a layer's matrices fit in L2).
+        y.par_chunks_mut(TOKEN_BLOCK * w.n_out).enumerate().for_each(|(b, rows)| {
+            let count = rows.len() / w.n_out;
+            init_tile(rows, count, bias, 0);
+            dot_rows(rows, w.n_out, 0, b * TOKEN_BLOCK..b * TOKEN_BLOCK + count);
+        });
+    } else {
+        run_tiles(y, n, TILE_OUT_IN, tiles, |col0, out| {
+            let width = out.len() / n;
+            init_tile(out, n, bias, col0);
+            for t0 in (0..n).step_by(TOKEN_BLOCK) {
+                let t1 = (t0 + TOKEN_BLOCK).min(n);
+                dot_rows(&mut out[t0 * width..t1 * width], width, col0, t0..t1);
+            }
+        });
+    }
 }
