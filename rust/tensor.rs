@@ -161,7 +161,7 @@ impl Tensor {
         if Some(bytes.len()) != (count / block_elems).checked_mul(block_bytes) {
             bail!("tensor of shape {shape:?} and type {} needs {} bytes, buffer has {}", dtype.name(), count / block_elems * block_bytes, bytes.len());
         }
-        if bytes.as_ptr() as usize % dtype.align() != 0 {
+        if !(bytes.as_ptr() as usize).is_multiple_of(dtype.align()) {
             bail!("tensor buffer is not aligned to {} bytes", dtype.align());
         }
         Ok(Tensor { storage, dtype, shape })
@@ -217,7 +217,7 @@ impl Tensor {
         use crate::quant::QuantBlock;
         let end = start + out.len();
         let qk = self.dtype.block().0;
-        assert!(start % qk == 0 && end % qk == 0, "read_f32: range is not block-aligned");
+        assert!(start.is_multiple_of(qk) && end.is_multiple_of(qk), "read_f32: range is not block-aligned");
         with_elems!(self.elems(), w =>
             float {
                 for (o, &e) in out.iter_mut().zip(&w[start..end]) {

@@ -57,8 +57,8 @@ fn scales8<A: ActBlock>(acts: &[Vec<A>]) -> Vec<Scales8> {
     (0..acts[0].len())
         .map(|b| {
             let mut sc = Scales8::default();
-            for k in 0..8 {
-                (sc.d[k], sc.s[k]) = acts[k][b].scales();
+            for (k, act) in acts.iter().enumerate().take(8) {
+                (sc.d[k], sc.s[k]) = act[b].scales();
             }
             sc
         })

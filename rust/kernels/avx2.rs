@@ -274,7 +274,7 @@ pub unsafe fn gelu_tanh(x: &mut [f32]) {
         let e = exp8(_mm256_mul_ps(_mm256_set1_ps(-2.0), u));
         _mm256_div_ps(a, _mm256_add_ps(_mm256_set1_ps(1.0), e))
     };
-    map8(x, vector, |rest| super::scalar::gelu_tanh(rest))
+    map8(x, vector, super::scalar::gelu_tanh)
 }
 
 /// # Safety

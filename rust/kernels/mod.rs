@@ -163,7 +163,7 @@ pub fn dot<W: Elem>(x: &[f32], w: &[W]) -> f32 {
 /// attention over several tokens.
 #[inline]
 pub fn dot_tiled<W: Elem>(x: &[f32], w: &[W]) -> f32 {
-    assert!(x.len() == w.len() && x.len() % 8 == 0, "dot_tiled: lengths must match and be a multiple of 8");
+    assert!(x.len() == w.len() && x.len().is_multiple_of(8), "dot_tiled: lengths must match and be a multiple of 8");
     #[cfg(target_arch = "x86_64")]
     if simd_enabled() {
         // SAFETY: lengths checked above; AVX2/FMA/F16C were detected.
@@ -186,7 +186,7 @@ pub fn round_to<W: Elem>(x: &mut [f32]) {
 /// out[j] = dot_tiled(q, rows[j]) for rows [out.len(), q.len()]: each row summed exactly as
 /// `dot_tiled` sums it, in one call (attention scores over a cache).
 pub fn dot_tiled_rows<W: Elem>(q: &[f32], rows: &[W], out: &mut [f32]) {
-    assert!(!q.is_empty() && q.len() % 8 == 0, "dot_tiled_rows: the length must be a multiple of 8");
+    assert!(!q.is_empty() && q.len().is_multiple_of(8), "dot_tiled_rows: the length must be a multiple of 8");
     assert_eq!(rows.len(), out.len() * q.len(), "dot_tiled_rows: one row per output");
     #[cfg(target_arch = "x86_64")]
     if simd_enabled() {
@@ -201,7 +201,7 @@ pub fn dot_tiled_rows<W: Elem>(q: &[f32], rows: &[W], out: &mut [f32]) {
 /// in registers (attention outputs in tinyBLAS's lane order). d must be a multiple of 8.
 pub fn axpy_lanes8<W: Elem>(partial: &mut [f32], weights: &[f32], rows: &[W]) {
     let d = partial.len() / 8;
-    assert!(d > 0 && partial.len() == 8 * d && d % 8 == 0, "axpy_lanes8: partial must be [8, d], d a multiple of 8");
+    assert!(d > 0 && partial.len() == 8 * d && d.is_multiple_of(8), "axpy_lanes8: partial must be [8, d], d a multiple of 8");
     assert_eq!(rows.len(), weights.len() * d, "axpy_lanes8: one row per weight");
     #[cfg(target_arch = "x86_64")]
     if simd_enabled() {
@@ -229,9 +229,9 @@ pub fn axpy<W: Elem>(y: &mut [f32], a: f32, w: &[W]) {
 /// stored row would (same fused or unfused steps), but with the running sums of a block of
 /// tokens x columns held in registers instead of being reloaded for every row.
 pub fn axpy_block<W: Elem>(out: &mut [f32], x: &[f32], n_in: usize, rows: std::ops::Range<usize>, w: &[W], n_out: usize, col0: usize) {
-    assert!(n_in > 0 && !x.is_empty() && x.len() % n_in == 0, "axpy_block: x is not whole rows");
+    assert!(n_in > 0 && !x.is_empty() && x.len().is_multiple_of(n_in), "axpy_block: x is not whole rows");
     let n = x.len() / n_in;
-    assert!(out.len() % n == 0, "axpy_block: out is not one row per token");
+    assert!(out.len().is_multiple_of(n), "axpy_block: out is not one row per token");
     let width = out.len() / n;
     assert!(rows.start <= rows.end && rows.end <= n_in, "axpy_block: rows outside the input");
     assert!(col0 + width <= n_out && w.len() >= n_in * n_out, "axpy_block: columns outside the weights");

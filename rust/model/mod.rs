@@ -58,7 +58,7 @@ impl Config {
                 bail!("rope base {} must be a positive number", rope.base);
             }
         }
-        if self.n_head % self.n_kv_head != 0 {
+        if !self.n_head.is_multiple_of(self.n_kv_head) {
             bail!("n_head {} is not divisible by n_kv_head {}", self.n_head, self.n_kv_head);
         }
         if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {

@@ -29,7 +29,7 @@ const TILE_IN_OUT: usize = 128;
 /// (measured faster than 16 or 32 for prefill).
 const TOKEN_BLOCK: usize = 8;
 // Eight-token kernels start at multiples of 8 within a block.
-const _: () = assert!(TOKEN_BLOCK % 8 == 0);
+const _: () = assert!(TOKEN_BLOCK.is_multiple_of(8));
 /// Token blocks per thread from which a quantized matmul is split by tokens rather than by
 /// output columns.
 const TOKEN_BLOCKS_PER_THREAD: usize = 4;
@@ -53,7 +53,7 @@ pub struct MatmulScratch {
 /// y[n, n_out] = x[n, n_in] · Wᵀ + bias.
 pub fn matmul(y: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f32]>, scratch: &mut MatmulScratch) {
     let (n_in, n_out) = (w.n_in, w.n_out);
-    assert!(n_in > 0 && x.len() % n_in == 0, "matmul: x is not a whole number of rows");
+    assert!(n_in > 0 && x.len().is_multiple_of(n_in), "matmul: x is not a whole number of rows");
     let n = x.len() / n_in;
     assert_eq!(y.len(), n * n_out, "matmul: y has the wrong size");
     if let Some(b) = bias {

@@ -3,7 +3,7 @@
 /// LayerNorm (GPT-2): out = (x - mean) / sqrt(var + eps) * w + b, over each row of x [rows, dim].
 pub fn layer_norm(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
     let dim = w.len();
-    assert!(b.len() == dim && x.len() == out.len() && x.len() % dim == 0);
+    assert!(b.len() == dim && x.len() == out.len() && x.len().is_multiple_of(dim));
     for (o, xr) in out.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
         // Accumulate in f64: rows can be long and the variance is a difference of squares.
         let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
@@ -18,7 +18,7 @@ pub fn layer_norm(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
 /// RMSNorm (Llama): out = x / sqrt(mean(x^2) + eps) * w, over each row of x [rows, dim].
 pub fn rms_norm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     let dim = w.len();
-    assert!(x.len() == out.len() && x.len() % dim == 0);
+    assert!(x.len() == out.len() && x.len().is_multiple_of(dim));
     for (o, xr) in out.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
         // As ggml: f32 squares summed in f64, the mean and its inverse root in f32.
         let mean_sq = (xr.iter().map(|&v| (v * v) as f64).sum::<f64>() / dim as f64) as f32;

@@ -44,7 +44,7 @@ impl Rope {
     pub fn apply(&self, x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
         let half = self.dims / 2;
         let n = cos.len() / half.max(1);
-        assert!(self.dims <= head_dim && x.len() % (n.max(1) * head_dim) == 0);
+        assert!(self.dims <= head_dim && x.len().is_multiple_of(n.max(1) * head_dim));
         let heads_per_row = x.len() / n.max(1) / head_dim;
         for (t, row) in x.chunks_exact_mut(heads_per_row * head_dim).enumerate() {
             let (c, s) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
