@@ -6,7 +6,7 @@ use super::session::{sized, Batch, Scratch};
 use super::{Config, Model};
 use crate::bail;
 use crate::error::Result;
-use crate::kernels::silu_mul;
+use crate::ops::activation::silu_mul;
 use crate::ops::add_in_place;
 use crate::ops::attention::Heads;
 use crate::ops::matmul::{matmul, matmul_group};
