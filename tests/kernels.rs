@@ -255,6 +255,12 @@ fn check_attention_kernels<W: Elem>(convert: fn(f32) -> W) {
     unsafe { kernels::avx2::round_to::<W>(&mut got) };
     scalar::round_to::<W>(&mut want);
     assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    // Storing into the cache type (the KV cache's writes): the same values, each from_f32.
+    let mut stored: Vec<W> = vec![bytemuck::Zeroable::zeroed(); x.len()];
+    // SAFETY: AVX2/FMA/F16C asserted above; equal lengths.
+    unsafe { kernels::avx2::narrow(&mut stored, &x) };
+    let want: Vec<W> = x.iter().map(|&v| W::from_f32(v)).collect();
+    assert_eq!(bytemuck::cast_slice::<W, u8>(&stored), bytemuck::cast_slice::<W, u8>(&want));
 }
 
 #[test]

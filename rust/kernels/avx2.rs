@@ -66,6 +66,17 @@ pub unsafe fn round_to<W: Elem>(x: &mut [f32]) {
 }
 
 /// # Safety
+/// `out.len() == x.len()`; the CPU supports AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn narrow<W: Elem>(out: &mut [W], x: &[f32]) {
+    let whole = x.len() / 8 * 8;
+    for i in (0..whole).step_by(8) {
+        W::store8(out.as_mut_ptr().add(i), _mm256_loadu_ps(x.as_ptr().add(i)));
+    }
+    super::scalar::narrow(&mut out[whole..], &x[whole..]);
+}
+
+/// # Safety
 /// `q.len() % 8 == 0`, `rows.len() == out.len() * q.len()`; the CPU supports AVX2, FMA, F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_tiled_rows<W: Elem>(q: &[f32], rows: &[W], out: &mut [f32]) {

@@ -24,6 +24,19 @@ pub trait Elem: bytemuck::Pod + Send + Sync + 'static {
     #[cfg(target_arch = "x86_64")]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
 
+    /// Stores 8 values rounded to this type (`from_f32`, lane-wise).
+    ///
+    /// # Safety
+    /// `p` must be valid for writing 8 elements and the CPU must support AVX2 and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn store8(p: *mut Self, v: std::arch::x86_64::__m256) {
+        let mut lanes = [0.0f32; 8];
+        std::arch::x86_64::_mm256_storeu_ps(lanes.as_mut_ptr(), v);
+        for (k, x) in lanes.into_iter().enumerate() {
+            p.add(k).write_unaligned(Self::from_f32(x));
+        }
+    }
+
     /// 8 values rounded to this type and widened back (`from_f32` then `to_f32`, lane-wise).
     ///
     /// # Safety
@@ -53,6 +66,11 @@ impl Elem for f32 {
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
+    unsafe fn store8(p: *mut Self, v: std::arch::x86_64::__m256) {
+        std::arch::x86_64::_mm256_storeu_ps(p, v)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
     unsafe fn round8(v: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
         v
     }
@@ -72,6 +90,12 @@ impl Elem for f16 {
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
         use std::arch::x86_64::*;
         _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn store8(p: *mut Self, v: std::arch::x86_64::__m256) {
+        use std::arch::x86_64::*;
+        _mm_storeu_si128(p as *mut __m128i, _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v))
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
@@ -181,6 +205,17 @@ pub fn round_to<W: Elem>(x: &mut [f32]) {
         return unsafe { avx2::round_to::<W>(x) };
     }
     scalar::round_to::<W>(x)
+}
+
+/// out[i] = x[i] rounded to the storage type (`Elem::from_f32`).
+pub fn narrow<W: Elem>(out: &mut [W], x: &[f32]) {
+    assert_eq!(out.len(), x.len(), "narrow: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if simd_enabled() {
+        // SAFETY: lengths are equal (checked above) and AVX2/FMA/F16C were detected.
+        return unsafe { avx2::narrow(out, x) };
+    }
+    scalar::narrow(out, x)
 }
 
 /// out[j] = dot_tiled(q, rows[j]) for rows [out.len(), q.len()]: each row summed exactly as

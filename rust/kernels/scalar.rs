@@ -23,6 +23,12 @@ pub fn round_to<W: Elem>(x: &mut [f32]) {
     }
 }
 
+pub fn narrow<W: Elem>(out: &mut [W], x: &[f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = W::from_f32(v);
+    }
+}
+
 /// `dot_tiled` of `q` with each row of `rows`: see `kernels::dot_tiled_rows`.
 pub fn dot_tiled_rows<W: Elem>(q: &[f32], rows: &[W], out: &mut [f32]) {
     for (o, row) in out.iter_mut().zip(rows.chunks_exact(q.len())) {

@@ -3,7 +3,7 @@
 //! activation buffers (`Scratch`: grown once to the largest batch, never per token).
 
 use super::Config;
-use crate::kernels::Elem;
+use crate::kernels::{narrow, Elem};
 use crate::ops::attention::{attention, Heads};
 use crate::ops::matmul::MatmulScratch;
 use half::f16;
@@ -161,9 +161,7 @@ impl KvCache {
         fn write<C: Elem>(cache: &mut [C], values: &[f32], pos: usize, max_seq: usize, head_dim: usize) {
             for (g, head) in values.chunks_exact(head_dim).enumerate() {
                 let at = (g * max_seq + pos) * head_dim;
-                for (c, &x) in cache[at..at + head_dim].iter_mut().zip(head) {
-                    *c = C::from_f32(x);
-                }
+                narrow(&mut cache[at..at + head_dim], head);
             }
         }
         let (_, n_kv_head, head_dim) = self.geometry;
