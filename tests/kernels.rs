@@ -220,7 +220,7 @@ fn ggml_exp_is_accurate_and_saturates() {
 fn check_attention_kernels<W: Elem>(convert: fn(f32) -> W) {
     assert!(avx2_available(), "these tests compare the AVX2 kernels: run them on an AVX2 machine");
     let mut rng = Rng(31);
-    for (d, len) in [(8usize, 1usize), (64, 7), (64, 8), (64, 9), (64, 100), (16, 33)] {
+    for (d, len) in [(8usize, 1usize), (64, 7), (64, 8), (64, 9), (64, 100), (16, 33), (64, 300), (8, 1100)] {
         let q = rng.vec(d, 2.0);
         let rows: Vec<W> = rng.vec(len * d, 1.0).into_iter().map(convert).collect();
         let mut got = vec![0.0; len];

@@ -94,22 +94,31 @@ pub unsafe fn axpy_lanes8<W: Elem>(partial: &mut [f32], weights: &[f32], rows: &
     let d = partial.len() / 8;
     let (pp, rp) = (partial.as_mut_ptr(), rows.as_ptr());
     let n = weights.len();
-    for c in (0..d).step_by(8) {
-        let mut acc: [__m256; 8] = std::array::from_fn(|l| _mm256_loadu_ps(pp.add(l * d + c)));
-        let mut j = 0;
-        while j < n {
-            // Rows j.. go to lanes 0.. in turn: the lane is j % 8 as j starts at a multiple of 8.
-            for (l, a) in acc.iter_mut().enumerate().take(n - j) {
-                let v = W::load8(rp.add((j + l) * d + c));
-                *a = _mm256_fmadd_ps(_mm256_set1_ps(*weights.get_unchecked(j + l)), v, *a);
+    // Rows in blocks that stay in L1 while each 8-column slice passes over them; every lane
+    // still takes its rows in order, so the sums are those of one pass over all rows.
+    let block = (L1_ROW_BYTES / (d * std::mem::size_of::<W>())).max(1).next_multiple_of(8);
+    for j0 in (0..n).step_by(block) {
+        let j1 = (j0 + block).min(n);
+        for c in (0..d).step_by(8) {
+            let mut acc: [__m256; 8] = std::array::from_fn(|l| _mm256_loadu_ps(pp.add(l * d + c)));
+            let mut j = j0;
+            while j < j1 {
+                // Rows j.. go to lanes 0.. in turn: the lane is j % 8 as j starts at a multiple of 8.
+                for (l, a) in acc.iter_mut().enumerate().take(j1 - j) {
+                    let v = W::load8(rp.add((j + l) * d + c));
+                    *a = _mm256_fmadd_ps(_mm256_set1_ps(*weights.get_unchecked(j + l)), v, *a);
+                }
+                j += 8;
             }
-            j += 8;
-        }
-        for (l, a) in acc.iter().enumerate() {
-            _mm256_storeu_ps(pp.add(l * d + c), *a);
+            for (l, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(pp.add(l * d + c), *a);
+            }
         }
     }
 }
+
+/// Bytes of value rows `axpy_lanes8` takes per block: half of a 32 KB L1 data cache.
+const L1_ROW_BYTES: usize = 16 << 10;
 
 /// # Safety
 /// `y.len() == w.len()`; the CPU supports AVX2, FMA and F16C.
