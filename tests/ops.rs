@@ -118,7 +118,9 @@ fn tensor_rejects_wrong_sizes_and_overflowing_shapes() {
 fn check_quant_matmul<B: QuantBlock>(dtype: DType, fix: impl Fn(&mut B)) {
     let mut rng = Rng(0xABCD_EF01);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-    let (n_out, n_in) = (70, 512);
+    // 270 outputs: one-token chunks of 136 and 134 rows on two threads, so four rows a quarter
+    // apart at a time, and two rows left over.
+    let (n_out, n_in) = (270, 512);
     let blocks_per_row = n_in / B::QK;
     let mut blocks: Vec<B> = vec![bytemuck::Zeroable::zeroed(); n_out * blocks_per_row];
     for b in blocks.iter_mut() {

@@ -65,8 +65,10 @@ fn scales8<A: ActBlock>(acts: &[Vec<A>]) -> Vec<Scales8> {
         .collect()
 }
 
-/// `dot4` and `dot8` (one weight row, four or eight activation rows) must equal `dot` bit for
-/// bit: batched decoding promises the tokens of separate runs, prefill those of decoding.
+/// `dot4` and `dot8` (one weight row, four or eight activation rows) and `dot_w4` (four weight
+/// rows, one activation row) must equal `dot` bit for bit: batched decoding promises the
+/// tokens of separate runs, prefill those of decoding, and decoding does not depend on how
+/// rows are grouped.
 fn check_multi_row<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng)) {
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     for &n_blocks in &[1usize, 5, 18, 48] {
@@ -79,6 +81,10 @@ fn check_multi_row<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng)) {
             })
             .collect();
         let singles: Vec<u32> = acts.iter().map(|a| B::dot(&w, a).to_bits()).collect();
+        let others: Vec<Vec<B>> = (0..3).map(|_| random_blocks(&mut rng, n_blocks, &fix)).collect();
+        let rows = [&others[0][..], &w, &others[1], &others[2]];
+        let want: Vec<u32> = rows.iter().map(|row| B::dot(row, &acts[0]).to_bits()).collect();
+        assert_eq!(B::dot_w4(rows, &acts[0]).map(f32::to_bits), want[..], "{name}: dot_w4 with {n_blocks} blocks");
         let four = B::dot4(&w, [&acts[0], &acts[1], &acts[2], &acts[3]]);
         assert_eq!(four.map(f32::to_bits), singles[..4], "{name}: dot4 with {n_blocks} blocks");
         let scales = scales8(&acts);
@@ -139,6 +145,36 @@ fn single_row_vnni_variants_equal_avx2_bit_for_bit() {
     use _native::quant::avx2;
     check_dot_variants::<BlockQ4_1>(|b, r| (b.d, b.m) = (r.scale(), f16::from_f32(0.2 * r.unit())), avx2::dot_q4_1_avx2, avx2::dot_q4_1_vnni);
     check_dot_variants::<BlockQ8_0>(|b, r| b.d = r.scale(), avx2::dot_q8_0_avx2, avx2::dot_q8_0_vnni);
+}
+
+type DotW4<B> = unsafe fn([&[B]; 4], &[<B as QuantBlock>::Act]) -> [f32; 4];
+
+/// Both variants of a four-weight-row kernel against four single (SIMD) dot products.
+fn check_dot_w4_variants<B: QuantBlock>(fix: impl Fn(&mut B, &mut Rng), avx2_variant: DotW4<B>, vnni_variant: DotW4<B>) {
+    assert!(avx2(), "run these tests on an AVX2 machine");
+    let mut rng = Rng(53);
+    for n_blocks in [1usize, 18, 48] {
+        let ws: Vec<Vec<B>> = (0..4).map(|_| random_blocks(&mut rng, n_blocks, &fix)).collect();
+        let rows: [&[B]; 4] = std::array::from_fn(|r| ws[r].as_slice());
+        let mut act = vec![bytemuck::Zeroable::zeroed(); n_blocks];
+        B::Act::quantize(&rng.vec(n_blocks * B::QK, 1.0), &mut act);
+        let want: Vec<u32> = rows.iter().map(|w| B::dot(w, &act).to_bits()).collect();
+        // SAFETY: equal block counts; AVX2/FMA/F16C asserted above.
+        assert_eq!(unsafe { avx2_variant(rows, &act) }.map(f32::to_bits), want[..]);
+        if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+            // SAFETY: as above, and VNNI/VL were detected.
+            assert_eq!(unsafe { vnni_variant(rows, &act) }.map(f32::to_bits), want[..]);
+        } else {
+            eprintln!("no AVX-512 VNNI on this CPU: the VNNI variant is not exercised");
+        }
+    }
+}
+
+#[test]
+fn dot_w4_avx2_and_vnni_variants_equal_dot_bit_for_bit() {
+    use _native::quant::avx2;
+    check_dot_w4_variants::<BlockQ4_1>(|b, r| (b.d, b.m) = (r.scale(), f16::from_f32(-0.1 * r.unit())), avx2::dot_w4_q4_1_avx2, avx2::dot_w4_q4_1_vnni);
+    check_dot_w4_variants::<BlockQ8_0>(|b, r| b.d = r.scale(), avx2::dot_w4_q8_0_avx2, avx2::dot_w4_q8_0_vnni);
 }
 
 #[test]

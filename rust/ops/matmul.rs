@@ -6,6 +6,8 @@
 //! tasks write tiles into a scratch buffer that is then scattered into y row by row. Quantized
 //! matmuls over many tokens (prefill) are split by blocks of tokens instead: each task writes
 //! its own rows of y in place and reads the whole matrix, which stays in L2 between blocks.
+//! Quantized matmuls of one token (decoding) give each thread one long contiguous share of the
+//! rows, taken four rows at a time from its four quarters (see `one_token_dots`).
 //!
 //! Float weights (f32/f16/bf16) multiply f32 activations directly, in either layout.
 //! Quantized weights ([n_out, n_in] only) first have each activation row quantized once into
@@ -35,6 +37,11 @@ const _: () = assert!(TOKEN_BLOCK.is_multiple_of(8));
 const TOKEN_BLOCKS_PER_THREAD: usize = 4;
 /// Stored rows per band when one token meets [n_in, n_out] weights (see `in_out_single`).
 const BAND_ROWS: usize = 64;
+/// Rows from which a matrix is cut into several one-token tasks per thread.
+const LARGE_MATRIX_ROWS: usize = 4096;
+/// Quarters of a one-token task shorter than this many rows are too short to stream well
+/// (measured): such tasks take their rows one at a time.
+const MIN_QUARTER_ROWS: usize = 32;
 /// Activation rows below this many are quantized on the calling thread: a row takes about a
 /// microsecond, less than handing work to the pool costs.
 const PARALLEL_QUANTIZE_ROWS: usize = 16;
@@ -102,19 +109,40 @@ fn fused_quant_rows<B: QuantBlock>(ys: &mut [&mut [f32]], x: &[f32], ws: &[&Matr
     let act: &mut [B::Act] = bytemuck::cast_slice_mut(&mut bytemuck::cast_slice_mut::<u64, u8>(act_words)[..act_bytes]);
     B::Act::quantize(x, act);
     let act: &[B::Act] = act;
-    // Every tile of every output, as (matrix, first column, output slice).
+    // Every chunk of every output, as (matrix, first row, output slice).
+    let threads = rayon::current_num_threads();
     let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();
     for (m, y) in ys.iter_mut().enumerate() {
         assert_eq!(y.len(), ws[m].n_out, "matmul_group: output has the wrong size");
-        tasks.extend(y.chunks_mut(TILE_OUT_IN).enumerate().map(|(k, out)| (m, k * TILE_OUT_IN, out)));
+        let chunk = one_token_chunk(y.len(), threads);
+        tasks.extend(y.chunks_mut(chunk).enumerate().map(|(k, out)| (m, k * chunk, out)));
     }
-    tasks.into_par_iter().for_each(|(m, col0, out)| {
-        let blocks: &[B] = ws[m].tensor.as_slice();
-        let per_row = ws[m].n_in / B::QK;
-        for (j, o) in out.iter_mut().enumerate() {
-            *o = B::dot(&blocks[(col0 + j) * per_row..(col0 + j + 1) * per_row], act);
+    tasks.into_par_iter().for_each(|(m, row0, out)| one_token_dots(out, ws[m].tensor.as_slice::<B>(), ws[m].n_in / B::QK, row0, act));
+}
+
+/// Rows per task when one token meets a quantized matrix: each thread takes one contiguous
+/// share (large matrices are cut finer, so that a slow thread's share can be taken up).
+fn one_token_chunk(n_out: usize, threads: usize) -> usize {
+    let chunks = threads * (n_out / LARGE_MATRIX_ROWS).max(1);
+    n_out.div_ceil(chunks).next_multiple_of(4)
+}
+
+/// out[j] = W[row0 + j] · act for one activation row, W [n_out, per_row] blocks. Four rows a
+/// quarter of the chunk apart go through each kernel call: their running sums are
+/// independent (one row's blocks form a chain of dependent multiply-adds), and each quarter
+/// is read as one long sequential stream (four adjacent rows in step stream badly here).
+fn one_token_dots<B: QuantBlock>(out: &mut [f32], blocks: &[B], per_row: usize, row0: usize, act: &[B::Act]) {
+    let row = |j: usize| &blocks[(row0 + j) * per_row..(row0 + j + 1) * per_row];
+    let quarter = if out.len() / 4 >= MIN_QUARTER_ROWS { out.len() / 4 } else { 0 };
+    for j in 0..quarter {
+        let sums = B::dot_w4(std::array::from_fn(|k| row(k * quarter + j)), act);
+        for (k, sum) in sums.into_iter().enumerate() {
+            out[k * quarter + j] = sum;
         }
-    });
+    }
+    for (j, o) in out.iter_mut().enumerate().skip(4 * quarter) {
+        *o = B::dot(row(j), act);
+    }
 }
 
 /// Fills y [n, n_out] by calling `fill(col0, tile)` for tiles of `tile` columns in parallel;
@@ -232,6 +260,16 @@ fn quant_matmul<B: QuantBlock>(
         x.chunks(n_in).zip(act.chunks_mut(act_per_row)).for_each(quantize_row);
     }
     let act: &[B::Act] = act;
+    if n == 1 {
+        let chunk = one_token_chunk(w.n_out, rayon::current_num_threads());
+        y.par_chunks_mut(chunk).enumerate().for_each(|(k, out)| {
+            one_token_dots(out, ws, blocks_per_row, k * chunk, act);
+            if let Some(b) = bias {
+                add_in_place(out, &b[k * chunk..k * chunk + out.len()]);
+            }
+        });
+        return;
+    }
     // Activation blocks line up with weight blocks (equal QK), so this is also blocks_per_row.
     // Only types with an eight-row kernel read the side-by-side scales.
     let groups = if B::EIGHT_ROW_KERNEL { n / 8 } else { 0 };

@@ -170,6 +170,34 @@ unsafe fn dot_q4_1_with<D: ByteDot>(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
     hsum(acc) + _mm_cvtss_f32(_mm_movehdup_ps(mins))
 }
 
+vnni_variants! {
+    /// `dot_q4_1` of four weight rows with one activation row: four independent running sums,
+    /// so each block's multiply-add need not wait for the previous one's. Each result is
+    /// bit-identical to `dot_q4_1`'s.
+    ///
+    /// # Safety
+    /// Every `w[r].len() == a.len()`; AVX2, FMA and F16C available.
+    fn dot_w4_q4_1, dot_w4_q4_1_avx2, dot_w4_q4_1_vnni = dot_w4_q4_1_with(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4]
+}
+
+/// The body of both `dot_w4_q4_1` variants, inlined into each with its target features.
+#[inline(always)]
+unsafe fn dot_w4_q4_1_with<D: ByteDot>(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut mins = [_mm_setzero_ps(); 4]; // lane 1 of each: that row's sum of m * s
+    for (i, y) in a.iter().enumerate() {
+        let qy = load32(y.qs.as_ptr());
+        for r in 0..4 {
+            let x = w[r].get_unchecked(i);
+            let products = scale_products(widen_dm(f16_pair(x.d, x.m)), y);
+            mins[r] = _mm_add_ps(mins[r], products);
+            let p = _mm256_cvtepi32_ps(D::dot(nibbles(x.qs.as_ptr()), qy));
+            acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(products), p, acc[r]);
+        }
+    }
+    std::array::from_fn(|r| hsum(acc[r]) + _mm_cvtss_f32(_mm_movehdup_ps(mins[r])))
+}
+
 /// A weight block's (d, m) word widened: [d, m, 0, 0].
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
@@ -245,6 +273,33 @@ unsafe fn dot_q8_0_with<D: ByteDot>(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
         acc = _mm256_fmadd_ps(d, p, acc);
     }
     hsum(acc)
+}
+
+vnni_variants! {
+    /// `dot_q8_0` of four weight rows with one activation row (as `dot_w4_q4_1`); each result
+    /// is bit-identical to `dot_q8_0`'s.
+    ///
+    /// # Safety
+    /// Every `w[r].len() == a.len()`; AVX2, FMA and F16C available.
+    fn dot_w4_q8_0, dot_w4_q8_0_avx2, dot_w4_q8_0_vnni = dot_w4_q8_0_with(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_0]) -> [f32; 4]
+}
+
+/// The body of both `dot_w4_q8_0` variants, inlined into each with its target features.
+#[inline(always)]
+unsafe fn dot_w4_q8_0_with<D: ByteDot>(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for (i, y) in a.iter().enumerate() {
+        let qy = load32(y.qs.as_ptr());
+        for r in 0..4 {
+            let x = w[r].get_unchecked(i);
+            let d = scale_product(f16_pair(x.d, y.d));
+            let qx = load32(x.qs.as_ptr());
+            // Signed x signed as unsigned |x| times y with x's sign (as `dot_i8_i8`).
+            let p = _mm256_cvtepi32_ps(D::dot(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx)));
+            acc[r] = _mm256_fmadd_ps(d, p, acc[r]);
+        }
+    }
+    acc.map(|a| hsum(a))
 }
 
 /// # Safety

@@ -43,6 +43,12 @@ pub trait QuantBlock: Pod + Send + Sync {
     /// sum over the row of w * a, for rows of equal block count.
     fn dot(w: &[Self], a: &[Self::Act]) -> f32;
 
+    /// `dot` of four weight rows with one activation row (equal results); types with a
+    /// four-weight-row kernel keep the four running sums independent.
+    fn dot_w4(w: [&[Self]; 4], a: &[Self::Act]) -> [f32; 4] {
+        w.map(|row| Self::dot(row, a))
+    }
+
     /// `dot` of one weight row with four activation rows (equal results); types with a
     /// four-row kernel unpack each weight block once for all four.
     fn dot4(w: &[Self], a: [&[Self::Act]; 4]) -> [f32; 4] {
@@ -92,10 +98,10 @@ act_block!(BlockQ8_0, 32, |b| (b.d.to_f32(), 0.0), quantize_q8_0, avx2: quantize
 act_block!(BlockQ8_1, 32, |b| (b.d, b.s), quantize_q8_1, avx2: quantize_q8_1);
 act_block!(BlockQ8K, 256, |b| (b.d, 0.0), quantize_q8_k);
 
-/// `impl QuantBlock` from the scalar and AVX2 kernels of the same names; `dot4` / `dot8`
-/// name the type's multi-row kernels where it has them (else the trait's defaults).
+/// `impl QuantBlock` from the scalar and AVX2 kernels of the same names; `dot_w4` / `dot4` /
+/// `dot8` name the type's multi-row kernels where it has them (else the trait's defaults).
 macro_rules! quant_block {
-    ($block:ty, $qk:expr, $act:ty, $dequantize:ident, $dot:ident $(, dot4: $dot4:ident)? $(, dot8: $dot8:ident)?) => {
+    ($block:ty, $qk:expr, $act:ty, $dequantize:ident, $dot:ident $(, dot_w4: $dot_w4:ident)? $(, dot4: $dot4:ident)? $(, dot8: $dot8:ident)?) => {
         impl QuantBlock for $block {
             const QK: usize = $qk;
             type Act = $act;
@@ -113,6 +119,18 @@ macro_rules! quant_block {
                 }
                 scalar::$dot(w, a)
             }
+            $(
+            #[inline]
+            fn dot_w4(w: [&[Self]; 4], a: &[$act]) -> [f32; 4] {
+                assert!(w.iter().all(|row| row.len() == a.len()), "quantized dot: block count mismatch");
+                #[cfg(target_arch = "x86_64")]
+                if simd_enabled() {
+                    // SAFETY: equal block counts (checked above); AVX2/FMA/F16C were detected.
+                    return unsafe { avx2::$dot_w4(w, a) };
+                }
+                w.map(|row| scalar::$dot(row, a))
+            }
+            )?
             $(
             #[inline]
             fn dot4(w: &[Self], a: [&[$act]; 4]) -> [f32; 4] {
@@ -143,9 +161,9 @@ macro_rules! quant_block {
 }
 
 quant_block!(BlockQ4_0, 32, BlockQ8_0, dequantize_q4_0, dot_q4_0);
-quant_block!(BlockQ4_1, 32, BlockQ8_1, dequantize_q4_1, dot_q4_1, dot4: dot4_q4_1, dot8: dot8_q4_1);
+quant_block!(BlockQ4_1, 32, BlockQ8_1, dequantize_q4_1, dot_q4_1, dot_w4: dot_w4_q4_1, dot4: dot4_q4_1, dot8: dot8_q4_1);
 quant_block!(BlockQ5_0, 32, BlockQ8_0, dequantize_q5_0, dot_q5_0);
 quant_block!(BlockQ5_1, 32, BlockQ8_1, dequantize_q5_1, dot_q5_1);
-quant_block!(BlockQ8_0, 32, BlockQ8_0, dequantize_q8_0, dot_q8_0, dot4: dot4_q8_0, dot8: dot8_q8_0);
+quant_block!(BlockQ8_0, 32, BlockQ8_0, dequantize_q8_0, dot_q8_0, dot_w4: dot_w4_q8_0, dot4: dot4_q8_0, dot8: dot8_q8_0);
 quant_block!(BlockQ4K, 256, BlockQ8K, dequantize_q4_k, dot_q4_k);
 quant_block!(BlockQ6K, 256, BlockQ8K, dequantize_q6_k, dot_q6_k);
