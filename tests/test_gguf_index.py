@@ -105,3 +105,12 @@ def test_only_the_most_recently_used_indexes_are_kept(tmp_path, cache, monkeypat
         os.utime(gguf_index._index_file(path), ns=(i * 10**9, i * 10**9))
     assert len(list(cache.glob("*.json"))) == 2
     assert not gguf_index._index_file(paths[0]).exists()
+
+
+def test_pull_leaves_the_index_ready(cache):
+    """A freshly pulled model starts as fast as a model loaded before: pull saves its index."""
+    from gptgen import models
+
+    path = models.pull(models.REGISTRY[models.DEFAULT_MODEL], show_progress=False)
+    assert len(list(cache.glob("*.json"))) == 1
+    assert gguf_index.load(path) is not None

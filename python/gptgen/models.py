@@ -155,6 +155,12 @@ def pull(model: KnownModel, *, show_progress: bool | None = None) -> Path:
             if _sha256(partial) != model.sha256:
                 raise GptgenError(f"{model.file_name}: the extracted file does not match its sha256; nothing was installed")
             os.replace(partial, target)  # atomic: readers see no file or the whole verified file
+            # The first load would parse the header (seconds for a 49k-token vocabulary): do it
+            # now, so that the first run after a pull starts as fast as every later one.
+            progress.update(task, description=f"indexing {model.file_name}")
+            from .loading.gguf import load_gguf
+
+            load_gguf(target)
     except OSError as e:
         raise GptgenError(f"pulling {model.name} failed: {e.strerror or e}") from None
     finally:
