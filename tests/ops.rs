@@ -1,6 +1,6 @@
 //! Matmul and attention against naive double-precision loops.
 
-use _native::ops::attention::{attention, Heads};
+use _native::ops::attention::{attention, Heads, Sequence};
 use _native::ops::matmul::{matmul, MatmulScratch};
 use _native::quant::blocks::{BlockQ4_1, BlockQ6K, BlockQ8_0};
 use _native::quant::{ActBlock, QuantBlock};
@@ -77,29 +77,39 @@ fn matmul_matches_naive_for_every_layout_type_and_batch() {
 fn attention_matches_naive_softmax_with_grouped_heads() {
     let mut rng = Rng(99);
     let heads = Heads { n_head: 6, n_kv_head: 2, head_dim: 5 };
-    let (max_seq, pos0, n) = (20, 9, 4);
+    let max_seq = 20;
+    // Two sessions in one call: four new rows at positions 9.. (several tokens' lane order)
+    // and one new row at position 3 (one token's), each over its own cache.
+    let (pos0, rows): ([usize; 2], [std::ops::Range<usize>; 2]) = ([9, 3], [0..4, 4..5]);
+    let n = 5;
     let q_stride = heads.n_head * heads.head_dim + 3; // rows padded, as in a fused QKV buffer
     let q = rng.vec(n * q_stride, 1.0);
     let cache_len = heads.n_kv_head * max_seq * heads.head_dim;
-    let (k, v) = (rng.vec(cache_len, 1.0), rng.vec(cache_len, 1.0));
+    let caches: Vec<(Vec<f32>, Vec<f32>)> = (0..2).map(|_| (rng.vec(cache_len, 1.0), rng.vec(cache_len, 1.0))).collect();
+    let seqs: Vec<Sequence<f32>> =
+        (0..2).map(|s| Sequence { k_cache: &caches[s].0, v_cache: &caches[s].1, max_seq, pos0: pos0[s], rows: rows[s].clone() }).collect();
     let mut out = vec![0.0; n * heads.n_head * heads.head_dim];
-    attention(&mut out, &q, q_stride, &k, &v, max_seq, pos0, heads);
+    attention(&mut out, &q, q_stride, &seqs, heads);
     let hd = heads.head_dim;
-    for t in 0..n {
-        for h in 0..heads.n_head {
-            let g = h / (heads.n_head / heads.n_kv_head);
-            let qh = &q[t * q_stride + h * hd..][..hd];
-            let row = |c: &[f32], j: usize| c[(g * max_seq + j) * hd..][..hd].to_vec();
-            let scores: Vec<f64> = (0..=pos0 + t)
-                .map(|j| row(&k, j).iter().zip(qh).map(|(a, b)| (*a as f64) * (*b as f64)).sum::<f64>() / (hd as f64).sqrt())
-                .collect();
-            let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let weights: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
-            let total: f64 = weights.iter().sum();
-            for d in 0..hd {
-                let want: f64 = (0..=pos0 + t).map(|j| weights[j] / total * row(&v, j)[d] as f64).sum();
-                let got = out[(t * heads.n_head + h) * hd + d] as f64;
-                assert!((got - want).abs() < 1e-5, "t={t} h={h} d={d}: {got} vs {want}");
+    for s in 0..2 {
+        let (k, v) = &caches[s];
+        for r in rows[s].clone() {
+            let pos = pos0[s] + r - rows[s].start;
+            for h in 0..heads.n_head {
+                let g = h / (heads.n_head / heads.n_kv_head);
+                let qh = &q[r * q_stride + h * hd..][..hd];
+                let row = |c: &[f32], j: usize| c[(g * max_seq + j) * hd..][..hd].to_vec();
+                let scores: Vec<f64> = (0..=pos)
+                    .map(|j| row(k, j).iter().zip(qh).map(|(a, b)| (*a as f64) * (*b as f64)).sum::<f64>() / (hd as f64).sqrt())
+                    .collect();
+                let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let weights: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+                let total: f64 = weights.iter().sum();
+                for d in 0..hd {
+                    let want: f64 = (0..=pos).map(|j| weights[j] / total * row(v, j)[d] as f64).sum();
+                    let got = out[(r * heads.n_head + h) * hd + d] as f64;
+                    assert!((got - want).abs() < 1e-5, "session {s} row {r} h={h} d={d}: {got} vs {want}");
+                }
             }
         }
     }

@@ -4,9 +4,10 @@
 
 use super::Config;
 use crate::kernels::{narrow, Elem};
-use crate::ops::attention::{attention, Heads};
+use crate::ops::attention::{attention, Heads, Sequence};
 use crate::ops::matmul::MatmulScratch;
 use half::f16;
+use std::any::Any;
 use std::ops::Range;
 
 pub struct Session {
@@ -68,14 +69,27 @@ impl Batch<'_> {
     }
 
     /// Attention of every row's queries (q: [rows, q_stride]) over its own session's cache,
-    /// into out: [rows, n_head * head_dim].
+    /// into out: [rows, n_head * head_dim], all sessions in one parallel region.
     pub fn attend(&self, layer: usize, out: &mut [f32], q: &[f32], q_stride: usize, heads: Heads) {
-        let width = heads.n_head * heads.head_dim;
-        for seg in &self.segments {
-            let (a, b) = (seg.rows.start, seg.rows.end);
-            let q_seg = &q[a * q_stride..(b - 1) * q_stride + width];
-            seg.kv.attend(layer, &mut out[a * width..b * width], q_seg, q_stride, seg.pos0, heads);
+        match self.segments.first() {
+            Some(seg) if seg.kv.is_f16() => self.attend_as::<f16>(layer, out, q, q_stride, heads),
+            Some(_) => self.attend_as::<f32>(layer, out, q, q_stride, heads),
+            None => {}
         }
+    }
+
+    /// `attend` for caches of element type C (every session of a batch fits the model, so
+    /// all of them hold C).
+    fn attend_as<C: Elem>(&self, layer: usize, out: &mut [f32], q: &[f32], q_stride: usize, heads: Heads) {
+        let seqs: Vec<Sequence<C>> = self
+            .segments
+            .iter()
+            .map(|seg| {
+                let (k_cache, v_cache) = seg.kv.layer_as::<C>(layer).expect("the sessions of a batch share the cache type");
+                Sequence { k_cache, v_cache, max_seq: seg.kv.max_seq, pos0: seg.pos0, rows: seg.rows.clone() }
+            })
+            .collect();
+        attention(out, q, q_stride, &seqs, heads);
     }
 }
 
@@ -179,13 +193,14 @@ impl KvCache {
         }
     }
 
-    /// Attention of the queries of tokens at pos0.. over this layer's cache (see `attention`).
-    pub fn attend(&self, layer: usize, out: &mut [f32], q: &[f32], q_stride: usize, pos0: usize, heads: Heads) {
+    /// This layer's keys and values, if the cache holds elements of type C.
+    fn layer_as<C: Elem>(&self, layer: usize) -> Option<(&[C], &[C])> {
+        let (k, v): (&dyn Any, &dyn Any) = match &self.store {
+            KvStore::F32 { k, v } => (k, v),
+            KvStore::F16 { k, v } => (k, v),
+        };
         let range = self.layer_range(layer);
-        match &self.store {
-            KvStore::F32 { k, v } => attention(out, q, q_stride, &k[range.clone()], &v[range], self.max_seq, pos0, heads),
-            KvStore::F16 { k, v } => attention(out, q, q_stride, &k[range.clone()], &v[range], self.max_seq, pos0, heads),
-        }
+        Some((&k.downcast_ref::<Vec<C>>()?[range.clone()], &v.downcast_ref::<Vec<C>>()?[range]))
     }
 }
 

@@ -10,6 +10,7 @@
 use crate::kernels::{axpy, axpy_lanes8, dot, dot_tiled_rows, round_to, softmax_exp, Elem};
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::ops::Range;
 
 /// The geometry of one attention layer.
 #[derive(Debug, Clone, Copy)]
@@ -67,43 +68,51 @@ thread_local! {
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
-/// For new tokens t at positions pos0 + t:
-/// out[t, h] = softmax(q[t, h] · K[kvh, 0..=pos]ᵀ / sqrt(head_dim)) · V[kvh, 0..=pos],
-/// with kvh = h / (n_head / n_kv_head).
+/// One sequence's share of an attention call: its cache for this layer and which rows of the
+/// call are its new tokens.
+pub struct Sequence<'a, C> {
+    /// [n_kv_head, max_seq, head_dim] each, already holding positions 0..pos0 + rows.len().
+    pub k_cache: &'a [C],
+    pub v_cache: &'a [C],
+    pub max_seq: usize,
+    /// Position of its first new row.
+    pub pos0: usize,
+    /// Its rows in q and out.
+    pub rows: Range<usize>,
+}
+
+/// For each sequence s and each of its new rows r, at position p = s.pos0 + (r - s.rows.start):
+/// out[r, h] = softmax(q[r, h] · K_s[kvh, 0..=p]ᵀ / sqrt(head_dim)) · V_s[kvh, 0..=p],
+/// with kvh = h / (n_head / n_kv_head). Every (row, head) of every sequence is one task of a
+/// single parallel region; rows of no sequence are left as they are.
 ///
-/// q: [n, q_stride], head h at columns h*head_dim..; out: [n, n_head*head_dim];
-/// k_cache, v_cache: [n_kv_head, max_seq, head_dim], already holding positions 0..pos0+n.
-#[allow(clippy::too_many_arguments)]
-pub fn attention<C: Elem>(
-    out: &mut [f32],
-    q: &[f32],
-    q_stride: usize,
-    k_cache: &[C],
-    v_cache: &[C],
-    max_seq: usize,
-    pos0: usize,
-    heads: Heads,
-) {
+/// q: [rows, q_stride], head h at columns h*head_dim..; out: [rows, n_head*head_dim].
+pub fn attention<C: Elem>(out: &mut [f32], q: &[f32], q_stride: usize, seqs: &[Sequence<C>], heads: Heads) {
     let Heads { n_head, n_kv_head, head_dim } = heads;
     let group = n_head / n_kv_head;
     let n = out.len() / (n_head * head_dim);
-    assert!(n_head % n_kv_head == 0 && pos0 + n <= max_seq);
+    assert!(n_head.is_multiple_of(n_kv_head));
     assert!(q.len() >= (n.max(1) - 1) * q_stride + n_head * head_dim);
-    assert!(k_cache.len() == n_kv_head * max_seq * head_dim && v_cache.len() == k_cache.len());
+    for s in seqs {
+        assert!(s.rows.end <= n && s.pos0 + s.rows.len() <= s.max_seq);
+        assert!(s.k_cache.len() == n_kv_head * s.max_seq * head_dim && s.v_cache.len() == s.k_cache.len());
+    }
     let inv_sqrt_d = 1.0 / (head_dim as f32).sqrt();
-    let lanes = if n > 1 { Lanes::Tiled } else { Lanes::Vector };
 
     out.par_chunks_mut(head_dim).enumerate().for_each(|(idx, o)| {
-        let (t, h) = (idx / n_head, idx % n_head);
-        let len = pos0 + t + 1;
-        let base = (h / group) * max_seq * head_dim;
-        let keys = &k_cache[base..base + len * head_dim];
-        let values = &v_cache[base..base + len * head_dim];
+        let (r, h) = (idx / n_head, idx % n_head);
+        let Some(s) = seqs.iter().find(|s| s.rows.contains(&r)) else { return };
+        // Several new tokens of a sequence go through tinyBLAS's order, one through ggml_vec_dot's.
+        let lanes = if s.rows.len() > 1 { Lanes::Tiled } else { Lanes::Vector };
+        let len = s.pos0 + (r - s.rows.start) + 1;
+        let base = (h / group) * s.max_seq * head_dim;
+        let keys = &s.k_cache[base..base + len * head_dim];
+        let values = &s.v_cache[base..base + len * head_dim];
         // tinyBLAS's kernels (several tokens) need rows of whole 8-lane vectors.
         let tiled = lanes == Lanes::Tiled && head_dim % 8 == 0;
         SCRATCH.with_borrow_mut(|(q_h, weights, partial)| {
             q_h.clear();
-            q_h.extend_from_slice(&q[t * q_stride + h * head_dim..][..head_dim]);
+            q_h.extend_from_slice(&q[r * q_stride + h * head_dim..][..head_dim]);
             round_to::<C>(q_h);
             weights.resize(len, 0.0);
             if tiled {
