@@ -104,9 +104,7 @@ pub fn matmul_group(ys: &mut [&mut [f32]], x: &[f32], ws: &[&Matrix], scratch: &
 /// `_of_type`), in one parallel region.
 fn fused_quant_rows<B: QuantBlock>(ys: &mut [&mut [f32]], x: &[f32], ws: &[&Matrix], act_words: &mut Vec<u64>, _of_type: &[B]) {
     let act_per_row = x.len() / <B::Act as ActBlock>::QK;
-    let act_bytes = act_per_row * std::mem::size_of::<B::Act>();
-    act_words.resize(act_bytes.div_ceil(8), 0);
-    let act: &mut [B::Act] = bytemuck::cast_slice_mut(&mut bytemuck::cast_slice_mut::<u64, u8>(act_words)[..act_bytes]);
+    let act: &mut [B::Act] = words_as(act_words, act_per_row);
     B::Act::quantize(x, act);
     let act: &[B::Act] = act;
     // Every chunk of every output, as (matrix, first row, output slice).
@@ -143,6 +141,14 @@ fn one_token_dots<B: QuantBlock>(out: &mut [f32], blocks: &[B], per_row: usize, 
     for (j, o) in out.iter_mut().enumerate().skip(4 * quarter) {
         *o = B::dot(row(j), act);
     }
+}
+
+/// The first `len` elements of type T in a buffer of words grown to hold them (words keep
+/// every block type aligned).
+fn words_as<T: bytemuck::Pod>(words: &mut Vec<u64>, len: usize) -> &mut [T] {
+    let bytes = len * std::mem::size_of::<T>();
+    words.resize(bytes.div_ceil(8), 0);
+    bytemuck::cast_slice_mut(&mut bytemuck::cast_slice_mut::<u64, u8>(words)[..bytes])
 }
 
 /// Fills y [n, n_out] by calling `fill(col0, tile)` for tiles of `tile` columns in parallel;
@@ -250,9 +256,7 @@ fn quant_matmul<B: QuantBlock>(
     let blocks_per_row = n_in / B::QK;
     let act_per_row = n_in / <B::Act as ActBlock>::QK;
     // [n, act_per_row] activation blocks, quantized once for every weight row to use.
-    let act_bytes = n * act_per_row * std::mem::size_of::<B::Act>();
-    act_words.resize(act_bytes.div_ceil(8), 0);
-    let act: &mut [B::Act] = bytemuck::cast_slice_mut(&mut bytemuck::cast_slice_mut::<u64, u8>(act_words)[..act_bytes]);
+    let act: &mut [B::Act] = words_as(act_words, n * act_per_row);
     let quantize_row = |(xr, ar): (&[f32], &mut [B::Act])| B::Act::quantize(xr, ar);
     if n >= PARALLEL_QUANTIZE_ROWS {
         x.par_chunks(n_in).zip(act.par_chunks_mut(act_per_row)).for_each(quantize_row);
