@@ -162,12 +162,19 @@ unsafe fn dot_q4_1_with<D: ByteDot>(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut mins = _mm_setzero_ps(); // lane 1: the sum of m * s, block after block
     for (x, y) in w.iter().zip(a) {
-        let products = scale_products(widen_dm(f16_pair(x.d, x.m)), y);
-        mins = _mm_add_ps(mins, products);
-        let p = _mm256_cvtepi32_ps(D::dot(nibbles(x.qs.as_ptr()), load32(y.qs.as_ptr())));
-        acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(products), p, acc);
+        q4_1_block::<D>(x, y, load32(y.qs.as_ptr()), &mut acc, &mut mins);
     }
     hsum(acc) + _mm_cvtss_f32(_mm_movehdup_ps(mins))
+}
+
+/// One Q4_1 block into a row's running sums (`acc`, and lane 1 of `mins`), `qy` being the
+/// partner block's bytes: the step `dot_q4_1` and `dot_w4_q4_1` share.
+#[inline(always)]
+unsafe fn q4_1_block<D: ByteDot>(x: &BlockQ4_1, y: &BlockQ8_1, qy: __m256i, acc: &mut __m256, mins: &mut __m128) {
+    let products = scale_products(widen_dm(f16_pair(x.d, x.m)), y);
+    *mins = _mm_add_ps(*mins, products);
+    let p = _mm256_cvtepi32_ps(D::dot(nibbles(x.qs.as_ptr()), qy));
+    *acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(products), p, *acc);
 }
 
 vnni_variants! {
@@ -188,11 +195,7 @@ unsafe fn dot_w4_q4_1_with<D: ByteDot>(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) ->
     for (i, y) in a.iter().enumerate() {
         let qy = load32(y.qs.as_ptr());
         for r in 0..4 {
-            let x = w[r].get_unchecked(i);
-            let products = scale_products(widen_dm(f16_pair(x.d, x.m)), y);
-            mins[r] = _mm_add_ps(mins[r], products);
-            let p = _mm256_cvtepi32_ps(D::dot(nibbles(x.qs.as_ptr()), qy));
-            acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(products), p, acc[r]);
+            q4_1_block::<D>(w[r].get_unchecked(i), y, qy, &mut acc[r], &mut mins[r]);
         }
     }
     std::array::from_fn(|r| hsum(acc[r]) + _mm_cvtss_f32(_mm_movehdup_ps(mins[r])))
@@ -266,13 +269,20 @@ vnni_variants! {
 unsafe fn dot_q8_0_with<D: ByteDot>(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        let d = scale_product(f16_pair(x.d, y.d));
-        let qx = load32(x.qs.as_ptr());
-        // Signed x signed as unsigned |x| times y with x's sign (as `dot_i8_i8`).
-        let p = _mm256_cvtepi32_ps(D::dot(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(load32(y.qs.as_ptr()), qx)));
-        acc = _mm256_fmadd_ps(d, p, acc);
+        q8_0_block::<D>(x, y, load32(y.qs.as_ptr()), &mut acc);
     }
     hsum(acc)
+}
+
+/// One Q8_0 block into a row's running sum, `qy` being the partner block's bytes: the step
+/// `dot_q8_0` and `dot_w4_q8_0` share.
+#[inline(always)]
+unsafe fn q8_0_block<D: ByteDot>(x: &BlockQ8_0, y: &BlockQ8_0, qy: __m256i, acc: &mut __m256) {
+    let d = scale_product(f16_pair(x.d, y.d));
+    let qx = load32(x.qs.as_ptr());
+    // Signed x signed as unsigned |x| times y with x's sign (as `dot_i8_i8`).
+    let p = _mm256_cvtepi32_ps(D::dot(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx)));
+    *acc = _mm256_fmadd_ps(d, p, *acc);
 }
 
 vnni_variants! {
@@ -291,12 +301,7 @@ unsafe fn dot_w4_q8_0_with<D: ByteDot>(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_0]) ->
     for (i, y) in a.iter().enumerate() {
         let qy = load32(y.qs.as_ptr());
         for r in 0..4 {
-            let x = w[r].get_unchecked(i);
-            let d = scale_product(f16_pair(x.d, y.d));
-            let qx = load32(x.qs.as_ptr());
-            // Signed x signed as unsigned |x| times y with x's sign (as `dot_i8_i8`).
-            let p = _mm256_cvtepi32_ps(D::dot(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx)));
-            acc[r] = _mm256_fmadd_ps(d, p, acc[r]);
+            q8_0_block::<D>(w[r].get_unchecked(i), y, qy, &mut acc[r]);
         }
     }
     acc.map(|a| hsum(a))
