@@ -42,11 +42,11 @@ pub trait Elem: bytemuck::Pod + Send + Sync + 'static {
     /// # Safety
     /// The CPU must support AVX2 and F16C.
     #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
     unsafe fn round8(v: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
-        use std::arch::x86_64::*;
-        let mut lanes = [0.0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), v);
-        _mm256_loadu_ps(lanes.map(|x| Self::from_f32(x).to_f32()).as_ptr())
+        let mut stored = [Self::zeroed(); 8];
+        Self::store8(stored.as_mut_ptr(), v);
+        Self::load8(stored.as_ptr())
     }
 }
 
@@ -96,12 +96,6 @@ impl Elem for f16 {
     unsafe fn store8(p: *mut Self, v: std::arch::x86_64::__m256) {
         use std::arch::x86_64::*;
         _mm_storeu_si128(p as *mut __m128i, _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v))
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn round8(v: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
-        use std::arch::x86_64::*;
-        _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v))
     }
 }
 
