@@ -4,10 +4,11 @@ gguf's reader builds NumPy views of every metadata element: seconds for a 49k-to
 vocabulary, longer than generating a short reply. The first load of a file parses it in full
 (gguf.py) and saves the result here as JSON: the engine config, the tokenizer as
 `tokenizers` serializes it, and the tensor table (name, type, shape, byte range). Later loads
-of the same file (same path, size, mtime and inode, read by the same versions) map it and make the views
-from the table. Anything wrong with a saved index means a full parse; an unwritable cache
-only means no index. The most recently used _KEEP indexes are kept. The engine-bound buffers are checked again in ModelSpec.engine_tensors,
-so even a tampered index cannot make the engine read outside the file.
+of the same file (same path, size, mtime and inode, read by the same versions) map it and make
+the views from the table. Anything wrong with a saved index means a full parse; an unwritable
+cache only means no index. The most recently used _KEEP indexes are kept. The engine-bound
+buffers are checked again in ModelSpec.engine_tensors, so even a tampered index cannot make
+the engine read outside the file. `gptgen pull` writes the index as it installs a model.
 """
 
 from __future__ import annotations
