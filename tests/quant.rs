@@ -3,7 +3,7 @@
 //! explains, no more).
 
 use _native::quant::blocks::*;
-use _native::quant::{scalar, ActBlock, QuantBlock, Scales8};
+use _native::quant::{scalar, Act8, ActBlock, QuantBlock};
 use half::f16;
 
 mod common;
@@ -52,17 +52,22 @@ fn check<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng), simd: unsafe
     }
 }
 
-/// Eight activation rows' scales side by side, block by block, as quant_matmul lays them out.
-fn scales8<A: ActBlock>(acts: &[Vec<A>]) -> Vec<Scales8> {
-    (0..acts[0].len())
-        .map(|b| {
-            let mut sc = Scales8::default();
-            for (k, act) in acts.iter().enumerate().take(8) {
-                (sc.d[k], sc.s[k]) = act[b].scales();
-            }
-            sc
-        })
-        .collect()
+/// Eight activation rows packed block by block, as quant_matmul packs them.
+fn packs<A: ActBlock>(acts: &[Vec<A>]) -> Vec<Act8> {
+    (0..acts[0].len()).map(|b| Act8::new(std::array::from_fn(|k| &acts[k][b]))).collect()
+}
+
+/// The activation rows a pack was made from, rebuilt from it field by field.
+#[test]
+fn act8_holds_each_rows_block() {
+    let mut rng = Rng(5);
+    let acts: Vec<Vec<BlockQ8_1>> = random_acts(&mut rng, 3);
+    for (b, pack) in packs(&acts).iter().enumerate() {
+        for (k, act) in acts.iter().enumerate() {
+            let y = &act[b];
+            assert_eq!((pack.d[k], pack.s[k], pack.qs[k]), (y.d, y.s, y.qs), "row {k}, block {b}");
+        }
+    }
 }
 
 /// `dot4` and `dot8` (one weight row, four or eight activation rows) and `dot_w4` (four weight
@@ -73,13 +78,7 @@ fn check_multi_row<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng)) {
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     for &n_blocks in &[1usize, 5, 18, 48] {
         let w: Vec<B> = random_blocks(&mut rng, n_blocks, &fix);
-        let acts: Vec<Vec<B::Act>> = (0..8)
-            .map(|_| {
-                let mut act = vec![bytemuck::Zeroable::zeroed(); n_blocks * B::QK / <B::Act as ActBlock>::QK];
-                B::Act::quantize(&rng.vec(n_blocks * B::QK, 1.0), &mut act);
-                act
-            })
-            .collect();
+        let acts: Vec<Vec<B::Act>> = random_acts(&mut rng, n_blocks * B::QK / <B::Act as ActBlock>::QK);
         let singles: Vec<u32> = acts.iter().map(|a| B::dot(&w, a).to_bits()).collect();
         let others: Vec<Vec<B>> = (0..3).map(|_| random_blocks(&mut rng, n_blocks, &fix)).collect();
         let rows = [&others[0][..], &w, &others[1], &others[2]];
@@ -87,35 +86,27 @@ fn check_multi_row<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng)) {
         assert_eq!(B::dot_w4(rows, &acts[0]).map(f32::to_bits), want[..], "{name}: dot_w4 with {n_blocks} blocks");
         let four = B::dot4(&w, [&acts[0], &acts[1], &acts[2], &acts[3]]);
         assert_eq!(four.map(f32::to_bits), singles[..4], "{name}: dot4 with {n_blocks} blocks");
-        let scales = scales8(&acts);
-        let eight = B::dot8(&w, std::array::from_fn(|k| acts[k].as_slice()), &scales);
-        assert_eq!(eight.map(f32::to_bits), singles[..], "{name}: dot8 with {n_blocks} blocks");
+        let dot8 = B::DOT8.expect("an eight-row kernel");
+        assert_eq!(dot8(&w, &packs(&acts)).map(f32::to_bits), singles[..], "{name}: dot8 with {n_blocks} blocks");
     }
 }
 
-type Dot8<B> = unsafe fn(&[B], [&[<B as QuantBlock>::Act]; 8], &[Scales8]) -> [f32; 8];
+type Dot8<B> = unsafe fn(&[B], &[Act8]) -> [f32; 8];
 
 /// Both variants of an eight-row kernel, called directly (dispatch picks one of them).
 fn check_dot8_variants<B: QuantBlock>(fix: impl Fn(&mut B, &mut Rng), avx2_variant: Dot8<B>, vnni_variant: Dot8<B>) {
     assert!(avx2(), "run these tests on an AVX2 machine");
     let mut rng = Rng(77);
     let w: Vec<B> = random_blocks(&mut rng, 48, fix);
-    let acts: Vec<Vec<B::Act>> = (0..8)
-        .map(|_| {
-            let mut act = vec![bytemuck::Zeroable::zeroed(); 48];
-            B::Act::quantize(&rng.vec(48 * B::QK, 1.0), &mut act);
-            act
-        })
-        .collect();
-    let scales = scales8(&acts);
-    let rows: [&[B::Act]; 8] = std::array::from_fn(|k| acts[k].as_slice());
+    let acts: Vec<Vec<B::Act>> = random_acts(&mut rng, 48);
+    let packed = packs(&acts);
     let want: Vec<u32> = acts.iter().map(|a| B::dot(&w, a).to_bits()).collect();
     // SAFETY: equal block counts; AVX2/FMA/F16C asserted above.
-    let got = unsafe { avx2_variant(&w, rows, &scales) };
+    let got = unsafe { avx2_variant(&w, &packed) };
     assert_eq!(got.map(f32::to_bits), want[..]);
     if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
         // SAFETY: as above, and VNNI/VL were detected.
-        let got = unsafe { vnni_variant(&w, rows, &scales) };
+        let got = unsafe { vnni_variant(&w, &packed) };
         assert_eq!(got.map(f32::to_bits), want[..]);
     } else {
         eprintln!("no AVX-512 VNNI on this CPU: the VNNI variant is not exercised");
@@ -273,5 +264,34 @@ fn avx2_activation_quantization_equals_scalar_bit_for_bit() {
         unsafe { _native::quant::avx2::quantize_q8_1(x, &mut simd1) };
         scalar::quantize_q8_1(x, &mut ref1);
         assert_eq!(bytemuck::cast_slice::<BlockQ8_1, u8>(&simd1), bytemuck::cast_slice::<BlockQ8_1, u8>(&ref1));
+    }
+}
+
+/// Eight quantized activation rows of `n_blocks` blocks each, from random values.
+fn random_acts<A: ActBlock>(rng: &mut Rng, n_blocks: usize) -> Vec<Vec<A>> {
+    (0..8)
+        .map(|_| {
+            let mut act = vec![bytemuck::Zeroable::zeroed(); n_blocks];
+            A::quantize(&rng.vec(n_blocks * A::QK, 1.0), &mut act);
+            act
+        })
+        .collect()
+}
+
+/// The eight-row kernels' scalar twins (the path without AVX2) equal the scalar one-row dot
+/// product of each row bit for bit.
+#[test]
+fn scalar_dot8_equals_scalar_dot_bit_for_bit() {
+    let mut rng = Rng(91);
+    for n_blocks in [1usize, 33, 48] {
+        let w: Vec<BlockQ4_1> = random_blocks(&mut rng, n_blocks, |b: &mut BlockQ4_1, r| (b.d, b.m) = (r.scale(), f16::from_f32(-0.1 * r.unit())));
+        let acts = random_acts::<BlockQ8_1>(&mut rng, n_blocks);
+        let want: Vec<u32> = acts.iter().map(|a| scalar::dot_q4_1(&w, a).to_bits()).collect();
+        assert_eq!(scalar::dot8_q4_1(&w, &packs(&acts)).map(f32::to_bits), want[..], "q4_1, {n_blocks} blocks");
+
+        let w: Vec<BlockQ8_0> = random_blocks(&mut rng, n_blocks, |b: &mut BlockQ8_0, r| b.d = r.scale());
+        let acts = random_acts::<BlockQ8_0>(&mut rng, n_blocks);
+        let want: Vec<u32> = acts.iter().map(|a| scalar::dot_q8_0(&w, a).to_bits()).collect();
+        assert_eq!(scalar::dot8_q8_0(&w, &packs(&acts)).map(f32::to_bits), want[..], "q8_0, {n_blocks} blocks");
     }
 }

@@ -15,7 +15,7 @@
 
 use super::add_in_place;
 use crate::kernels::{axpy, axpy_block, dot, Elem};
-use crate::quant::{ActBlock, QuantBlock, Scales8};
+use crate::quant::{Act8, ActBlock, QuantBlock};
 use crate::tensor::{with_elems, Layout, Matrix};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -53,8 +53,9 @@ pub struct MatmulScratch {
     tiles: Vec<f32>,
     /// Quantized activation rows, as raw 8-byte words (aligned for every block type).
     act: Vec<u64>,
-    /// [n / 8, blocks per row]: each group of eight rows' activation scales side by side.
-    scales8: Vec<Scales8>,
+    /// [n / 8, blocks per row]: each group of eight activation rows packed block by block,
+    /// for the types with an eight-row kernel.
+    packs: Vec<Act8>,
 }
 
 /// y[n, n_out] = x[n, n_in] · Wᵀ + bias.
@@ -66,7 +67,7 @@ pub fn matmul(y: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f32]>, scratc
     if let Some(b) = bias {
         assert_eq!(b.len(), n_out, "matmul: bias has the wrong size");
     }
-    let MatmulScratch { tiles, act, scales8 } = scratch;
+    let MatmulScratch { tiles, act, packs } = scratch;
     with_elems!(w.tensor.elems(), ws =>
         float {
             if w.layout == Layout::InOut && n == 1 {
@@ -76,7 +77,7 @@ pub fn matmul(y: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f32]>, scratc
                 run_tiles(y, n, tile, tiles, |col0, out| float_tile(out, x, n, ws, w, bias, col0))
             }
         },
-        quant quant_matmul(y, x, n, ws, w, bias, tiles, act, scales8)
+        quant quant_matmul(y, x, n, ws, w, bias, tiles, act, packs)
     )
 }
 
@@ -250,7 +251,7 @@ fn quant_matmul<B: QuantBlock>(
     bias: Option<&[f32]>,
     tiles: &mut Vec<f32>,
     act_words: &mut Vec<u64>,
-    scales8: &mut Vec<Scales8>,
+    packs: &mut Vec<Act8>,
 ) {
     let n_in = w.n_in;
     let blocks_per_row = n_in / B::QK;
@@ -275,17 +276,19 @@ fn quant_matmul<B: QuantBlock>(
         return;
     }
     // Activation blocks line up with weight blocks (equal QK), so this is also blocks_per_row.
-    // Only types with an eight-row kernel read the side-by-side scales.
-    let groups = if B::EIGHT_ROW_KERNEL { n / 8 } else { 0 };
-    scales8.resize(groups * act_per_row, Scales8::default());
-    for (g, group) in scales8.chunks_exact_mut(act_per_row).enumerate() {
-        for (b, sc) in group.iter_mut().enumerate() {
-            for k in 0..8 {
-                (sc.d[k], sc.s[k]) = act[(8 * g + k) * act_per_row + b].scales();
-            }
+    let groups = if B::DOT8.is_some() { n / 8 } else { 0 };
+    packs.resize(groups * act_per_row, Act8::default());
+    let pack_group = |(g, group): (usize, &mut [Act8])| {
+        for (b, pack) in group.iter_mut().enumerate() {
+            *pack = Act8::new(std::array::from_fn(|k| &act[(8 * g + k) * act_per_row + b]));
         }
+    };
+    if n >= PARALLEL_QUANTIZE_ROWS {
+        packs.par_chunks_mut(act_per_row).enumerate().for_each(pack_group);
+    } else {
+        packs.chunks_mut(act_per_row).enumerate().for_each(pack_group);
     }
-    let scales8: &[Scales8] = scales8;
+    let packs: &[Act8] = packs;
 
     // out[t - tokens.start, j] += w[col0 + j] · act[t] for t in tokens, j < width; out is
     // [tokens.len(), width].
@@ -297,9 +300,8 @@ fn quant_matmul<B: QuantBlock>(
             // Eight, then four tokens at a time share each unpacked weight block (tokens
             // starts at a multiple of TOKEN_BLOCK, so groups of eight start at multiples of 8).
             let mut t = tokens.start;
-            while B::EIGHT_ROW_KERNEL && t + 8 <= tokens.end {
-                let rows = std::array::from_fn(|k| act_row(t + k));
-                let sums = B::dot8(w_row(j), rows, &scales8[t / 8 * act_per_row..(t / 8 + 1) * act_per_row]);
+            while let Some(dot8) = B::DOT8.filter(|_| t + 8 <= tokens.end) {
+                let sums = dot8(w_row(j), &packs[t / 8 * act_per_row..(t / 8 + 1) * act_per_row]);
                 for (k, sum) in sums.into_iter().enumerate() {
                     out[at(t + k, j)] += sum;
                 }

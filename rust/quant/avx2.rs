@@ -5,7 +5,7 @@
 //! weights are made unsigned by moving their sign onto the activation (`_mm256_sign_epi8`).
 
 use super::blocks::*;
-use super::Scales8;
+use super::Act8;
 use crate::kernels::avx2::hsum;
 use std::arch::x86_64::*;
 
@@ -404,34 +404,68 @@ pub unsafe fn dot4_q4_1(w: &[BlockQ4_1], a: [&[BlockQ8_1]; 4]) -> [f32; 4] {
     std::array::from_fn(|k| hsum(acc[k]) + _mm_cvtss_f32(mins[k]))
 }
 
+/// Blocks per pass of the eight-row kernels: a pass first writes the scale products of its
+/// blocks to a table, then reads them back with broadcasting loads.
+const DOT8_PASS: usize = 32;
+
+/// d_x * d_y for every row of every block of a pass ([DOT8_PASS blocks, 8 rows]), written by
+/// `scale_products8` and read back by the eight-row kernels' multiply-adds.
+type ScaleTable = [[f32; 8]; DOT8_PASS];
+
+/// Writes `d_x * pack.d` (row k in lane k) into a scale table row.
+#[inline(always)]
+unsafe fn scale_products8(d_x: __m128, pack: &Act8, out: &mut [f32; 8]) {
+    _mm256_storeu_ps(out.as_mut_ptr(), _mm256_mul_ps(_mm256_broadcastss_ps(d_x), _mm256_load_ps(pack.d.as_ptr())));
+}
+
+/// The scale table as the multiply-adds must read it: from memory. Kept in registers, the
+/// compiler turns each row's broadcast into shuffles that compete with the dot products for
+/// the vector ports (measured 15.6 -> 12.6 cycles per block of eight rows).
+#[inline(always)]
+fn from_memory(table: &ScaleTable) -> &ScaleTable {
+    std::hint::black_box(table)
+}
+
+/// Row k's 32 quants in `pack`, from their 32-byte boundary.
+#[inline(always)]
+unsafe fn pack_quants(pack: &Act8, k: usize) -> __m256i {
+    _mm256_load_si256(pack.qs.get_unchecked(k).as_ptr() as *const __m256i)
+}
+
 vnni_variants! {
-    /// `dot_q4_1` of one weight row with eight activation rows whose scales `scales` holds side
-    /// by side: each block is unpacked once, and its scale products for all eight rows are two
-    /// vector multiplies. Every row's result is bit-identical to `dot_q4_1`'s.
+    /// `dot_q4_1` of one weight row with the eight activation rows packed in `a`: each block
+    /// is unpacked once, and its scale products for all eight rows are two vector multiplies.
+    /// Every row's result is bit-identical to `dot_q4_1`'s.
     ///
     /// # Safety
-    /// Every `a[k].len() == w.len() == scales.len()`; AVX2, FMA and F16C available.
-    fn dot8_q4_1, dot8_q4_1_avx2, dot8_q4_1_vnni = dot8_q4_1_with(w: &[BlockQ4_1], a: [&[BlockQ8_1]; 8], scales: &[Scales8]) -> [f32; 8]
+    /// `a.len() == w.len()`; AVX2, FMA and F16C available.
+    fn dot8_q4_1, dot8_q4_1_avx2, dot8_q4_1_vnni = dot8_q4_1_with(w: &[BlockQ4_1], a: &[Act8]) -> [f32; 8]
 }
 
 /// The body of both `dot8_q4_1` variants, inlined into each with its target features.
 #[inline(always)]
-unsafe fn dot8_q4_1_with<D: ByteDot>(w: &[BlockQ4_1], a: [&[BlockQ8_1]; 8], scales: &[Scales8]) -> [f32; 8] {
+unsafe fn dot8_q4_1_with<D: ByteDot>(w: &[BlockQ4_1], a: &[Act8]) -> [f32; 8] {
     let mut acc = [_mm256_setzero_ps(); 8];
     let mut mins = _mm256_setzero_ps(); // lane k: row k's sum of m * s, block after block
-    let mut d = [0.0f32; 8]; // d_x * d_y of each row for the current block
-    for (i, x) in w.iter().enumerate() {
-        let qx = nibbles(x.qs.as_ptr());
-        let x_dm = widen_dm(f16_pair(x.d, x.m));
-        let sc = scales.get_unchecked(i);
-        let (dx, mx) = (_mm256_broadcastss_ps(x_dm), _mm256_broadcastss_ps(_mm_movehdup_ps(x_dm)));
-        // Separate multiply and add: each product rounded once, as in `dot_q4_1`.
-        mins = _mm256_add_ps(mins, _mm256_mul_ps(mx, _mm256_loadu_ps(sc.s.as_ptr())));
-        _mm256_storeu_ps(d.as_mut_ptr(), _mm256_mul_ps(dx, _mm256_loadu_ps(sc.d.as_ptr())));
-        for k in 0..8 {
-            let y = a[k].get_unchecked(i);
-            let p = _mm256_cvtepi32_ps(D::dot(qx, load32(y.qs.as_ptr())));
-            acc[k] = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[k]), p, acc[k]);
+    let mut table: ScaleTable = [[0.0; 8]; DOT8_PASS];
+    for start in (0..w.len()).step_by(DOT8_PASS) {
+        let blocks = start..(start + DOT8_PASS).min(w.len());
+        for (i, row) in blocks.clone().zip(table.iter_mut()) {
+            let (x, pack) = (w.get_unchecked(i), a.get_unchecked(i));
+            let x_dm = widen_dm(f16_pair(x.d, x.m));
+            scale_products8(x_dm, pack, row);
+            // Separate multiply and add: each product rounded once, as in `dot_q4_1`.
+            let m_x = _mm256_broadcastss_ps(_mm_movehdup_ps(x_dm));
+            mins = _mm256_add_ps(mins, _mm256_mul_ps(m_x, _mm256_load_ps(pack.s.as_ptr())));
+        }
+        let table = from_memory(&table);
+        for (i, d) in blocks.zip(table) {
+            let (x, pack) = (w.get_unchecked(i), a.get_unchecked(i));
+            let qx = nibbles(x.qs.as_ptr());
+            for k in 0..8 {
+                let p = _mm256_cvtepi32_ps(D::dot(qx, pack_quants(pack, k)));
+                acc[k] = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[k]), p, acc[k]);
+            }
         }
     }
     let mut m = [0.0f32; 8];
@@ -440,29 +474,35 @@ unsafe fn dot8_q4_1_with<D: ByteDot>(w: &[BlockQ4_1], a: [&[BlockQ8_1]; 8], scal
 }
 
 vnni_variants! {
-    /// `dot_q8_0` of one weight row with eight activation rows whose scales `scales` holds side
-    /// by side (as `dot8_q4_1`); bit-identical to `dot_q8_0` per row.
+    /// `dot_q8_0` of one weight row with the eight activation rows packed in `a` (as
+    /// `dot8_q4_1`); bit-identical to `dot_q8_0` per row.
     ///
     /// # Safety
-    /// Every `a[k].len() == w.len() == scales.len()`; AVX2, FMA and F16C available.
-    fn dot8_q8_0, dot8_q8_0_avx2, dot8_q8_0_vnni = dot8_q8_0_with(w: &[BlockQ8_0], a: [&[BlockQ8_0]; 8], scales: &[Scales8]) -> [f32; 8]
+    /// `a.len() == w.len()`; AVX2, FMA and F16C available.
+    fn dot8_q8_0, dot8_q8_0_avx2, dot8_q8_0_vnni = dot8_q8_0_with(w: &[BlockQ8_0], a: &[Act8]) -> [f32; 8]
 }
 
 /// The body of both `dot8_q8_0` variants, inlined into each with its target features.
 #[inline(always)]
-unsafe fn dot8_q8_0_with<D: ByteDot>(w: &[BlockQ8_0], a: [&[BlockQ8_0]; 8], scales: &[Scales8]) -> [f32; 8] {
+unsafe fn dot8_q8_0_with<D: ByteDot>(w: &[BlockQ8_0], a: &[Act8]) -> [f32; 8] {
     let mut acc = [_mm256_setzero_ps(); 8];
-    let mut d = [0.0f32; 8]; // d_x * d_y of each row for the current block
-    for (i, x) in w.iter().enumerate() {
-        let qx = load32(x.qs.as_ptr());
-        let abs_x = _mm256_sign_epi8(qx, qx);
-        let dx = _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(x.d.to_bits() as i32)));
-        _mm256_storeu_ps(d.as_mut_ptr(), _mm256_mul_ps(dx, _mm256_loadu_ps(scales.get_unchecked(i).d.as_ptr())));
-        for k in 0..8 {
-            let y = a[k].get_unchecked(i);
-            // Signed x signed as unsigned |x| times y with x's sign (as `dot_i8_i8`).
-            let p = _mm256_cvtepi32_ps(D::dot(abs_x, _mm256_sign_epi8(load32(y.qs.as_ptr()), qx)));
-            acc[k] = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[k]), p, acc[k]);
+    let mut table: ScaleTable = [[0.0; 8]; DOT8_PASS];
+    for start in (0..w.len()).step_by(DOT8_PASS) {
+        let blocks = start..(start + DOT8_PASS).min(w.len());
+        for (i, row) in blocks.clone().zip(table.iter_mut()) {
+            let d_x = _mm_cvtph_ps(_mm_cvtsi32_si128(w.get_unchecked(i).d.to_bits() as i32));
+            scale_products8(d_x, a.get_unchecked(i), row);
+        }
+        let table = from_memory(&table);
+        for (i, d) in blocks.zip(table) {
+            let (x, pack) = (w.get_unchecked(i), a.get_unchecked(i));
+            let qx = load32(x.qs.as_ptr());
+            let abs_x = _mm256_sign_epi8(qx, qx);
+            for k in 0..8 {
+                // Signed x signed as unsigned |x| times y with x's sign (as `dot_i8_i8`).
+                let p = _mm256_cvtepi32_ps(D::dot(abs_x, _mm256_sign_epi8(pack_quants(pack, k), qx)));
+                acc[k] = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[k]), p, acc[k]);
+            }
         }
     }
     std::array::from_fn(|k| hsum(acc[k]))

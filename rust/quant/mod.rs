@@ -21,16 +21,38 @@ pub trait ActBlock: Pod + Zeroable + Send + Sync {
     fn quantize(x: &[f32], out: &mut [Self]);
     /// (d, s) as f32: the block's scale, and d * sum(q) where the type keeps it (else 0).
     fn scales(&self) -> (f32, f32);
+    /// The QK quantized values.
+    fn quants(&self) -> &[i8];
 }
 
-/// Eight tokens' activation scales at one block position, side by side (token k in lane k),
-/// so that eight-token kernels read them as vectors. Built once per matmul from the blocks.
-#[repr(C)]
+/// Eight activation rows' blocks at one block position, packed for eight-row kernels: the
+/// scales side by side (row k in lane k) and each row's 32 quants on a 32-byte boundary, so
+/// that no load of them straddles a cache line. Built once per matmul from the rows.
+#[repr(C, align(64))]
 #[derive(Clone, Copy, Default, Pod, Zeroable)]
-pub struct Scales8 {
+pub struct Act8 {
+    /// d of each row's block.
     pub d: [f32; 8],
+    /// s of each row's block (0 for types without one).
     pub s: [f32; 8],
+    /// [8 rows, 32 quants]
+    pub qs: [[i8; 32]; 8],
 }
+
+impl Act8 {
+    /// The pack of eight blocks of 32 quants, one from each row.
+    pub fn new<A: ActBlock>(blocks: [&A; 8]) -> Self {
+        let mut pack = Self::default();
+        for (k, block) in blocks.into_iter().enumerate() {
+            (pack.d[k], pack.s[k]) = block.scales();
+            pack.qs[k].copy_from_slice(block.quants());
+        }
+        pack
+    }
+}
+
+/// An eight-row kernel: one weight row against eight packed activation rows.
+pub type Dot8<B> = fn(&[B], &[Act8]) -> [f32; 8];
 
 /// A quantized weight block type.
 pub trait QuantBlock: Pod + Send + Sync {
@@ -55,17 +77,10 @@ pub trait QuantBlock: Pod + Send + Sync {
         a.map(|row| Self::dot(w, row))
     }
 
-    /// Whether `dot8` has its own kernel; matmuls lay out `Scales8` and call `dot8` only then.
-    const EIGHT_ROW_KERNEL: bool = false;
-
-    /// `dot` of one weight row with eight activation rows (equal results), `scales` holding
-    /// their scales side by side (one per block); types with an eight-row kernel unpack each
-    /// weight block once for all eight and scale them as vectors.
-    fn dot8(w: &[Self], a: [&[Self::Act]; 8], scales: &[Scales8]) -> [f32; 8] {
-        let _ = scales;
-        let (low, high) = (Self::dot4(w, [a[0], a[1], a[2], a[3]]), Self::dot4(w, [a[4], a[5], a[6], a[7]]));
-        std::array::from_fn(|k| if k < 4 { low[k] } else { high[k - 4] })
-    }
+    /// `dot` of one weight row with the eight activation rows packed in `a` (one `Act8` per
+    /// block; equal results), for the types that have such a kernel: each weight block is
+    /// unpacked once for all eight rows. Matmuls pack activations only for these types.
+    const DOT8: Option<Dot8<Self>> = None;
 }
 
 /// `impl ActBlock`: the block's (d, s) as an expression of `$b`, the scalar quantizer, and
@@ -89,6 +104,10 @@ macro_rules! act_block {
             fn scales(&self) -> (f32, f32) {
                 let $b = self;
                 $scales
+            }
+            #[inline]
+            fn quants(&self) -> &[i8] {
+                &self.qs
             }
         }
     };
@@ -144,17 +163,15 @@ macro_rules! quant_block {
             }
             )?
             $(
-            const EIGHT_ROW_KERNEL: bool = true;
-            #[inline]
-            fn dot8(w: &[Self], a: [&[$act]; 8], scales: &[Scales8]) -> [f32; 8] {
-                assert!(a.iter().all(|row| row.len() == w.len()) && scales.len() == w.len(), "quantized dot: block count mismatch");
+            const DOT8: Option<Dot8<Self>> = Some(|w, a| {
+                assert_eq!(a.len(), w.len(), "quantized dot: block count mismatch");
                 #[cfg(target_arch = "x86_64")]
                 if simd_enabled() {
                     // SAFETY: equal block counts (checked above); AVX2/FMA/F16C were detected.
-                    return unsafe { avx2::$dot8(w, a, scales) };
+                    return unsafe { avx2::$dot8(w, a) };
                 }
-                a.map(|row| scalar::$dot(w, row))
-            }
+                scalar::$dot8(w, a)
+            });
             )?
         }
     };

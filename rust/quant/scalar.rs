@@ -2,6 +2,7 @@
 //! the integer dot products, written for clarity. The AVX2 twins in `avx2.rs` must agree.
 
 use super::blocks::*;
+use super::Act8;
 use half::f16;
 
 // ---- dequantization (weights -> f32), used for embedding rows and as the test reference ----
@@ -193,13 +194,19 @@ pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
 }
 
 pub fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
-    let mut sum = 0.0;
-    for (x, y) in w.iter().zip(a) {
-        let lo = dot_i8(x.qs.iter().map(|&q| (q & 0xF) as i32), &y.qs[..16]);
-        let hi = dot_i8(x.qs.iter().map(|&q| (q >> 4) as i32), &y.qs[16..]);
-        sum += (lo + hi) as f32 * (x.d.to_f32() * y.d) + x.m.to_f32() * y.s;
-    }
-    sum
+    w.iter().zip(a).fold(0.0, |sum, (x, y)| sum + q4_1_term(x, y.d, y.s, &y.qs))
+}
+
+/// One Q4_1 block times an activation block given as (d, s, quants).
+fn q4_1_term(x: &BlockQ4_1, d: f32, s: f32, qs: &[i8; 32]) -> f32 {
+    let lo = dot_i8(x.qs.iter().map(|&q| (q & 0xF) as i32), &qs[..16]);
+    let hi = dot_i8(x.qs.iter().map(|&q| (q >> 4) as i32), &qs[16..]);
+    (lo + hi) as f32 * (x.d.to_f32() * d) + x.m.to_f32() * s
+}
+
+/// `dot_q4_1` of one weight row with eight packed activation rows.
+pub fn dot8_q4_1(w: &[BlockQ4_1], a: &[Act8]) -> [f32; 8] {
+    std::array::from_fn(|k| w.iter().zip(a).fold(0.0, |sum, (x, p)| sum + q4_1_term(x, p.d[k], p.s[k], &p.qs[k])))
 }
 
 pub fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
@@ -221,11 +228,17 @@ pub fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
 }
 
 pub fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
-    let mut sum = 0.0;
-    for (x, y) in w.iter().zip(a) {
-        sum += dot_i8(x.qs.iter().map(|&q| q as i32), &y.qs) as f32 * (x.d.to_f32() * y.d.to_f32());
-    }
-    sum
+    w.iter().zip(a).fold(0.0, |sum, (x, y)| sum + q8_0_term(x, y.d.to_f32(), &y.qs))
+}
+
+/// One Q8_0 block times an activation block given as (d, quants).
+fn q8_0_term(x: &BlockQ8_0, d: f32, qs: &[i8; 32]) -> f32 {
+    dot_i8(x.qs.iter().map(|&q| q as i32), qs) as f32 * (x.d.to_f32() * d)
+}
+
+/// `dot_q8_0` of one weight row with eight packed activation rows.
+pub fn dot8_q8_0(w: &[BlockQ8_0], a: &[Act8]) -> [f32; 8] {
+    std::array::from_fn(|k| w.iter().zip(a).fold(0.0, |sum, (x, p)| sum + q8_0_term(x, p.d[k], &p.qs[k])))
 }
 
 pub fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
