@@ -42,12 +42,12 @@ pub struct Act8 {
 impl Act8 {
     /// The pack of eight blocks of 32 quants, one from each row.
     pub fn new<A: ActBlock>(blocks: [&A; 8]) -> Self {
-        let mut pack = Self::default();
-        for (k, block) in blocks.into_iter().enumerate() {
-            (pack.d[k], pack.s[k]) = block.scales();
-            pack.qs[k].copy_from_slice(block.quants());
+        let scales = blocks.map(|b| b.scales());
+        Self {
+            d: scales.map(|(d, _)| d),
+            s: scales.map(|(_, s)| s),
+            qs: blocks.map(|b| b.quants().try_into().expect("blocks of 32 quants")),
         }
-        pack
     }
 }
 
