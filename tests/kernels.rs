@@ -231,6 +231,12 @@ fn check_attention_kernels<W: Elem>(convert: fn(f32) -> W) {
         scalar::dot_tiled_rows(&q, &rows, &mut got_scalar);
         let want_scalar: Vec<f32> = rows.chunks_exact(d).map(|r| scalar::dot_tiled(&q, r)).collect();
         assert_eq!(got_scalar, want_scalar);
+        kernels::dot_rows(&q, &rows, &mut got);
+        let want: Vec<f32> = rows.chunks_exact(d).map(|r| kernels::dot(&q, r)).collect();
+        assert_eq!(got, want, "dot_rows d={d} len={len}");
+        scalar::dot_rows(&q, &rows, &mut got_scalar);
+        let want_scalar: Vec<f32> = rows.chunks_exact(d).map(|r| scalar::dot(&q, r)).collect();
+        assert_eq!(got_scalar, want_scalar);
 
         let weights = rng.vec(len, 1.0);
         let start = rng.vec(8 * d, 1.0);

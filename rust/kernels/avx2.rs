@@ -14,6 +14,7 @@ pub(crate) unsafe fn hsum(v: __m256) -> f32 {
 
 /// # Safety
 /// `x.len() == w.len()`; the CPU supports AVX2, FMA and F16C.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot<W: Elem>(x: &[f32], w: &[W]) -> f32 {
     let n = x.len();
@@ -83,6 +84,16 @@ pub unsafe fn dot_tiled_rows<W: Elem>(q: &[f32], rows: &[W], out: &mut [f32]) {
     let d = q.len();
     for (j, o) in out.iter_mut().enumerate() {
         *o = dot_tiled(q, rows.get_unchecked(j * d..(j + 1) * d));
+    }
+}
+
+/// # Safety
+/// `rows.len() == out.len() * q.len()`; the CPU supports AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_rows<W: Elem>(q: &[f32], rows: &[W], out: &mut [f32]) {
+    let d = q.len();
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = dot(q, rows.get_unchecked(j * d..(j + 1) * d));
     }
 }
 

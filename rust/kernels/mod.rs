@@ -225,6 +225,19 @@ pub fn dot_tiled_rows<W: Elem>(q: &[f32], rows: &[W], out: &mut [f32]) {
     scalar::dot_tiled_rows(q, rows, out)
 }
 
+/// out[j] = dot(q, rows[j]) for rows [out.len(), q.len()]: each row summed exactly as `dot`
+/// sums it, in one call (the attention scores of one token over a cache).
+pub fn dot_rows<W: Elem>(q: &[f32], rows: &[W], out: &mut [f32]) {
+    assert!(!q.is_empty(), "dot_rows: empty rows");
+    assert_eq!(rows.len(), out.len() * q.len(), "dot_rows: one row per output");
+    #[cfg(target_arch = "x86_64")]
+    if simd_enabled() {
+        // SAFETY: lengths checked above; AVX2/FMA/F16C were detected.
+        return unsafe { avx2::dot_rows(q, rows, out) };
+    }
+    scalar::dot_rows(q, rows, out)
+}
+
 /// partial[j % 8] += weights[j] · rows[j] for rows [weights.len(), d] and partial [8, d]:
 /// each lane accumulated exactly as `axpy` row by row would, with the eight running sums held
 /// in registers (attention outputs in tinyBLAS's lane order). d must be a multiple of 8.

@@ -36,6 +36,13 @@ pub fn dot_tiled_rows<W: Elem>(q: &[f32], rows: &[W], out: &mut [f32]) {
     }
 }
 
+/// `dot` of `q` with each row of `rows`: see `kernels::dot_rows`.
+pub fn dot_rows<W: Elem>(q: &[f32], rows: &[W], out: &mut [f32]) {
+    for (o, row) in out.iter_mut().zip(rows.chunks_exact(q.len())) {
+        *o = dot(q, row);
+    }
+}
+
 /// `axpy` of each weighted row into lane j % 8: see `kernels::axpy_lanes8`.
 pub fn axpy_lanes8<W: Elem>(partial: &mut [f32], weights: &[f32], rows: &[W]) {
     let d = partial.len() / 8;

@@ -7,7 +7,7 @@
 //! this reproduces llama.cpp's logits bit for bit; with an f32 cache it is plain float32
 //! attention, as accurate as any other order.
 
-use crate::kernels::{axpy, axpy_lanes8, dot, dot_tiled_rows, round_to, softmax_exp, Elem};
+use crate::kernels::{axpy, axpy_lanes8, dot_rows, dot_tiled_rows, round_to, softmax_exp, Elem};
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::ops::Range;
@@ -118,9 +118,7 @@ pub fn attention<C: Elem>(out: &mut [f32], q: &[f32], q_stride: usize, seqs: &[S
             if tiled {
                 dot_tiled_rows(q_h, keys, weights);
             } else {
-                for (w, k_j) in weights.iter_mut().zip(keys.chunks_exact(head_dim)) {
-                    *w = dot(q_h, k_j);
-                }
+                dot_rows(q_h, keys, weights);
             }
             weights.iter_mut().for_each(|w| *w *= inv_sqrt_d);
             let inv_sum = softmax_exp(weights);
