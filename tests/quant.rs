@@ -3,7 +3,7 @@
 //! explains, no more).
 
 use _native::quant::blocks::*;
-use _native::quant::{scalar, Act8, ActBlock, QuantBlock};
+use _native::quant::{scalar, ActBlock, ActPack, QuantBlock};
 use half::f16;
 
 mod common;
@@ -52,17 +52,17 @@ fn check<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng), simd: unsafe
     }
 }
 
-/// Eight activation rows packed block by block, as quant_matmul packs them.
-fn packs<A: ActBlock>(acts: &[Vec<A>]) -> Vec<Act8> {
-    (0..acts[0].len()).map(|b| Act8::new(std::array::from_fn(|k| &acts[k][b]))).collect()
+/// The first R activation rows packed block by block, as quant_matmul packs them.
+fn packs<A: ActBlock, const R: usize>(acts: &[Vec<A>]) -> Vec<ActPack<R>> {
+    (0..acts[0].len()).map(|b| ActPack::new(std::array::from_fn(|k| &acts[k][b]))).collect()
 }
 
 /// The activation rows a pack was made from, rebuilt from it field by field.
 #[test]
-fn act8_holds_each_rows_block() {
+fn act_pack_holds_each_rows_block() {
     let mut rng = Rng(5);
     let acts: Vec<Vec<BlockQ8_1>> = random_acts(&mut rng, 3);
-    for (b, pack) in packs(&acts).iter().enumerate() {
+    for (b, pack) in packs::<_, 8>(&acts).iter().enumerate() {
         for (k, act) in acts.iter().enumerate() {
             let y = &act[b];
             assert_eq!((pack.d[k], pack.s[k], pack.qs[k]), (y.d, y.s, y.qs), "row {k}, block {b}");
@@ -70,8 +70,8 @@ fn act8_holds_each_rows_block() {
     }
 }
 
-/// `dot4` and `dot8` (one weight row, four or eight activation rows) and `dot_w4` (four weight
-/// rows, one activation row) must equal `dot` bit for bit: batched decoding promises the
+/// `DOT4` and `DOT8` (one weight row, four or eight packed activation rows) and `dot_w4` (four
+/// weight rows, one activation row) must equal `dot` bit for bit: batched decoding promises the
 /// tokens of separate runs, prefill those of decoding, and decoding does not depend on how
 /// rows are grouped.
 fn check_multi_row<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng)) {
@@ -84,23 +84,23 @@ fn check_multi_row<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng)) {
         let rows = [&others[0][..], &w, &others[1], &others[2]];
         let want: Vec<u32> = rows.iter().map(|row| B::dot(row, &acts[0]).to_bits()).collect();
         assert_eq!(B::dot_w4(rows, &acts[0]).map(f32::to_bits), want[..], "{name}: dot_w4 with {n_blocks} blocks");
-        let four = B::dot4(&w, [&acts[0], &acts[1], &acts[2], &acts[3]]);
-        assert_eq!(four.map(f32::to_bits), singles[..4], "{name}: dot4 with {n_blocks} blocks");
+        let dot4 = B::DOT4.expect("a four-row kernel");
+        assert_eq!(dot4(&w, &packs(&acts)).map(f32::to_bits), singles[..4], "{name}: DOT4 with {n_blocks} blocks");
         let dot8 = B::DOT8.expect("an eight-row kernel");
-        assert_eq!(dot8(&w, &packs(&acts)).map(f32::to_bits), singles[..], "{name}: dot8 with {n_blocks} blocks");
+        assert_eq!(dot8(&w, &packs(&acts)).map(f32::to_bits), singles[..], "{name}: DOT8 with {n_blocks} blocks");
     }
 }
 
-type Dot8<B> = unsafe fn(&[B], &[Act8]) -> [f32; 8];
+type DotPacked<B, const R: usize> = unsafe fn(&[B], &[ActPack<R>]) -> [f32; R];
 
-/// Both variants of an eight-row kernel, called directly (dispatch picks one of them).
-fn check_dot8_variants<B: QuantBlock>(fix: impl Fn(&mut B, &mut Rng), avx2_variant: Dot8<B>, vnni_variant: Dot8<B>) {
+/// Both variants of a packed kernel, called directly (dispatch picks one of them).
+fn check_packed_variants<B: QuantBlock, const R: usize>(fix: impl Fn(&mut B, &mut Rng), avx2_variant: DotPacked<B, R>, vnni_variant: DotPacked<B, R>) {
     assert!(avx2(), "run these tests on an AVX2 machine");
     let mut rng = Rng(77);
     let w: Vec<B> = random_blocks(&mut rng, 48, fix);
     let acts: Vec<Vec<B::Act>> = random_acts(&mut rng, 48);
     let packed = packs(&acts);
-    let want: Vec<u32> = acts.iter().map(|a| B::dot(&w, a).to_bits()).collect();
+    let want: Vec<u32> = acts[..R].iter().map(|a| B::dot(&w, a).to_bits()).collect();
     // SAFETY: equal block counts; AVX2/FMA/F16C asserted above.
     let got = unsafe { avx2_variant(&w, &packed) };
     assert_eq!(got.map(f32::to_bits), want[..]);
@@ -169,10 +169,14 @@ fn dot_w4_avx2_and_vnni_variants_equal_dot_bit_for_bit() {
 }
 
 #[test]
-fn dot8_avx2_and_vnni_variants_equal_dot_bit_for_bit() {
+fn packed_avx2_and_vnni_variants_equal_dot_bit_for_bit() {
     use _native::quant::avx2;
-    check_dot8_variants::<BlockQ4_1>(|b, r| (b.d, b.m) = (r.scale(), f16::from_f32(-0.1 * r.unit())), avx2::dot8_q4_1_avx2, avx2::dot8_q4_1_vnni);
-    check_dot8_variants::<BlockQ8_0>(|b, r| b.d = r.scale(), avx2::dot8_q8_0_avx2, avx2::dot8_q8_0_vnni);
+    let q4_1 = |b: &mut BlockQ4_1, r: &mut Rng| (b.d, b.m) = (r.scale(), f16::from_f32(-0.1 * r.unit()));
+    check_packed_variants::<BlockQ4_1, 8>(q4_1, avx2::dot_packed_q4_1_avx2, avx2::dot_packed_q4_1_vnni);
+    check_packed_variants::<BlockQ4_1, 4>(q4_1, avx2::dot_packed_q4_1_avx2, avx2::dot_packed_q4_1_vnni);
+    let q8_0 = |b: &mut BlockQ8_0, r: &mut Rng| b.d = r.scale();
+    check_packed_variants::<BlockQ8_0, 8>(q8_0, avx2::dot_packed_q8_0_avx2, avx2::dot_packed_q8_0_vnni);
+    check_packed_variants::<BlockQ8_0, 4>(q8_0, avx2::dot_packed_q8_0_avx2, avx2::dot_packed_q8_0_vnni);
 }
 
 #[test]
@@ -278,20 +282,22 @@ fn random_acts<A: ActBlock>(rng: &mut Rng, n_blocks: usize) -> Vec<Vec<A>> {
         .collect()
 }
 
-/// The eight-row kernels' scalar twins (the path without AVX2) equal the scalar one-row dot
+/// The packed kernels' scalar twins (the path without AVX2) equal the scalar one-row dot
 /// product of each row bit for bit.
 #[test]
-fn scalar_dot8_equals_scalar_dot_bit_for_bit() {
+fn scalar_packed_dots_equal_scalar_dot_bit_for_bit() {
     let mut rng = Rng(91);
     for n_blocks in [1usize, 33, 48] {
         let w: Vec<BlockQ4_1> = random_blocks(&mut rng, n_blocks, |b: &mut BlockQ4_1, r| (b.d, b.m) = (r.scale(), f16::from_f32(-0.1 * r.unit())));
         let acts = random_acts::<BlockQ8_1>(&mut rng, n_blocks);
         let want: Vec<u32> = acts.iter().map(|a| scalar::dot_q4_1(&w, a).to_bits()).collect();
-        assert_eq!(scalar::dot8_q4_1(&w, &packs(&acts)).map(f32::to_bits), want[..], "q4_1, {n_blocks} blocks");
+        assert_eq!(scalar::dot_packed_q4_1::<8>(&w, &packs(&acts)).map(f32::to_bits), want[..], "q4_1, {n_blocks} blocks");
+        assert_eq!(scalar::dot_packed_q4_1::<4>(&w, &packs(&acts)).map(f32::to_bits), want[..4], "q4_1 x4, {n_blocks} blocks");
 
         let w: Vec<BlockQ8_0> = random_blocks(&mut rng, n_blocks, |b: &mut BlockQ8_0, r| b.d = r.scale());
         let acts = random_acts::<BlockQ8_0>(&mut rng, n_blocks);
         let want: Vec<u32> = acts.iter().map(|a| scalar::dot_q8_0(&w, a).to_bits()).collect();
-        assert_eq!(scalar::dot8_q8_0(&w, &packs(&acts)).map(f32::to_bits), want[..], "q8_0, {n_blocks} blocks");
+        assert_eq!(scalar::dot_packed_q8_0::<8>(&w, &packs(&acts)).map(f32::to_bits), want[..], "q8_0, {n_blocks} blocks");
+        assert_eq!(scalar::dot_packed_q8_0::<4>(&w, &packs(&acts)).map(f32::to_bits), want[..4], "q8_0 x4, {n_blocks} blocks");
     }
 }

@@ -15,7 +15,7 @@
 
 use super::add_in_place;
 use crate::kernels::{axpy, axpy_block, dot, Elem};
-use crate::quant::{Act8, ActBlock, QuantBlock};
+use crate::quant::{ActBlock, ActPack, QuantBlock};
 use crate::tensor::{with_elems, Layout, Matrix};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -54,8 +54,10 @@ pub struct MatmulScratch {
     /// Quantized activation rows, as raw 8-byte words (aligned for every block type).
     act: Vec<u64>,
     /// [n / 8, blocks per row]: each group of eight activation rows packed block by block,
-    /// for the types with an eight-row kernel.
-    packs: Vec<Act8>,
+    /// for the types with packed kernels.
+    packs8: Vec<ActPack<8>>,
+    /// [blocks per row]: the four rows after the last group of eight, where n % 8 >= 4.
+    packs4: Vec<ActPack<4>>,
 }
 
 /// y[n, n_out] = x[n, n_in] · Wᵀ + bias.
@@ -67,7 +69,7 @@ pub fn matmul(y: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f32]>, scratc
     if let Some(b) = bias {
         assert_eq!(b.len(), n_out, "matmul: bias has the wrong size");
     }
-    let MatmulScratch { tiles, act, packs } = scratch;
+    let MatmulScratch { tiles, act, packs8, packs4 } = scratch;
     with_elems!(w.tensor.elems(), ws =>
         float {
             if w.layout == Layout::InOut && n == 1 {
@@ -77,7 +79,7 @@ pub fn matmul(y: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f32]>, scratc
                 run_tiles(y, n, tile, tiles, |col0, out| float_tile(out, x, n, ws, w, bias, col0))
             }
         },
-        quant quant_matmul(y, x, n, ws, w, bias, tiles, act, packs)
+        quant quant_matmul(y, x, n, ws, w, bias, tiles, act, (packs8, packs4))
     )
 }
 
@@ -251,7 +253,7 @@ fn quant_matmul<B: QuantBlock>(
     bias: Option<&[f32]>,
     tiles: &mut Vec<f32>,
     act_words: &mut Vec<u64>,
-    packs: &mut Vec<Act8>,
+    (packs8, packs4): (&mut Vec<ActPack<8>>, &mut Vec<ActPack<4>>),
 ) {
     let n_in = w.n_in;
     let blocks_per_row = n_in / B::QK;
@@ -276,19 +278,26 @@ fn quant_matmul<B: QuantBlock>(
         return;
     }
     // Activation blocks line up with weight blocks (equal QK), so this is also blocks_per_row.
-    let groups = if B::DOT8.is_some() { n / 8 } else { 0 };
-    packs.resize(groups * act_per_row, Act8::default());
-    let pack_group = |(g, group): (usize, &mut [Act8])| {
+    // Rows 8g.. of group g are packed for DOT8; the four after the last whole group for DOT4.
+    let packed = B::DOT8.is_some();
+    let (groups, four) = if packed { (n / 8, n % 8 >= 4) } else { (0, false) };
+    packs8.resize(groups * act_per_row, ActPack::ZERO);
+    let pack_group = |(g, group): (usize, &mut [ActPack<8>])| {
         for (b, pack) in group.iter_mut().enumerate() {
-            *pack = Act8::new(std::array::from_fn(|k| &act[(8 * g + k) * act_per_row + b]));
+            *pack = ActPack::new(std::array::from_fn(|k| &act[(8 * g + k) * act_per_row + b]));
         }
     };
     if n >= PARALLEL_QUANTIZE_ROWS {
-        packs.par_chunks_mut(act_per_row).enumerate().for_each(pack_group);
+        packs8.par_chunks_mut(act_per_row).enumerate().for_each(pack_group);
     } else {
-        packs.chunks_mut(act_per_row).enumerate().for_each(pack_group);
+        packs8.chunks_mut(act_per_row).enumerate().for_each(pack_group);
     }
-    let packs: &[Act8] = packs;
+    packs4.clear();
+    if four {
+        let t0 = 8 * groups;
+        packs4.extend((0..act_per_row).map(|b| ActPack::new(std::array::from_fn(|k| &act[(t0 + k) * act_per_row + b]))));
+    }
+    let (packs8, packs4): (&[ActPack<8>], &[ActPack<4>]) = (packs8, packs4);
 
     // out[t - tokens.start, j] += w[col0 + j] · act[t] for t in tokens, j < width; out is
     // [tokens.len(), width].
@@ -301,14 +310,16 @@ fn quant_matmul<B: QuantBlock>(
             // starts at a multiple of TOKEN_BLOCK, so groups of eight start at multiples of 8).
             let mut t = tokens.start;
             while let Some(dot8) = B::DOT8.filter(|_| t + 8 <= tokens.end) {
-                let sums = dot8(w_row(j), &packs[t / 8 * act_per_row..(t / 8 + 1) * act_per_row]);
+                let sums = dot8(w_row(j), &packs8[t / 8 * act_per_row..(t / 8 + 1) * act_per_row]);
                 for (k, sum) in sums.into_iter().enumerate() {
                     out[at(t + k, j)] += sum;
                 }
                 t += 8;
             }
-            while t + 4 <= tokens.end {
-                let sums = B::dot4(w_row(j), [act_row(t), act_row(t + 1), act_row(t + 2), act_row(t + 3)]);
+            if let Some(dot4) = B::DOT4.filter(|_| t + 4 <= tokens.end) {
+                // Four rows are left only after the last group of eight: packs4's rows.
+                debug_assert_eq!(t, 8 * groups);
+                let sums = dot4(w_row(j), packs4);
                 for (k, sum) in sums.into_iter().enumerate() {
                     out[at(t + k, j)] += sum;
                 }

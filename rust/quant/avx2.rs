@@ -5,7 +5,7 @@
 //! weights are made unsigned by moving their sign onto the activation (`_mm256_sign_epi8`).
 
 use super::blocks::*;
-use super::Act8;
+use super::ActPack;
 use crate::kernels::avx2::hsum;
 use std::arch::x86_64::*;
 
@@ -96,31 +96,32 @@ pub unsafe fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
     hsum(acc)
 }
 
-/// A kernel whose body (`$body::<D: ByteDot>`) is compiled twice, with AVX2's byte dot product
-/// and with VNNI's, plus the function that picks one at run time (`kernels::vnni_enabled()`).
+/// A kernel whose body (`$body::<D: ByteDot>`, generic over the row count R where the kernel
+/// is) is compiled twice, with AVX2's byte dot product and with VNNI's, plus the function that
+/// picks one at run time (`kernels::vnni_enabled()`).
 macro_rules! vnni_variants {
-    ($(#[$doc:meta])* fn $name:ident, $avx2:ident, $vnni:ident = $body:ident($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+    ($(#[$doc:meta])* fn $name:ident $(<const $r:ident: usize>)?, $avx2:ident, $vnni:ident = $body:ident($($arg:ident: $ty:ty),*) -> $ret:ty) => {
         $(#[$doc])*
-        pub unsafe fn $name($($arg: $ty),*) -> $ret {
+        pub unsafe fn $name$(<const $r: usize>)?($($arg: $ty),*) -> $ret {
             if crate::kernels::vnni_enabled() {
-                $vnni($($arg),*)
+                $vnni$(::<$r>)?($($arg),*)
             } else {
-                $avx2($($arg),*)
+                $avx2$(::<$r>)?($($arg),*)
             }
         }
 
         /// # Safety
         #[doc = concat!("As `", stringify!($name), "`.")]
         #[target_feature(enable = "avx2,fma,f16c")]
-        pub unsafe fn $avx2($($arg: $ty),*) -> $ret {
-            $body::<Maddubs>($($arg),*)
+        pub unsafe fn $avx2$(<const $r: usize>)?($($arg: $ty),*) -> $ret {
+            $body::<Maddubs $(, $r)?>($($arg),*)
         }
 
         /// # Safety
         #[doc = concat!("As `", stringify!($name), "`, and the CPU supports AVX-512 VNNI and VL.")]
         #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-        pub unsafe fn $vnni($($arg: $ty),*) -> $ret {
-            $body::<Vnni>($($arg),*)
+        pub unsafe fn $vnni$(<const $r: usize>)?($($arg: $ty),*) -> $ret {
+            $body::<Vnni $(, $r)?>($($arg),*)
         }
     };
 }
@@ -381,147 +382,118 @@ pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     sum
 }
 
-/// `dot_q4_1` of one weight row with four activation rows: each block's nibbles are unpacked
-/// once and used four times. Every row's result is bit-identical to `dot_q4_1`'s.
-///
-/// # Safety
-/// Every `a[k].len() == w.len()`; AVX2, FMA and F16C available.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot4_q4_1(w: &[BlockQ4_1], a: [&[BlockQ8_1]; 4]) -> [f32; 4] {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut mins = [_mm_setzero_ps(); 4];
-    for (i, x) in w.iter().enumerate() {
-        let qx = nibbles(x.qs.as_ptr());
-        let x_dm = widen_dm(f16_pair(x.d, x.m));
-        for k in 0..4 {
-            let y = a[k].get_unchecked(i);
-            let (d, m_s) = min_scales(x_dm, y);
-            mins[k] = _mm_add_ss(mins[k], m_s);
-            let p = _mm256_cvtepi32_ps(dot_u8_i8(qx, load32(y.qs.as_ptr())));
-            acc[k] = _mm256_fmadd_ps(d, p, acc[k]);
-        }
-    }
-    std::array::from_fn(|k| hsum(acc[k]) + _mm_cvtss_f32(mins[k]))
-}
-
-/// Blocks per pass of the eight-row kernels: a pass first writes the scale products of its
+/// Blocks per pass of the packed kernels: a pass first writes the scale products of its
 /// blocks to a table, then reads them back with broadcasting loads.
-const DOT8_PASS: usize = 32;
+const PACKED_PASS: usize = 32;
 
-/// d_x * d_y for every row of every block of a pass ([DOT8_PASS blocks, 8 rows]), written by
-/// `scale_products8` and read back by the eight-row kernels' multiply-adds.
-type ScaleTable = [[f32; 8]; DOT8_PASS];
-
-/// Writes `d_x * pack.d` (row k in lane k) into a scale table row.
-#[inline(always)]
-unsafe fn scale_products8(d_x: __m128, pack: &Act8, out: &mut [f32; 8]) {
-    _mm256_storeu_ps(out.as_mut_ptr(), _mm256_mul_ps(_mm256_broadcastss_ps(d_x), _mm256_load_ps(pack.d.as_ptr())));
-}
+/// d_x * d_y for every row of every block of a pass ([PACKED_PASS blocks, R rows]).
+type ScaleTable<const R: usize> = [[f32; R]; PACKED_PASS];
 
 /// The scale table as the multiply-adds must read it: from memory. Kept in registers, the
 /// compiler turns each row's broadcast into shuffles that compete with the dot products for
 /// the vector ports (measured 15.6 -> 12.6 cycles per block of eight rows).
 #[inline(always)]
-fn from_memory(table: &ScaleTable) -> &ScaleTable {
+fn from_memory<const R: usize>(table: &ScaleTable<R>) -> &ScaleTable<R> {
     std::hint::black_box(table)
+}
+
+/// Lanes c..c + 4 of a pack's per-row scales (`scales`: [R]) times `x`, each product rounded
+/// once. Written as vector operations: as a plain loop, the compiler vectorised it across
+/// blocks instead, gathering scales lane by lane (the eight-row Q8_0 kernel ran ~60% slower).
+#[inline(always)]
+unsafe fn times4<const R: usize>(x: f32, scales: &[f32; R], c: usize) -> __m128 {
+    _mm_mul_ps(_mm_set1_ps(x), _mm_loadu_ps(scales.as_ptr().add(c)))
 }
 
 /// Row k's 32 quants in `pack`, from their 32-byte boundary.
 #[inline(always)]
-unsafe fn pack_quants(pack: &Act8, k: usize) -> __m256i {
+unsafe fn pack_quants<const R: usize>(pack: &ActPack<R>, k: usize) -> __m256i {
     _mm256_load_si256(pack.qs.get_unchecked(k).as_ptr() as *const __m256i)
 }
 
 vnni_variants! {
-    /// `dot_q4_1` of one weight row with the eight activation rows packed in `a`: each block
-    /// is unpacked once, and its scale products for all eight rows are two vector multiplies.
-    /// Every row's result is bit-identical to `dot_q4_1`'s.
+    /// `dot_q4_1` of one weight row with the R activation rows packed in `a`: each block is
+    /// unpacked once, and its scale products for all R rows are vector multiplies. Every
+    /// row's result is bit-identical to `dot_q4_1`'s.
     ///
     /// # Safety
     /// `a.len() == w.len()`; AVX2, FMA and F16C available.
-    fn dot8_q4_1, dot8_q4_1_avx2, dot8_q4_1_vnni = dot8_q4_1_with(w: &[BlockQ4_1], a: &[Act8]) -> [f32; 8]
+    fn dot_packed_q4_1<const R: usize>, dot_packed_q4_1_avx2, dot_packed_q4_1_vnni = dot_packed_q4_1_with(w: &[BlockQ4_1], a: &[ActPack<R>]) -> [f32; R]
 }
 
-/// The body of both `dot8_q4_1` variants, inlined into each with its target features.
+/// The body of both `dot_packed_q4_1` variants, inlined into each with its target features.
 #[inline(always)]
-unsafe fn dot8_q4_1_with<D: ByteDot>(w: &[BlockQ4_1], a: &[Act8]) -> [f32; 8] {
-    let mut acc = [_mm256_setzero_ps(); 8];
-    let mut mins = _mm256_setzero_ps(); // lane k: row k's sum of m * s, block after block
-    let mut table: ScaleTable = [[0.0; 8]; DOT8_PASS];
-    for start in (0..w.len()).step_by(DOT8_PASS) {
-        let blocks = start..(start + DOT8_PASS).min(w.len());
+unsafe fn dot_packed_q4_1_with<D: ByteDot, const R: usize>(w: &[BlockQ4_1], a: &[ActPack<R>]) -> [f32; R] {
+    const { assert!(R.is_multiple_of(4) && R <= 8) };
+    let mut acc = [_mm256_setzero_ps(); R];
+    // lane k of mins[k / 4]: row k's sum of m * s, block after block
+    let mut mins = [_mm_setzero_ps(); 2];
+    let mut table: ScaleTable<R> = [[0.0; R]; PACKED_PASS];
+    for start in (0..w.len()).step_by(PACKED_PASS) {
+        let blocks = start..(start + PACKED_PASS).min(w.len());
         for (i, row) in blocks.clone().zip(table.iter_mut()) {
             let (x, pack) = (w.get_unchecked(i), a.get_unchecked(i));
+            // Both scales from one 32-bit load: widening a lone f16 compiles to an insert into
+            // whatever register is free, which can chain each block onto the previous one.
             let x_dm = widen_dm(f16_pair(x.d, x.m));
-            scale_products8(x_dm, pack, row);
-            // Separate multiply and add: each product rounded once, as in `dot_q4_1`.
-            let m_x = _mm256_broadcastss_ps(_mm_movehdup_ps(x_dm));
-            mins = _mm256_add_ps(mins, _mm256_mul_ps(m_x, _mm256_load_ps(pack.s.as_ptr())));
+            let (d_x, m_x) = (_mm_cvtss_f32(x_dm), _mm_cvtss_f32(_mm_movehdup_ps(x_dm)));
+            for c in (0..R).step_by(4) {
+                _mm_storeu_ps(row.as_mut_ptr().add(c), times4(d_x, &pack.d, c));
+                // Separate multiply and add: each product rounded once, as in `dot_q4_1`.
+                mins[c / 4] = _mm_add_ps(mins[c / 4], times4(m_x, &pack.s, c));
+            }
         }
         let table = from_memory(&table);
         for (i, d) in blocks.zip(table) {
             let (x, pack) = (w.get_unchecked(i), a.get_unchecked(i));
             let qx = nibbles(x.qs.as_ptr());
-            for k in 0..8 {
+            for k in 0..R {
                 let p = _mm256_cvtepi32_ps(D::dot(qx, pack_quants(pack, k)));
                 acc[k] = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[k]), p, acc[k]);
             }
         }
     }
     let mut m = [0.0f32; 8];
-    _mm256_storeu_ps(m.as_mut_ptr(), mins);
+    _mm_storeu_ps(m.as_mut_ptr(), mins[0]);
+    _mm_storeu_ps(m.as_mut_ptr().add(4), mins[1]);
     std::array::from_fn(|k| hsum(acc[k]) + m[k])
 }
 
 vnni_variants! {
-    /// `dot_q8_0` of one weight row with the eight activation rows packed in `a` (as
-    /// `dot8_q4_1`); bit-identical to `dot_q8_0` per row.
+    /// `dot_q8_0` of one weight row with the R activation rows packed in `a` (as
+    /// `dot_packed_q4_1`); bit-identical to `dot_q8_0` per row.
     ///
     /// # Safety
     /// `a.len() == w.len()`; AVX2, FMA and F16C available.
-    fn dot8_q8_0, dot8_q8_0_avx2, dot8_q8_0_vnni = dot8_q8_0_with(w: &[BlockQ8_0], a: &[Act8]) -> [f32; 8]
+    fn dot_packed_q8_0<const R: usize>, dot_packed_q8_0_avx2, dot_packed_q8_0_vnni = dot_packed_q8_0_with(w: &[BlockQ8_0], a: &[ActPack<R>]) -> [f32; R]
 }
 
-/// The body of both `dot8_q8_0` variants, inlined into each with its target features.
+/// The body of both `dot_packed_q8_0` variants, inlined into each with its target features.
 #[inline(always)]
-unsafe fn dot8_q8_0_with<D: ByteDot>(w: &[BlockQ8_0], a: &[Act8]) -> [f32; 8] {
-    let mut acc = [_mm256_setzero_ps(); 8];
-    let mut table: ScaleTable = [[0.0; 8]; DOT8_PASS];
-    for start in (0..w.len()).step_by(DOT8_PASS) {
-        let blocks = start..(start + DOT8_PASS).min(w.len());
+unsafe fn dot_packed_q8_0_with<D: ByteDot, const R: usize>(w: &[BlockQ8_0], a: &[ActPack<R>]) -> [f32; R] {
+    const { assert!(R.is_multiple_of(4)) };
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut table: ScaleTable<R> = [[0.0; R]; PACKED_PASS];
+    for start in (0..w.len()).step_by(PACKED_PASS) {
+        let blocks = start..(start + PACKED_PASS).min(w.len());
         for (i, row) in blocks.clone().zip(table.iter_mut()) {
-            let d_x = _mm_cvtph_ps(_mm_cvtsi32_si128(w.get_unchecked(i).d.to_bits() as i32));
-            scale_products8(d_x, a.get_unchecked(i), row);
+            let (x, pack) = (w.get_unchecked(i), a.get_unchecked(i));
+            // A 32-bit load for the one scale, as in `dot_packed_q4_1`.
+            let d_x = _mm_cvtss_f32(widen_dm(f16_pair(x.d, x.d)));
+            for c in (0..R).step_by(4) {
+                _mm_storeu_ps(row.as_mut_ptr().add(c), times4(d_x, &pack.d, c));
+            }
         }
         let table = from_memory(&table);
         for (i, d) in blocks.zip(table) {
             let (x, pack) = (w.get_unchecked(i), a.get_unchecked(i));
             let qx = load32(x.qs.as_ptr());
             let abs_x = _mm256_sign_epi8(qx, qx);
-            for k in 0..8 {
+            for k in 0..R {
                 // Signed x signed as unsigned |x| times y with x's sign (as `dot_i8_i8`).
                 let p = _mm256_cvtepi32_ps(D::dot(abs_x, _mm256_sign_epi8(pack_quants(pack, k), qx)));
                 acc[k] = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[k]), p, acc[k]);
             }
-        }
-    }
-    std::array::from_fn(|k| hsum(acc[k]))
-}
-
-/// `dot_q8_0` of one weight row with four activation rows, bit-identical per row.
-///
-/// # Safety
-/// Every `a[k].len() == w.len()`; AVX2, FMA and F16C available.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot4_q8_0(w: &[BlockQ8_0], a: [&[BlockQ8_0]; 4]) -> [f32; 4] {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for (i, x) in w.iter().enumerate() {
-        let qx = load32(x.qs.as_ptr());
-        let abs_x = _mm256_sign_epi8(qx, qx);
-        for k in 0..4 {
-            let y = a[k].get_unchecked(i);
-            let p = _mm256_cvtepi32_ps(dot_u8_i8(abs_x, _mm256_sign_epi8(load32(y.qs.as_ptr()), qx)));
-            acc[k] = _mm256_fmadd_ps(scale_product(f16_pair(x.d, y.d)), p, acc[k]);
         }
     }
     std::array::from_fn(|k| hsum(acc[k]))

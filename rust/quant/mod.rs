@@ -25,23 +25,25 @@ pub trait ActBlock: Pod + Zeroable + Send + Sync {
     fn quants(&self) -> &[i8];
 }
 
-/// Eight activation rows' blocks at one block position, packed for eight-row kernels: the
-/// scales side by side (row k in lane k) and each row's 32 quants on a 32-byte boundary, so
-/// that no load of them straddles a cache line. Built once per matmul from the rows.
+/// R activation rows' blocks at one block position, packed for R-row kernels: the scales
+/// side by side (row k in lane k) and each row's 32 quants on a 32-byte boundary, so that no
+/// load of them straddles a cache line. Built once per matmul from the rows.
 #[repr(C, align(64))]
-#[derive(Clone, Copy, Default, Pod, Zeroable)]
-pub struct Act8 {
+#[derive(Clone, Copy)]
+pub struct ActPack<const R: usize> {
     /// d of each row's block.
-    pub d: [f32; 8],
+    pub d: [f32; R],
     /// s of each row's block (0 for types without one).
-    pub s: [f32; 8],
-    /// [8 rows, 32 quants]
-    pub qs: [[i8; 32]; 8],
+    pub s: [f32; R],
+    /// [R rows, 32 quants]
+    pub qs: [[i8; 32]; R],
 }
 
-impl Act8 {
-    /// The pack of eight blocks of 32 quants, one from each row.
-    pub fn new<A: ActBlock>(blocks: [&A; 8]) -> Self {
+impl<const R: usize> ActPack<R> {
+    pub const ZERO: Self = Self { d: [0.0; R], s: [0.0; R], qs: [[0; 32]; R] };
+
+    /// The pack of R blocks of 32 quants, one from each row.
+    pub fn new<A: ActBlock>(blocks: [&A; R]) -> Self {
         let scales = blocks.map(|b| b.scales());
         Self {
             d: scales.map(|(d, _)| d),
@@ -51,8 +53,8 @@ impl Act8 {
     }
 }
 
-/// An eight-row kernel: one weight row against eight packed activation rows.
-pub type Dot8<B> = fn(&[B], &[Act8]) -> [f32; 8];
+/// An R-row kernel: one weight row against R packed activation rows.
+pub type DotPacked<B, const R: usize> = fn(&[B], &[ActPack<R>]) -> [f32; R];
 
 /// A quantized weight block type.
 pub trait QuantBlock: Pod + Send + Sync {
@@ -71,16 +73,12 @@ pub trait QuantBlock: Pod + Send + Sync {
         w.map(|row| Self::dot(row, a))
     }
 
-    /// `dot` of one weight row with four activation rows (equal results); types with a
-    /// four-row kernel unpack each weight block once for all four.
-    fn dot4(w: &[Self], a: [&[Self::Act]; 4]) -> [f32; 4] {
-        a.map(|row| Self::dot(w, row))
-    }
-
-    /// `dot` of one weight row with the eight activation rows packed in `a` (one `Act8` per
+    /// `dot` of one weight row with the eight activation rows packed in `a` (one pack per
     /// block; equal results), for the types that have such a kernel: each weight block is
     /// unpacked once for all eight rows. Matmuls pack activations only for these types.
-    const DOT8: Option<Dot8<Self>> = None;
+    const DOT8: Option<DotPacked<Self, 8>> = None;
+    /// `DOT8` for four rows (a batch's or a prefill's last rows).
+    const DOT4: Option<DotPacked<Self, 4>> = None;
 }
 
 /// `impl ActBlock`: the block's (d, s) as an expression of `$b`, the scalar quantizer, and
@@ -117,10 +115,10 @@ act_block!(BlockQ8_0, 32, |b| (b.d.to_f32(), 0.0), quantize_q8_0, avx2: quantize
 act_block!(BlockQ8_1, 32, |b| (b.d, b.s), quantize_q8_1, avx2: quantize_q8_1);
 act_block!(BlockQ8K, 256, |b| (b.d, 0.0), quantize_q8_k);
 
-/// `impl QuantBlock` from the scalar and AVX2 kernels of the same names; `dot_w4` / `dot4` /
-/// `dot8` name the type's multi-row kernels where it has them (else the trait's defaults).
+/// `impl QuantBlock` from the scalar and AVX2 kernels of the same names; `dot_w4` and
+/// `dot_packed` name the type's multi-row kernels where it has them (else the trait's defaults).
 macro_rules! quant_block {
-    ($block:ty, $qk:expr, $act:ty, $dequantize:ident, $dot:ident $(, dot_w4: $dot_w4:ident)? $(, dot4: $dot4:ident)? $(, dot8: $dot8:ident)?) => {
+    ($block:ty, $qk:expr, $act:ty, $dequantize:ident, $dot:ident $(, dot_w4: $dot_w4:ident)? $(, dot_packed: $dot_packed:ident)?) => {
         impl QuantBlock for $block {
             const QK: usize = $qk;
             type Act = $act;
@@ -151,36 +149,31 @@ macro_rules! quant_block {
             }
             )?
             $(
-            #[inline]
-            fn dot4(w: &[Self], a: [&[$act]; 4]) -> [f32; 4] {
-                assert!(a.iter().all(|row| row.len() == w.len()), "quantized dot: block count mismatch");
-                #[cfg(target_arch = "x86_64")]
-                if simd_enabled() {
-                    // SAFETY: equal block counts (checked above); AVX2/FMA/F16C were detected.
-                    return unsafe { avx2::$dot4(w, a) };
-                }
-                a.map(|row| scalar::$dot(w, row))
-            }
-            )?
-            $(
-            const DOT8: Option<Dot8<Self>> = Some(|w, a| {
-                assert_eq!(a.len(), w.len(), "quantized dot: block count mismatch");
-                #[cfg(target_arch = "x86_64")]
-                if simd_enabled() {
-                    // SAFETY: equal block counts (checked above); AVX2/FMA/F16C were detected.
-                    return unsafe { avx2::$dot8(w, a) };
-                }
-                scalar::$dot8(w, a)
-            });
+            const DOT8: Option<DotPacked<Self, 8>> = Some(|w, a| dot_packed!(w, a, $dot_packed));
+            const DOT4: Option<DotPacked<Self, 4>> = Some(|w, a| dot_packed!(w, a, $dot_packed));
             )?
         }
     };
 }
 
+/// A packed kernel's call: block counts checked, the AVX2 kernel where the CPU has it, else
+/// the scalar twin (the number of rows follows from the packs' type).
+macro_rules! dot_packed {
+    ($w:ident, $a:ident, $kernel:ident) => {{
+        assert_eq!($a.len(), $w.len(), "quantized dot: block count mismatch");
+        #[cfg(target_arch = "x86_64")]
+        if simd_enabled() {
+            // SAFETY: equal block counts (checked above); AVX2/FMA/F16C were detected.
+            return unsafe { avx2::$kernel($w, $a) };
+        }
+        scalar::$kernel($w, $a)
+    }};
+}
+
 quant_block!(BlockQ4_0, 32, BlockQ8_0, dequantize_q4_0, dot_q4_0);
-quant_block!(BlockQ4_1, 32, BlockQ8_1, dequantize_q4_1, dot_q4_1, dot_w4: dot_w4_q4_1, dot4: dot4_q4_1, dot8: dot8_q4_1);
+quant_block!(BlockQ4_1, 32, BlockQ8_1, dequantize_q4_1, dot_q4_1, dot_w4: dot_w4_q4_1, dot_packed: dot_packed_q4_1);
 quant_block!(BlockQ5_0, 32, BlockQ8_0, dequantize_q5_0, dot_q5_0);
 quant_block!(BlockQ5_1, 32, BlockQ8_1, dequantize_q5_1, dot_q5_1);
-quant_block!(BlockQ8_0, 32, BlockQ8_0, dequantize_q8_0, dot_q8_0, dot_w4: dot_w4_q8_0, dot4: dot4_q8_0, dot8: dot8_q8_0);
+quant_block!(BlockQ8_0, 32, BlockQ8_0, dequantize_q8_0, dot_q8_0, dot_w4: dot_w4_q8_0, dot_packed: dot_packed_q8_0);
 quant_block!(BlockQ4K, 256, BlockQ8K, dequantize_q4_k, dot_q4_k);
 quant_block!(BlockQ6K, 256, BlockQ8K, dequantize_q6_k, dot_q6_k);

@@ -2,7 +2,7 @@
 //! the integer dot products, written for clarity. The AVX2 twins in `avx2.rs` must agree.
 
 use super::blocks::*;
-use super::Act8;
+use super::ActPack;
 use half::f16;
 
 // ---- dequantization (weights -> f32), used for embedding rows and as the test reference ----
@@ -204,8 +204,8 @@ fn q4_1_term(x: &BlockQ4_1, d: f32, s: f32, qs: &[i8; 32]) -> f32 {
     (lo + hi) as f32 * (x.d.to_f32() * d) + x.m.to_f32() * s
 }
 
-/// `dot_q4_1` of one weight row with eight packed activation rows.
-pub fn dot8_q4_1(w: &[BlockQ4_1], a: &[Act8]) -> [f32; 8] {
+/// `dot_q4_1` of one weight row with R packed activation rows.
+pub fn dot_packed_q4_1<const R: usize>(w: &[BlockQ4_1], a: &[ActPack<R>]) -> [f32; R] {
     std::array::from_fn(|k| w.iter().zip(a).fold(0.0, |sum, (x, p)| sum + q4_1_term(x, p.d[k], p.s[k], &p.qs[k])))
 }
 
@@ -236,8 +236,8 @@ fn q8_0_term(x: &BlockQ8_0, d: f32, qs: &[i8; 32]) -> f32 {
     dot_i8(x.qs.iter().map(|&q| q as i32), qs) as f32 * (x.d.to_f32() * d)
 }
 
-/// `dot_q8_0` of one weight row with eight packed activation rows.
-pub fn dot8_q8_0(w: &[BlockQ8_0], a: &[Act8]) -> [f32; 8] {
+/// `dot_q8_0` of one weight row with R packed activation rows.
+pub fn dot_packed_q8_0<const R: usize>(w: &[BlockQ8_0], a: &[ActPack<R>]) -> [f32; R] {
     std::array::from_fn(|k| w.iter().zip(a).fold(0.0, |sum, (x, p)| sum + q8_0_term(x, p.d[k], &p.qs[k])))
 }
 
