@@ -1,7 +1,7 @@
 //! Matmul and attention against naive double-precision loops.
 
 use _native::ops::attention::{attention, Heads, Sequence};
-use _native::ops::matmul::{matmul, MatmulScratch};
+use _native::ops::matmul::{matmul, matmul_group, MatmulScratch};
 use _native::quant::blocks::{BlockQ4_1, BlockQ6K, BlockQ8_0};
 use _native::quant::{ActBlock, QuantBlock};
 use _native::tensor::{DType, Layout, Matrix, Tensor};
@@ -165,4 +165,36 @@ fn quantized_matmul_matches_row_dot_products() {
     check_quant_matmul::<BlockQ4_1>(DType::Q4_1, |b| (b.d, b.m) = (f16::from_f32(0.01), f16::from_f32(-0.05)));
     check_quant_matmul::<BlockQ8_0>(DType::Q8_0, |b| b.d = f16::from_f32(0.02));
     check_quant_matmul::<BlockQ6K>(DType::Q6_K, |b| b.d = f16::from_f32(0.001));
+}
+
+/// Matrices sharing one input (Q, K and V; gate and up) quantize it once: every output equals
+/// that matrix's own `matmul`, bit for bit, for one token and for batches with and without
+/// groups of eight and four rows.
+#[test]
+fn matmul_group_equals_separate_matmuls() {
+    let mut rng = Rng(0x5EED_0F6A_0C00);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let n_in = 256;
+    let matrices: Vec<Matrix> = [192usize, 64, 100]
+        .into_iter()
+        .map(|n_out| {
+            let blocks: Vec<BlockQ4_1> = (0..n_out * n_in / 32)
+                .map(|_| BlockQ4_1 { d: f16::from_f32(0.01 + 0.01 * rng.unit().abs()), m: f16::from_f32(-0.05), qs: std::array::from_fn(|_| (rng.unit() * 1000.0) as i32 as u8) })
+                .collect();
+            let tensor = Tensor::new(Arc::new(blocks), DType::Q4_1, vec![n_out, n_in]).unwrap();
+            Matrix { tensor, layout: Layout::OutIn, n_out, n_in }
+        })
+        .collect();
+    let ws: Vec<&Matrix> = matrices.iter().collect();
+    for n in [1, 5, 12, 70] {
+        let x = rng.vec(n * n_in, 1.0);
+        let mut grouped: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; n * w.n_out]).collect();
+        let mut scratch = MatmulScratch::default();
+        pool.install(|| matmul_group(&mut grouped.iter_mut().map(|y| y.as_mut_slice()).collect::<Vec<_>>(), &x, &ws, &mut scratch));
+        for (w, got) in ws.iter().zip(&grouped) {
+            let mut want = vec![f32::NAN; n * w.n_out];
+            pool.install(|| matmul(&mut want, &x, w, None, &mut MatmulScratch::default()));
+            assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "n={n}, n_out={}", w.n_out);
+        }
+    }
 }

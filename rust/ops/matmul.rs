@@ -79,46 +79,56 @@ pub fn matmul(y: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f32]>, scratc
                 run_tiles(y, n, tile, tiles, |col0, out| float_tile(out, x, n, ws, w, bias, col0))
             }
         },
-        quant quant_matmul(y, x, n, ws, w, bias, tiles, act, (packs8, packs4))
+        quant {
+            let rows = quantize_rows(x, n_in, act, packs8, packs4, ws);
+            quant_matmul(y, ws, w, bias, tiles, &rows)
+        }
     )
 }
 
 /// ys[i] = x · W_iᵀ for several matrices reading the same input x (Q, K and V; gate and up).
-/// For one token and quantized weights of one type, the activation is quantized once and all
-/// the matrices' tiles run in one parallel region; otherwise each matrix is a `matmul`.
-/// Results are identical either way.
+/// For quantized weights of one type the activation rows are quantized once for all the
+/// matrices, and one token's dot products run in one parallel region; otherwise each matrix
+/// is a `matmul`. Results are identical either way.
 pub fn matmul_group(ys: &mut [&mut [f32]], x: &[f32], ws: &[&Matrix], scratch: &mut MatmulScratch) {
     assert_eq!(ys.len(), ws.len(), "matmul_group: one output per matrix");
-    let dtype = ws[0].tensor.dtype();
-    let fused = dtype.is_quantized() && ws.iter().all(|w| w.tensor.dtype() == dtype && w.n_in == x.len() && w.layout == Layout::OutIn);
-    if !fused {
+    let (dtype, n_in) = (ws[0].tensor.dtype(), ws[0].n_in);
+    let shared = dtype.is_quantized() && ws.iter().all(|w| w.tensor.dtype() == dtype && w.n_in == n_in && w.layout == Layout::OutIn);
+    if !shared {
         for (y, w) in ys.iter_mut().zip(ws) {
             matmul(y, x, w, None, scratch);
         }
         return;
     }
+    assert!(n_in > 0 && x.len().is_multiple_of(n_in), "matmul_group: x is not a whole number of rows");
     with_elems!(ws[0].tensor.elems(), first =>
-        float unreachable!("fused groups are quantized: {}", first.len()),
-        quant fused_quant_rows(ys, x, ws, &mut scratch.act, first)
+        float unreachable!("shared groups are quantized: {}", first.len()),
+        quant quant_group(ys, x, ws, scratch, first)
     )
 }
 
-/// One activation row against several quantized matrices of block type B (the type of
-/// `_of_type`), in one parallel region.
-fn fused_quant_rows<B: QuantBlock>(ys: &mut [&mut [f32]], x: &[f32], ws: &[&Matrix], act_words: &mut Vec<u64>, _of_type: &[B]) {
-    let act_per_row = x.len() / <B::Act as ActBlock>::QK;
-    let act: &mut [B::Act] = words_as(act_words, act_per_row);
-    B::Act::quantize(x, act);
-    let act: &[B::Act] = act;
-    // Every chunk of every output, as (matrix, first row, output slice).
+/// `matmul_group` for quantized matrices of block type B (the type of `of_type`).
+fn quant_group<B: QuantBlock>(ys: &mut [&mut [f32]], x: &[f32], ws: &[&Matrix], scratch: &mut MatmulScratch, of_type: &[B]) {
+    let MatmulScratch { tiles, act, packs8, packs4 } = scratch;
+    let rows = quantize_rows(x, ws[0].n_in, act, packs8, packs4, of_type);
+    for (y, w) in ys.iter().zip(ws) {
+        assert_eq!(y.len(), rows.n * w.n_out, "matmul_group: output has the wrong size");
+    }
+    if rows.n > 1 {
+        for (y, w) in ys.iter_mut().zip(ws) {
+            quant_matmul(y, w.tensor.as_slice::<B>(), w, None, tiles, &rows);
+        }
+        return;
+    }
+    // One token: every chunk of every output, as (matrix, first row, output slice), in one
+    // parallel region.
     let threads = rayon::current_num_threads();
     let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();
     for (m, y) in ys.iter_mut().enumerate() {
-        assert_eq!(y.len(), ws[m].n_out, "matmul_group: output has the wrong size");
         let chunk = one_token_chunk(y.len(), threads);
         tasks.extend(y.chunks_mut(chunk).enumerate().map(|(k, out)| (m, k * chunk, out)));
     }
-    tasks.into_par_iter().for_each(|(m, row0, out)| one_token_dots(out, ws[m].tensor.as_slice::<B>(), ws[m].n_in / B::QK, row0, act));
+    tasks.into_par_iter().for_each(|(m, row0, out)| one_token_dots(out, ws[m].tensor.as_slice::<B>(), rows.per_row, row0, rows.act));
 }
 
 /// Rows per task when one token meets a quantized matrix: each thread takes one contiguous
@@ -243,74 +253,87 @@ fn float_tile<W: Elem>(out: &mut [f32], x: &[f32], n: usize, ws: &[W], w: &Matri
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn quant_matmul<B: QuantBlock>(
-    y: &mut [f32],
-    x: &[f32],
+/// Activation rows quantized once into the partner format of block type B, and packed for
+/// its packed kernels where it has them, for every matrix of type B that reads them.
+struct QuantizedRows<'a, B: QuantBlock> {
     n: usize,
-    ws: &[B],
-    w: &Matrix,
-    bias: Option<&[f32]>,
-    tiles: &mut Vec<f32>,
-    act_words: &mut Vec<u64>,
-    (packs8, packs4): (&mut Vec<ActPack<8>>, &mut Vec<ActPack<4>>),
-) {
-    let n_in = w.n_in;
-    let blocks_per_row = n_in / B::QK;
-    let act_per_row = n_in / <B::Act as ActBlock>::QK;
-    // [n, act_per_row] activation blocks, quantized once for every weight row to use.
-    let act: &mut [B::Act] = words_as(act_words, n * act_per_row);
+    /// Activation blocks per row, also weight blocks per row (the formats pair with equal QK).
+    per_row: usize,
+    /// [n, per_row]
+    act: &'a [B::Act],
+    /// [n / 8, per_row]: rows 8g.. of group g, for DOT8.
+    packs8: &'a [ActPack<8>],
+    /// [per_row] where n % 8 >= 4: the four rows after the last group of eight, for DOT4.
+    packs4: &'a [ActPack<4>],
+}
+
+/// Quantizes x [n, n_in] (and packs it) into the scratch buffers, for block type B (the type
+/// of `_of_type`).
+fn quantize_rows<'a, B: QuantBlock>(
+    x: &[f32],
+    n_in: usize,
+    act_words: &'a mut Vec<u64>,
+    packs8: &'a mut Vec<ActPack<8>>,
+    packs4: &'a mut Vec<ActPack<4>>,
+    _of_type: &[B],
+) -> QuantizedRows<'a, B> {
+    let n = x.len() / n_in;
+    let per_row = n_in / <B::Act as ActBlock>::QK;
+    let act: &mut [B::Act] = words_as(act_words, n * per_row);
     let quantize_row = |(xr, ar): (&[f32], &mut [B::Act])| B::Act::quantize(xr, ar);
     if n >= PARALLEL_QUANTIZE_ROWS {
-        x.par_chunks(n_in).zip(act.par_chunks_mut(act_per_row)).for_each(quantize_row);
+        x.par_chunks(n_in).zip(act.par_chunks_mut(per_row)).for_each(quantize_row);
     } else {
-        x.chunks(n_in).zip(act.chunks_mut(act_per_row)).for_each(quantize_row);
+        x.chunks(n_in).zip(act.chunks_mut(per_row)).for_each(quantize_row);
     }
     let act: &[B::Act] = act;
+    let packed = B::DOT8.is_some();
+    let (groups, four) = if packed { (n / 8, n % 8 >= 4) } else { (0, false) };
+    packs8.resize(groups * per_row, ActPack::ZERO);
+    let pack_group = |(g, group): (usize, &mut [ActPack<8>])| {
+        for (b, pack) in group.iter_mut().enumerate() {
+            *pack = ActPack::new(std::array::from_fn(|k| &act[(8 * g + k) * per_row + b]));
+        }
+    };
+    if n >= PARALLEL_QUANTIZE_ROWS {
+        packs8.par_chunks_mut(per_row).enumerate().for_each(pack_group);
+    } else {
+        packs8.chunks_mut(per_row).enumerate().for_each(pack_group);
+    }
+    packs4.clear();
+    if four {
+        let t0 = 8 * groups;
+        packs4.extend((0..per_row).map(|b| ActPack::new(std::array::from_fn(|k| &act[(t0 + k) * per_row + b]))));
+    }
+    QuantizedRows { n, per_row, act, packs8, packs4 }
+}
+
+/// y[n, n_out] = rows · Wᵀ + bias for quantized W [n_out, n_in] of block type B.
+fn quant_matmul<B: QuantBlock>(y: &mut [f32], ws: &[B], w: &Matrix, bias: Option<&[f32]>, tiles: &mut Vec<f32>, rows: &QuantizedRows<B>) {
+    let &QuantizedRows { n, per_row, act, packs8, packs4 } = rows;
     if n == 1 {
         let chunk = one_token_chunk(w.n_out, rayon::current_num_threads());
         y.par_chunks_mut(chunk).enumerate().for_each(|(k, out)| {
-            one_token_dots(out, ws, blocks_per_row, k * chunk, act);
+            one_token_dots(out, ws, per_row, k * chunk, act);
             if let Some(b) = bias {
                 add_in_place(out, &b[k * chunk..k * chunk + out.len()]);
             }
         });
         return;
     }
-    // Activation blocks line up with weight blocks (equal QK), so this is also blocks_per_row.
-    // Rows 8g.. of group g are packed for DOT8; the four after the last whole group for DOT4.
-    let packed = B::DOT8.is_some();
-    let (groups, four) = if packed { (n / 8, n % 8 >= 4) } else { (0, false) };
-    packs8.resize(groups * act_per_row, ActPack::ZERO);
-    let pack_group = |(g, group): (usize, &mut [ActPack<8>])| {
-        for (b, pack) in group.iter_mut().enumerate() {
-            *pack = ActPack::new(std::array::from_fn(|k| &act[(8 * g + k) * act_per_row + b]));
-        }
-    };
-    if n >= PARALLEL_QUANTIZE_ROWS {
-        packs8.par_chunks_mut(act_per_row).enumerate().for_each(pack_group);
-    } else {
-        packs8.chunks_mut(act_per_row).enumerate().for_each(pack_group);
-    }
-    packs4.clear();
-    if four {
-        let t0 = 8 * groups;
-        packs4.extend((0..act_per_row).map(|b| ActPack::new(std::array::from_fn(|k| &act[(t0 + k) * act_per_row + b]))));
-    }
-    let (packs8, packs4): (&[ActPack<8>], &[ActPack<4>]) = (packs8, packs4);
 
     // out[t - tokens.start, j] += w[col0 + j] · act[t] for t in tokens, j < width; out is
     // [tokens.len(), width].
     let dot_rows = |out: &mut [f32], width: usize, col0: usize, tokens: Range<usize>| {
-        let act_row = |t: usize| &act[t * act_per_row..(t + 1) * act_per_row];
-        let w_row = |j: usize| &ws[(col0 + j) * blocks_per_row..(col0 + j + 1) * blocks_per_row];
+        let act_row = |t: usize| &act[t * per_row..(t + 1) * per_row];
+        let w_row = |j: usize| &ws[(col0 + j) * per_row..(col0 + j + 1) * per_row];
         let at = |t: usize, j: usize| (t - tokens.start) * width + j;
         for j in 0..width {
             // Eight, then four tokens at a time share each unpacked weight block (tokens
             // starts at a multiple of TOKEN_BLOCK, so groups of eight start at multiples of 8).
             let mut t = tokens.start;
             while let Some(dot8) = B::DOT8.filter(|_| t + 8 <= tokens.end) {
-                let sums = dot8(w_row(j), &packs8[t / 8 * act_per_row..(t / 8 + 1) * act_per_row]);
+                let sums = dot8(w_row(j), &packs8[t / 8 * per_row..(t / 8 + 1) * per_row]);
                 for (k, sum) in sums.into_iter().enumerate() {
                     out[at(t + k, j)] += sum;
                 }
@@ -318,7 +341,7 @@ fn quant_matmul<B: QuantBlock>(
             }
             if let Some(dot4) = B::DOT4.filter(|_| t + 4 <= tokens.end) {
                 // Four rows are left only after the last group of eight: packs4's rows.
-                debug_assert_eq!(t, 8 * groups);
+                debug_assert_eq!(t, n / 8 * 8);
                 let sums = dot4(w_row(j), packs4);
                 for (k, sum) in sums.into_iter().enumerate() {
                     out[at(t + k, j)] += sum;
