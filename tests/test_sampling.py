@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gptgen.errors import GptgenError
-from gptgen.sampling import Sampler, SamplingParams, log_softmax, top_k_filter, top_p_filter
+from gptgen.sampling import Sampler, SamplingParams, log_softmax, top_k_candidates, top_k_filter, top_p_filter
 
 
 def test_top_k_keeps_exactly_the_k_largest():
@@ -66,3 +66,16 @@ def test_top_k_one_is_greedy_under_sampling():
 def test_invalid_parameters_are_rejected(params):
     with pytest.raises(GptgenError):
         params.validate()
+
+
+def test_top_k_over_a_vocabulary_matches_the_full_sort_with_ties():
+    rng = np.random.default_rng(5)
+    for size in (49152, 50257, 129):
+        # Rounded logits: many ties, also at the k-th value.
+        logits = np.round(rng.standard_normal(size) * 4, 1)
+        logits[rng.integers(0, size, 20)] = -np.inf
+        for k in (1, 40, 50, 100):
+            expected = np.flatnonzero(logits >= np.sort(logits)[-k])
+            np.testing.assert_array_equal(top_k_candidates(logits, k), expected)
+            np.testing.assert_array_equal(np.flatnonzero(np.isfinite(top_k_filter(logits, k))), expected)
+        assert top_k_candidates(logits, size) is None and top_k_candidates(logits, 0) is None

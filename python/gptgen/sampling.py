@@ -129,12 +129,32 @@ def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
     return logits / temperature
 
 
-def top_k_filter(logits: np.ndarray, k: int) -> np.ndarray:
-    """Keeps the k highest logits (ties at the k-th value kept too, as in Hugging Face)."""
+# Logits per block when top-k first narrows the vocabulary by block maxima.
+_TOP_K_BLOCK = 128
+
+
+def top_k_candidates(logits: np.ndarray, k: int) -> np.ndarray | None:
+    """The indices, in increasing order, of the k highest logits (ties at the k-th value kept
+    too, as in Hugging Face); None when top-k is off or keeps everything."""
     if k <= 0 or k >= logits.size:
-        return logits
-    kth = np.partition(logits, -k)[-k]
-    return np.where(logits < kth, -np.inf, logits)
+        return None
+    blocks = logits.size // _TOP_K_BLOCK
+    if blocks >= k:
+        # The k-th largest block maximum bounds the k-th largest logit from below (the k
+        # blocks above it hold k logits at least that large), so only logits reaching it need
+        # the exact selection: tens of them instead of the whole vocabulary.
+        maxima = logits[: blocks * _TOP_K_BLOCK].reshape(blocks, _TOP_K_BLOCK).max(axis=1)
+        reach = np.flatnonzero(logits >= np.partition(maxima, -k)[-k])
+    else:
+        reach = np.arange(logits.size)
+    kth = np.partition(logits[reach], -k)[-k]
+    return reach[logits[reach] >= kth]
+
+
+def top_k_filter(logits: np.ndarray, k: int) -> np.ndarray:
+    """Keeps the k highest logits (see `top_k_candidates`)."""
+    candidates = top_k_candidates(logits, k)
+    return logits if candidates is None else _keep(logits, candidates)
 
 
 def top_p_filter(logits: np.ndarray, p: float) -> np.ndarray:
@@ -212,11 +232,16 @@ class Sampler:
         if p.temperature == 0:
             return int(np.argmax(scores))
         scores = apply_temperature(scores, p.temperature)
-        scores = top_k_filter(scores, p.top_k)
+        # Only top-k's candidates can survive: the later filters and the draw look at them
+        # alone (in vocabulary order), not at the whole vocabulary.
+        candidates = top_k_candidates(scores, p.top_k)
+        if candidates is not None:
+            scores = scores[candidates]
         scores = typical_filter(scores, p.typical_p)
         scores = top_p_filter(scores, p.top_p)
         scores = min_p_filter(scores, p.min_p)
         probs = softmax(scores)
         # Inverse-CDF draw: one uniform number per token keeps the stream reproducible.
         index = int(np.searchsorted(np.cumsum(probs), self.rng.random() * probs.sum(), side="right"))
-        return min(index, probs.size - 1)
+        index = min(index, probs.size - 1)
+        return index if candidates is None else int(candidates[index])
