@@ -4,8 +4,10 @@ that lets generated text be streamed without ever splitting a UTF-8 character.""
 from __future__ import annotations
 
 import codecs
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from .errors import GptgenError
 
@@ -81,30 +83,48 @@ class Tokenizer:
         return b"".join(self.token_bytes[i] for i in ids).decode("utf-8", errors="replace")
 
     @cached_property
-    def token_bytes(self) -> list[bytes]:
+    def token_bytes(self) -> "TokenBytes":
         """The bytes each token id stands for; empty for special (control) tokens."""
-        byte_of = _byte_decoder()
         specials = {i for i, t in self.backend.get_added_tokens_decoder().items() if t.special}
-        table = []
-        for i in range(self.vocab_size):
-            token = self.backend.id_to_token(i)
-            if token is None or i in specials:
-                table.append(b"")
-            elif all(c in byte_of for c in token):
-                table.append(bytes(byte_of[c] for c in token))
-            else:  # an added, non-special token: its text as written
-                table.append(token.encode("utf-8"))
-        return table
+        return TokenBytes(self.backend, specials, self.vocab_size)
 
     def stream(self) -> "TextStream":
         return TextStream(self.token_bytes)
+
+
+class TokenBytes(Sequence[bytes]):
+    """The bytes of each token id, worked out on first use and kept: the whole vocabulary's
+    table took ~0.1 s, most of the startup of a short run that needs a handful of tokens."""
+
+    def __init__(self, backend: Any, specials: set[int], size: int):
+        self._backend = backend
+        self._specials = specials
+        self._byte_of = _byte_decoder()
+        self._bytes: list[bytes | None] = [None] * size
+
+    def __len__(self) -> int:
+        return len(self._bytes)
+
+    def __getitem__(self, token_id: int) -> bytes:  # type: ignore[override]  # ids, not slices
+        known = self._bytes[token_id]
+        if known is None:
+            known = self._bytes[token_id] = self._work_out(token_id % len(self._bytes))
+        return known
+
+    def _work_out(self, token_id: int) -> bytes:
+        token = self._backend.id_to_token(token_id)
+        if token is None or token_id in self._specials:
+            return b""
+        if all(c in self._byte_of for c in token):
+            return bytes(self._byte_of[c] for c in token)
+        return token.encode("utf-8")  # an added, non-special token: its text as written
 
 
 class TextStream:
     """Turns token ids into text as they arrive. A character whose bytes span several tokens
     is held back until it is whole, so the pieces concatenate to exactly `Tokenizer.decode`."""
 
-    def __init__(self, token_bytes: list[bytes]):
+    def __init__(self, token_bytes: Sequence[bytes]):
         self._token_bytes = token_bytes
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
