@@ -40,6 +40,7 @@ pub struct ActPack<const R: usize> {
 }
 
 impl<const R: usize> ActPack<R> {
+    /// All zeros: what a pack buffer is grown with before it is filled.
     pub const ZERO: Self = Self { d: [0.0; R], s: [0.0; R], qs: [[0; 32]; R] };
 
     /// The pack of R blocks of 32 quants, one from each row.
