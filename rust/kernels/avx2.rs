@@ -129,15 +129,18 @@ pub unsafe fn axpy_lanes8<W: Elem>(partial: &mut [f32], weights: &[f32], rows: &
         let j1 = (j0 + block).min(n);
         for c in (0..d).step_by(8) {
             let mut acc: [__m256; 8] = std::array::from_fn(|l| _mm256_loadu_ps(pp.add(l * d + c)));
-            let mut j = j0;
-            while j < j1 {
-                // Rows j.. go to lanes 0.. in turn: the lane is j % 8 as j starts at a multiple of 8.
-                for (l, a) in acc.iter_mut().enumerate().take(j1 - j) {
+            // Rows j.. go to lanes 0.. in turn: the lane is j % 8 as j starts at a multiple of 8.
+            let lanes = |acc: &mut [__m256; 8], j: usize, count: usize| {
+                for (l, a) in acc.iter_mut().enumerate().take(count) {
                     let v = W::load8(rp.add((j + l) * d + c));
                     *a = _mm256_fmadd_ps(_mm256_set1_ps(*weights.get_unchecked(j + l)), v, *a);
                 }
-                j += 8;
+            };
+            let whole = j0 + (j1 - j0) / 8 * 8;
+            for j in (j0..whole).step_by(8) {
+                lanes(&mut acc, j, 8); // a constant count: the eight steps unrolled, unchecked
             }
+            lanes(&mut acc, whole, j1 - whole);
             for (l, a) in acc.iter().enumerate() {
                 _mm256_storeu_ps(pp.add(l * d + c), *a);
             }
