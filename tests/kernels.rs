@@ -215,6 +215,27 @@ fn ggml_exp_is_accurate_and_saturates() {
     assert_eq!(kernels::exp(0.0), 1.0);
 }
 
+/// `axpy_in_lanes` (SIMD and scalar) equals `axpy` of each row into lane j % lanes, bit for bit.
+fn check_axpy_in_lanes<W: Elem>(rng: &mut Rng, convert: fn(f32) -> W, d: usize, len: usize) {
+    let rows: Vec<W> = rng.vec(len * d, 1.0).into_iter().map(convert).collect();
+    let weights = rng.vec(len, 1.0);
+    for lanes in [8, 32] {
+        let start = rng.vec(lanes * d, 1.0);
+        let (mut got, mut want) = (start.clone(), start.clone());
+        kernels::axpy_in_lanes(&mut got, &weights, &rows, lanes);
+        for (j, (&a, row)) in weights.iter().zip(rows.chunks_exact(d)).enumerate() {
+            kernels::axpy(&mut want[j % lanes * d..(j % lanes + 1) * d], a, row);
+        }
+        assert_eq!(got, want, "axpy_in_lanes lanes={lanes} d={d} len={len}");
+        let (mut got_scalar, mut want_scalar) = (start.clone(), start);
+        scalar::axpy_in_lanes(&mut got_scalar, &weights, &rows, lanes);
+        for (j, (&a, row)) in weights.iter().zip(rows.chunks_exact(d)).enumerate() {
+            scalar::axpy(&mut want_scalar[j % lanes * d..(j % lanes + 1) * d], a, row);
+        }
+        assert_eq!(got_scalar, want_scalar);
+    }
+}
+
 /// The batched attention kernels equal their one-row-at-a-time definitions exactly, on the
 /// SIMD path and on the scalar path.
 fn check_attention_kernels<W: Elem>(convert: fn(f32) -> W) {
@@ -247,11 +268,14 @@ fn check_attention_kernels<W: Elem>(convert: fn(f32) -> W) {
         }
         assert_eq!(got, want, "axpy_lanes8 d={d} len={len}");
         let (mut got_scalar, mut want_scalar) = (start.clone(), start.clone());
-        scalar::axpy_lanes8(&mut got_scalar, &weights, &rows);
+        scalar::axpy_in_lanes(&mut got_scalar, &weights, &rows, 8);
         for (j, (&a, row)) in weights.iter().zip(rows.chunks_exact(d)).enumerate() {
             scalar::axpy(&mut want_scalar[j % 8 * d..(j % 8 + 1) * d], a, row);
         }
         assert_eq!(got_scalar, want_scalar);
+    }
+    for (d, len) in [(64usize, 1usize), (64, 33), (12, 70), (64, 300)] {
+        check_axpy_in_lanes(&mut rng, convert, d, len);
     }
     // Rounding to the cache type, including ties, tiny and huge values.
     let mut x = rng.vec(37, 100.0);

@@ -152,7 +152,19 @@ pub unsafe fn axpy_lanes8<W: Elem>(partial: &mut [f32], weights: &[f32], rows: &
 const L1_ROW_BYTES: usize = 16 << 10;
 
 /// # Safety
+/// partial [lanes, d], `rows.len() == weights.len() * d`; the CPU supports AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn axpy_in_lanes<W: Elem>(partial: &mut [f32], weights: &[f32], rows: &[W], lanes: usize) {
+    let d = partial.len() / lanes;
+    for (j, &a) in weights.iter().enumerate() {
+        let lane = j % lanes;
+        axpy(partial.get_unchecked_mut(lane * d..(lane + 1) * d), a, rows.get_unchecked(j * d..(j + 1) * d));
+    }
+}
+
+/// # Safety
 /// `y.len() == w.len()`; the CPU supports AVX2, FMA and F16C.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn axpy<W: Elem>(y: &mut [f32], a: f32, w: &[W]) {
     let n = y.len();

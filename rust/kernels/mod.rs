@@ -250,7 +250,22 @@ pub fn axpy_lanes8<W: Elem>(partial: &mut [f32], weights: &[f32], rows: &[W]) {
         // SAFETY: lengths checked above; AVX2/FMA/F16C were detected.
         return unsafe { avx2::axpy_lanes8(partial, weights, rows) };
     }
-    scalar::axpy_lanes8(partial, weights, rows)
+    scalar::axpy_in_lanes(partial, weights, rows, 8)
+}
+
+/// partial[j % lanes] += weights[j] · rows[j] for rows [weights.len(), d] and partial
+/// [lanes, d], row after row, each exactly as `axpy` (one token's attention outputs in
+/// ggml_vec_dot_f16's 32-lane order, or rows of any width).
+pub fn axpy_in_lanes<W: Elem>(partial: &mut [f32], weights: &[f32], rows: &[W], lanes: usize) {
+    assert!(lanes > 0 && partial.len().is_multiple_of(lanes), "axpy_in_lanes: partial must be [lanes, d]");
+    let d = partial.len() / lanes;
+    assert_eq!(rows.len(), weights.len() * d, "axpy_in_lanes: one row per weight");
+    #[cfg(target_arch = "x86_64")]
+    if simd_enabled() {
+        // SAFETY: lengths checked above; AVX2/FMA/F16C were detected.
+        return unsafe { avx2::axpy_in_lanes(partial, weights, rows, lanes) };
+    }
+    scalar::axpy_in_lanes(partial, weights, rows, lanes)
 }
 
 /// y[i] += a * w[i]

@@ -43,11 +43,12 @@ pub fn dot_rows<W: Elem>(q: &[f32], rows: &[W], out: &mut [f32]) {
     }
 }
 
-/// `axpy` of each weighted row into lane j % 8: see `kernels::axpy_lanes8`.
-pub fn axpy_lanes8<W: Elem>(partial: &mut [f32], weights: &[f32], rows: &[W]) {
-    let d = partial.len() / 8;
+/// `axpy` of each weighted row into lane j % lanes: see `kernels::axpy_in_lanes`, and
+/// `kernels::axpy_lanes8`, its register-blocked form for eight lanes.
+pub fn axpy_in_lanes<W: Elem>(partial: &mut [f32], weights: &[f32], rows: &[W], lanes: usize) {
+    let d = partial.len() / lanes;
     for (j, (&a, row)) in weights.iter().zip(rows.chunks_exact(d)).enumerate() {
-        axpy(&mut partial[j % 8 * d..(j % 8 + 1) * d], a, row);
+        axpy(&mut partial[j % lanes * d..(j % lanes + 1) * d], a, row);
     }
 }
 

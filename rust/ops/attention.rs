@@ -7,7 +7,7 @@
 //! this reproduces llama.cpp's logits bit for bit; with an f32 cache it is plain float32
 //! attention, as accurate as any other order.
 
-use crate::kernels::{axpy, axpy_lanes8, dot_rows, dot_tiled_rows, round_to, softmax_exp, Elem};
+use crate::kernels::{axpy_in_lanes, axpy_lanes8, dot_rows, dot_tiled_rows, round_to, softmax_exp, Elem};
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::ops::Range;
@@ -131,10 +131,7 @@ pub fn attention<C: Elem>(out: &mut [f32], q: &[f32], q_stride: usize, seqs: &[S
             if tiled {
                 axpy_lanes8(partial, weights, values);
             } else {
-                for (j, (&w, v_j)) in weights.iter().zip(values.chunks_exact(head_dim)).enumerate() {
-                    let lane = j % lanes.count();
-                    axpy(&mut partial[lane * head_dim..(lane + 1) * head_dim], w, v_j);
-                }
+                axpy_in_lanes(partial, weights, values, lanes.count());
             }
             lanes.reduce(partial, o);
         });
