@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 
 from gptgen.errors import GptgenError
-from gptgen.sampling import Sampler, SamplingParams, log_softmax, top_k_candidates, top_k_filter, top_p_filter
+from gptgen.sampling import Sampler, SamplingParams, log_softmax, top_k_candidates, top_p_filter
 
 
 def test_top_k_keeps_exactly_the_k_largest():
     rng = np.random.default_rng(0)
     logits = rng.standard_normal(1000)
     for k in (1, 5, 999):
-        kept = np.flatnonzero(np.isfinite(top_k_filter(logits, k)))
+        kept = top_k_candidates(logits, k)
         assert set(kept) == set(np.argsort(-logits)[:k])
-    np.testing.assert_array_equal(top_k_filter(logits, 0), logits)
+    assert top_k_candidates(logits, 0) is None  # off: every token stays a candidate
 
 
 def test_top_p_keeps_the_smallest_prefix_reaching_p():
@@ -77,5 +77,4 @@ def test_top_k_over_a_vocabulary_matches_the_full_sort_with_ties():
         for k in (1, 40, 50, 100):
             expected = np.flatnonzero(logits >= np.sort(logits)[-k])
             np.testing.assert_array_equal(top_k_candidates(logits, k), expected)
-            np.testing.assert_array_equal(np.flatnonzero(np.isfinite(top_k_filter(logits, k))), expected)
         assert top_k_candidates(logits, size) is None and top_k_candidates(logits, 0) is None

@@ -1,5 +1,6 @@
 """Choosing the next token: one pipeline of logits processors, each a small function over a
-float64 logits vector (filtered-out tokens become -inf), then a draw.
+float64 logits vector (filtered-out tokens become -inf), then a draw. Top-k narrows the
+vector to its candidates: the processors after it see only those, in vocabulary order.
 
 Order: logit bias; repetition, presence and frequency penalties over the last
 `repeat_last_n` tokens; no-repeat n-grams over the whole sequence (these also shape greedy
@@ -150,11 +151,6 @@ def top_k_candidates(logits: np.ndarray, k: int) -> np.ndarray | None:
     kth = np.partition(logits[reach], -k)[-k]
     return reach[logits[reach] >= kth]
 
-
-def top_k_filter(logits: np.ndarray, k: int) -> np.ndarray:
-    """Keeps the k highest logits (see `top_k_candidates`)."""
-    candidates = top_k_candidates(logits, k)
-    return logits if candidates is None else _keep(logits, candidates)
 
 
 def top_p_filter(logits: np.ndarray, p: float) -> np.ndarray:
