@@ -292,7 +292,7 @@ fn quantize_rows<'a, B: QuantBlock>(
     packs8.resize(groups * per_row, ActPack::ZERO);
     let pack_group = |(g, group): (usize, &mut [ActPack<8>])| {
         for (b, pack) in group.iter_mut().enumerate() {
-            *pack = ActPack::new(std::array::from_fn(|k| &act[(8 * g + k) * per_row + b]));
+            *pack = ActPack::of_rows(act, per_row, 8 * g, b);
         }
     };
     if n >= PARALLEL_QUANTIZE_ROWS {
@@ -302,8 +302,7 @@ fn quantize_rows<'a, B: QuantBlock>(
     }
     packs4.clear();
     if four {
-        let t0 = 8 * groups;
-        packs4.extend((0..per_row).map(|b| ActPack::new(std::array::from_fn(|k| &act[(t0 + k) * per_row + b]))));
+        packs4.extend((0..per_row).map(|b| ActPack::of_rows(act, per_row, 8 * groups, b)));
     }
     QuantizedRows { n, per_row, act, packs8, packs4 }
 }

@@ -52,6 +52,11 @@ impl<const R: usize> ActPack<R> {
             qs: blocks.map(|b| b.quants().try_into().expect("blocks of 32 quants")),
         }
     }
+
+    /// The pack of block `block` of rows `first..first + R` of act [rows, per_row].
+    pub fn of_rows<A: ActBlock>(act: &[A], per_row: usize, first: usize, block: usize) -> Self {
+        Self::new(std::array::from_fn(|k| &act[(first + k) * per_row + block]))
+    }
 }
 
 /// An R-row kernel: one weight row against R packed activation rows.
