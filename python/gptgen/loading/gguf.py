@@ -73,11 +73,30 @@ class _Metadata:
         return value
 
 
-def _open(path: Path):
+def _reader_class():
     from gguf import GGUFReader
 
+    class PlainArrayReader(GGUFReader):
+        """GGUFReader over a plain ndarray view of its memory map. The reader slices its buffer
+        several times per metadata string (~100k strings in a vocabulary), and each slice of an
+        np.memmap runs memmap's Python-level hooks: with a plain view the first load of
+        SmolLM2's file reads in ~0.7 s instead of ~2.0 s. The view keeps the map alive and
+        read-only."""
+
+        @property
+        def data(self) -> np.ndarray:
+            return self._plain_data
+
+        @data.setter
+        def data(self, value: np.ndarray) -> None:
+            self._plain_data = value.view(np.ndarray)
+
+    return PlainArrayReader
+
+
+def _open(path: Path):
     try:
-        return GGUFReader(path, "r")
+        return _reader_class()(path, "r")
     except (ValueError, IndexError, KeyError, OSError, TypeError, OverflowError, MemoryError) as e:
         raise GptgenError(f"{path}: not a readable GGUF file ({e})") from None
 
