@@ -169,13 +169,14 @@ fn quantized_matmul_matches_row_dot_products() {
 
 /// Matrices sharing one input (Q, K and V; gate and up) quantize it once: every output equals
 /// that matrix's own `matmul`, bit for bit, for one token and for batches with and without
-/// groups of eight and four rows.
+/// groups of eight and four rows, whose outputs are small enough to be gathered from their
+/// tiles on the calling thread or (with the 6000-row matrix, n = 12) large enough not to be.
 #[test]
 fn matmul_group_equals_separate_matmuls() {
     let mut rng = Rng(0x5EED_0F6A_0C00);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let n_in = 256;
-    let matrices: Vec<Matrix> = [192usize, 64, 100]
+    let matrices: Vec<Matrix> = [192usize, 64, 100, 6000]
         .into_iter()
         .map(|n_out| {
             let blocks: Vec<BlockQ4_1> = (0..n_out * n_in / 32)

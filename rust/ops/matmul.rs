@@ -76,7 +76,7 @@ pub fn matmul(y: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f32]>, scratc
                 in_out_single(y, x, ws, w, bias, tiles)
             } else {
                 let tile = if w.layout == Layout::OutIn { TILE_OUT_IN } else { TILE_IN_OUT };
-                run_tiles(y, n, tile, tiles, |col0, out| float_tile(out, x, n, ws, w, bias, col0))
+                run_tiles(&mut [y], n, tile, tiles, |_, col0, out| float_tile(out, x, n, ws, w, bias, col0))
             }
         },
         quant {
@@ -114,10 +114,14 @@ fn quant_group<B: QuantBlock>(ys: &mut [&mut [f32]], x: &[f32], ws: &[&Matrix], 
     for (y, w) in ys.iter().zip(ws) {
         assert_eq!(y.len(), rows.n * w.n_out, "matmul_group: output has the wrong size");
     }
-    if rows.n > 1 {
+    if split_by_tokens(rows.n) {
         for (y, w) in ys.iter_mut().zip(ws) {
             quant_matmul(y, w.tensor.as_slice::<B>(), w, None, tiles, &rows);
         }
+        return;
+    }
+    if rows.n > 1 {
+        run_tiles(ys, rows.n, TILE_OUT_IN, tiles, |m, col0, out| quant_tile(out, ws[m].tensor.as_slice::<B>(), None, col0, &rows));
         return;
     }
     // One token: every chunk of every output, as (matrix, first row, output slice), in one
@@ -164,25 +168,52 @@ fn words_as<T: bytemuck::Pod>(words: &mut Vec<u64>, len: usize) -> &mut [T] {
     bytemuck::cast_slice_mut(&mut bytemuck::cast_slice_mut::<u64, u8>(words)[..bytes])
 }
 
-/// Fills y [n, n_out] by calling `fill(col0, tile)` for tiles of `tile` columns in parallel;
-/// `tile` receives [n, width] row-major.
-fn run_tiles(y: &mut [f32], n: usize, tile: usize, tiles: &mut Vec<f32>, fill: impl Fn(usize, &mut [f32]) + Sync) {
+/// Outputs of at most this many elements in all are scattered from their tiles on the calling
+/// thread: a copy of a few tens of KB costs less than another parallel region.
+const SERIAL_SCATTER: usize = 1 << 16;
+
+/// Fills each ys[m] [n, n_out_m] by calling `fill(m, col0, tile)` for tiles of `tile` columns,
+/// the tiles of every output in one parallel region; `tile` receives [n, width] row-major.
+fn run_tiles(ys: &mut [&mut [f32]], n: usize, tile: usize, tiles: &mut Vec<f32>, fill: impl Fn(usize, usize, &mut [f32]) + Sync) {
     if n == 1 {
-        y.par_chunks_mut(tile).enumerate().for_each(|(k, out)| fill(k * tile, out));
+        ys.par_iter_mut()
+            .enumerate()
+            .flat_map(|(m, y)| y.par_chunks_mut(tile).enumerate().map(move |(k, out)| (m, k, out)))
+            .for_each(|(m, k, out)| fill(m, k * tile, out));
         return;
     }
-    let n_out = y.len() / n;
-    tiles.resize(n * n_out, 0.0);
-    tiles.par_chunks_mut(tile * n).enumerate().for_each(|(k, out)| fill(k * tile, out));
-    // Tile k holds [n, width_k] row-major; y wants [n, n_out].
-    let tiles: &[f32] = tiles;
-    y.par_chunks_mut(n_out).enumerate().for_each(|(t, y_row)| {
-        for (k, y_part) in y_row.chunks_mut(tile).enumerate() {
-            let width = y_part.len();
-            let start = k * tile * n + t * width;
-            y_part.copy_from_slice(&tiles[start..start + width]);
+    let total = ys.iter().map(|y| y.len()).sum();
+    tiles.resize(total, 0.0);
+    // [n, n_out_m] for each output m, in turn
+    let mut parts: Vec<&mut [f32]> = Vec::with_capacity(ys.len());
+    let mut rest = tiles.as_mut_slice();
+    for y in ys.iter() {
+        let (part, tail) = rest.split_at_mut(y.len());
+        parts.push(part);
+        rest = tail;
+    }
+    parts
+        .par_iter_mut()
+        .enumerate()
+        .flat_map(|(m, part)| part.par_chunks_mut(tile * n).enumerate().map(move |(k, out)| (m, k, out)))
+        .for_each(|(m, k, out)| fill(m, k * tile, out));
+    for (y, part) in ys.iter_mut().zip(parts) {
+        // Tile k holds [n, width_k] row-major; y wants [n, n_out].
+        let n_out = y.len() / n;
+        let part: &[f32] = part;
+        let scatter = |(t, y_row): (usize, &mut [f32])| {
+            for (k, y_part) in y_row.chunks_mut(tile).enumerate() {
+                let width = y_part.len();
+                let start = k * tile * n + t * width;
+                y_part.copy_from_slice(&part[start..start + width]);
+            }
+        };
+        if total <= SERIAL_SCATTER {
+            y.chunks_mut(n_out).enumerate().for_each(scatter);
+        } else {
+            y.par_chunks_mut(n_out).enumerate().for_each(scatter);
         }
-    });
+    }
 }
 
 /// y[n_out] = x[n_in] · W + bias for one token and [n_in, n_out] weights. Column tiles would
@@ -309,7 +340,7 @@ fn quantize_rows<'a, B: QuantBlock>(
 
 /// y[n, n_out] = rows · Wᵀ + bias for quantized W [n_out, n_in] of block type B.
 fn quant_matmul<B: QuantBlock>(y: &mut [f32], ws: &[B], w: &Matrix, bias: Option<&[f32]>, tiles: &mut Vec<f32>, rows: &QuantizedRows<B>) {
-    let &QuantizedRows { n, per_row, act, packs8, packs4 } = rows;
+    let &QuantizedRows { n, per_row, act, .. } = rows;
     if n == 1 {
         let chunk = one_token_chunk(w.n_out, rayon::current_num_threads());
         y.par_chunks_mut(chunk).enumerate().for_each(|(k, out)| {
@@ -320,55 +351,64 @@ fn quant_matmul<B: QuantBlock>(y: &mut [f32], ws: &[B], w: &Matrix, bias: Option
         });
         return;
     }
-
-    // out[t - tokens.start, j] += w[col0 + j] · act[t] for t in tokens, j < width; out is
-    // [tokens.len(), width].
-    let dot_rows = |out: &mut [f32], width: usize, col0: usize, tokens: Range<usize>| {
-        let act_row = |t: usize| &act[t * per_row..(t + 1) * per_row];
-        let w_row = |j: usize| &ws[(col0 + j) * per_row..(col0 + j + 1) * per_row];
-        let at = |t: usize, j: usize| (t - tokens.start) * width + j;
-        for j in 0..width {
-            // Eight, then four tokens at a time share each unpacked weight block (tokens
-            // starts at a multiple of TOKEN_BLOCK, so groups of eight start at multiples of 8).
-            let mut t = tokens.start;
-            while let Some(dot8) = B::DOT8.filter(|_| t + 8 <= tokens.end) {
-                let sums = dot8(w_row(j), &packs8[t / 8 * per_row..(t / 8 + 1) * per_row]);
-                for (k, sum) in sums.into_iter().enumerate() {
-                    out[at(t + k, j)] += sum;
-                }
-                t += 8;
-            }
-            if let Some(dot4) = B::DOT4.filter(|_| t + 4 <= tokens.end) {
-                // Four rows are left only after the last group of eight: packs4's rows.
-                debug_assert_eq!(t, n / 8 * 8);
-                let sums = dot4(w_row(j), packs4);
-                for (k, sum) in sums.into_iter().enumerate() {
-                    out[at(t + k, j)] += sum;
-                }
-                t += 4;
-            }
-            for t in t..tokens.end {
-                out[at(t, j)] += B::dot(w_row(j), act_row(t));
-            }
-        }
-    };
-
-    if n >= TOKEN_BLOCK * TOKEN_BLOCKS_PER_THREAD * rayon::current_num_threads() {
+    if split_by_tokens(n) {
         // Enough token blocks to share out: each task owns a block's rows of y and writes them
         // in place, taking every weight row in turn (a layer's matrices fit in L2).
-        y.par_chunks_mut(TOKEN_BLOCK * w.n_out).enumerate().for_each(|(b, rows)| {
-            let count = rows.len() / w.n_out;
-            init_tile(rows, count, bias, 0);
-            dot_rows(rows, w.n_out, 0, b * TOKEN_BLOCK..b * TOKEN_BLOCK + count);
+        y.par_chunks_mut(TOKEN_BLOCK * w.n_out).enumerate().for_each(|(b, out)| {
+            let count = out.len() / w.n_out;
+            init_tile(out, count, bias, 0);
+            packed_dots(out, w.n_out, 0, b * TOKEN_BLOCK..b * TOKEN_BLOCK + count, ws, rows);
         });
     } else {
-        run_tiles(y, n, TILE_OUT_IN, tiles, |col0, out| {
-            let width = out.len() / n;
-            init_tile(out, n, bias, col0);
-            for t0 in (0..n).step_by(TOKEN_BLOCK) {
-                let t1 = (t0 + TOKEN_BLOCK).min(n);
-                dot_rows(&mut out[t0 * width..t1 * width], width, col0, t0..t1);
+        run_tiles(&mut [y], n, TILE_OUT_IN, tiles, |_, col0, out| quant_tile(out, ws, bias, col0, rows));
+    }
+}
+
+/// Whether a quantized matmul of n tokens is split across threads by blocks of tokens (else
+/// by tiles of output columns).
+fn split_by_tokens(n: usize) -> bool {
+    n >= TOKEN_BLOCK * TOKEN_BLOCKS_PER_THREAD * rayon::current_num_threads()
+}
+
+/// out[n, width] = columns col0.. of rows · Wᵀ + bias, quantized W of block type B.
+fn quant_tile<B: QuantBlock>(out: &mut [f32], ws: &[B], bias: Option<&[f32]>, col0: usize, rows: &QuantizedRows<B>) {
+    let width = out.len() / rows.n;
+    init_tile(out, rows.n, bias, col0);
+    for t0 in (0..rows.n).step_by(TOKEN_BLOCK) {
+        let t1 = (t0 + TOKEN_BLOCK).min(rows.n);
+        packed_dots(&mut out[t0 * width..t1 * width], width, col0, t0..t1, ws, rows);
+    }
+}
+
+/// out[t - tokens.start, j] += W[col0 + j] · act[t] for t in tokens, j < width; out is
+/// [tokens.len(), width] and tokens starts at a multiple of TOKEN_BLOCK.
+fn packed_dots<B: QuantBlock>(out: &mut [f32], width: usize, col0: usize, tokens: Range<usize>, ws: &[B], rows: &QuantizedRows<B>) {
+    let &QuantizedRows { n, per_row, act, packs8, packs4 } = rows;
+    let act_row = |t: usize| &act[t * per_row..(t + 1) * per_row];
+    let w_row = |j: usize| &ws[(col0 + j) * per_row..(col0 + j + 1) * per_row];
+    let at = |t: usize, j: usize| (t - tokens.start) * width + j;
+    for j in 0..width {
+        // Eight, then four tokens at a time share each unpacked weight block (groups of eight
+        // start at multiples of 8, as tokens does).
+        let mut t = tokens.start;
+        while let Some(dot8) = B::DOT8.filter(|_| t + 8 <= tokens.end) {
+            let sums = dot8(w_row(j), &packs8[t / 8 * per_row..(t / 8 + 1) * per_row]);
+            for (k, sum) in sums.into_iter().enumerate() {
+                out[at(t + k, j)] += sum;
             }
-        });
+            t += 8;
+        }
+        if let Some(dot4) = B::DOT4.filter(|_| t + 4 <= tokens.end) {
+            // Four rows are left only after the last group of eight: packs4's rows.
+            debug_assert_eq!(t, n / 8 * 8);
+            let sums = dot4(w_row(j), packs4);
+            for (k, sum) in sums.into_iter().enumerate() {
+                out[at(t + k, j)] += sum;
+            }
+            t += 4;
+        }
+        for t in t..tokens.end {
+            out[at(t, j)] += B::dot(w_row(j), act_row(t));
+        }
     }
 }
