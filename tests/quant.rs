@@ -179,6 +179,34 @@ fn packed_avx2_and_vnni_variants_equal_dot_bit_for_bit() {
     check_packed_variants::<BlockQ8_0, 4>(q8_0, avx2::dot_packed_q8_0_avx2, avx2::dot_packed_q8_0_vnni);
 }
 
+/// The packed Q8_0 kernels at the byte extremes (weights -128 and ±127, activations ±127),
+/// where the VNNI variant's biased unsigned bytes and the AVX2 variant's signs both reach
+/// their limits: equal to the one-row dot product bit for bit.
+#[test]
+fn packed_q8_0_kernels_at_the_byte_extremes() {
+    use _native::quant::avx2;
+    assert!(avx2(), "run these tests on an AVX2 machine");
+    let extremes = [-128i8, -127, 127, 0, 1, -1];
+    let w: Vec<BlockQ8_0> = (0..20)
+        .map(|b| BlockQ8_0 { d: f16::from_f32(0.5), qs: std::array::from_fn(|i| extremes[(b * 7 + i) % extremes.len()]) })
+        .collect();
+    let acts: Vec<Vec<BlockQ8_0>> = (0..8)
+        .map(|row| (0..20).map(|b| BlockQ8_0 { d: f16::from_f32(0.25), qs: std::array::from_fn(|i| if (row + b + i) % 3 == 0 { -127 } else { 127 }) }).collect())
+        .collect();
+    let want: Vec<u32> = acts.iter().map(|a| BlockQ8_0::dot(&w, a).to_bits()).collect();
+    let exact: Vec<f64> = acts.iter().map(|a| w.iter().zip(a).map(|(x, y)| 0.125 * x.qs.iter().zip(&y.qs).map(|(&p, &q)| p as f64 * q as f64).sum::<f64>()).sum()).collect();
+    for (k, (&bits, &e)) in want.iter().zip(&exact).enumerate() {
+        assert_eq!(f32::from_bits(bits) as f64, e, "row {k}: the one-row dot product is exact here");
+    }
+    // SAFETY: equal block counts; AVX2/FMA/F16C asserted above.
+    assert_eq!(unsafe { avx2::dot_packed_q8_0_avx2::<8>(&w, &packs(&acts)) }.map(f32::to_bits), want[..]);
+    if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+        // SAFETY: as above, and VNNI/VL were detected.
+        assert_eq!(unsafe { avx2::dot_packed_q8_0_vnni::<8>(&w, &packs(&acts)) }.map(f32::to_bits), want[..]);
+        assert_eq!(unsafe { avx2::dot_packed_q8_0_vnni::<4>(&w, &packs(&acts)) }.map(f32::to_bits), want[..4]);
+    }
+}
+
 #[test]
 fn multi_row_dots_equal_dot_bit_for_bit() {
     check_multi_row::<BlockQ4_1>("q4_1", |b, r| (b.d, b.m) = (r.scale(), f16::from_f32(-0.1 * r.unit())));

@@ -132,6 +132,17 @@ trait ByteDot {
     /// # Safety
     /// The CPU supports the instructions of the implementation.
     unsafe fn dot(x: __m256i, y: __m256i) -> __m256i;
+
+    /// What `signed_dot` needs of a block of signed bytes x, worked out once for many y.
+    type Signed: Copy;
+    /// # Safety
+    /// As `dot`.
+    unsafe fn signed(x: __m256i) -> Self::Signed;
+    /// Eight lanes of sums of four i8 x i8 products of x (as `signed` gave it) and y.
+    ///
+    /// # Safety
+    /// As `dot`.
+    unsafe fn signed_dot(x: Self::Signed, y: __m256i) -> __m256i;
 }
 
 struct Maddubs;
@@ -142,12 +153,40 @@ impl ByteDot for Maddubs {
     unsafe fn dot(x: __m256i, y: __m256i) -> __m256i {
         dot_u8_i8(x, y)
     }
+
+    /// (|x|, x)
+    type Signed = (__m256i, __m256i);
+    #[inline(always)]
+    unsafe fn signed(x: __m256i) -> Self::Signed {
+        (_mm256_sign_epi8(x, x), x)
+    }
+    /// |x| times y with x's sign (as `dot_i8_i8`): `maddubs`' pair sums stay within i16.
+    #[inline(always)]
+    unsafe fn signed_dot((abs_x, x): Self::Signed, y: __m256i) -> __m256i {
+        dot_u8_i8(abs_x, _mm256_sign_epi8(y, x))
+    }
 }
 
 impl ByteDot for Vnni {
     #[inline(always)]
     unsafe fn dot(x: __m256i, y: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y)
+    }
+
+    /// (x, -128 * each lane's sum of four x)
+    type Signed = (__m256i, __m256i);
+    #[inline(always)]
+    unsafe fn signed(x: __m256i) -> Self::Signed {
+        let sums_128 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(-128), x);
+        (x, _mm256_sub_epi32(_mm256_setzero_si256(), sums_128))
+    }
+    /// y + 128 (its top bit flipped) as the unsigned side, and the 128 * x that adds taken
+    /// back out by starting the sums at -128 * x: per y an exclusive-or instead of a sign
+    /// instruction (eight-row Q8_0 kernel: 15.1 -> 12.8 cycles per block at 48 blocks a row,
+    /// 16.4 -> 14.2 at 18). `maddubs` could not do this: its pair sums would saturate.
+    #[inline(always)]
+    unsafe fn signed_dot((x, minus_128x): Self::Signed, y: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(minus_128x, _mm256_xor_si256(y, _mm256_set1_epi8(-128)), x)
     }
 }
 
@@ -494,11 +533,9 @@ unsafe fn dot_packed_q8_0_with<D: ByteDot, const R: usize>(w: &[BlockQ8_0], a: &
         let table = from_memory(&table);
         for (i, d) in blocks.zip(table) {
             let (x, pack) = (w.get_unchecked(i), a.get_unchecked(i));
-            let qx = load32(x.qs.as_ptr());
-            let abs_x = _mm256_sign_epi8(qx, qx);
+            let qx = D::signed(load32(x.qs.as_ptr()));
             for k in 0..R {
-                // Signed x signed as unsigned |x| times y with x's sign (as `dot_i8_i8`).
-                let p = _mm256_cvtepi32_ps(D::dot(abs_x, _mm256_sign_epi8(pack_quants(pack, k), qx)));
+                let p = _mm256_cvtepi32_ps(D::signed_dot(qx, pack_quants(pack, k)));
                 acc[k] = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[k]), p, acc[k]);
             }
         }
