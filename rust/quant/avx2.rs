@@ -488,6 +488,33 @@ unsafe fn times_rows<const R: usize>(x: __m128, v: &[f32; R]) -> __m256 {
     }
 }
 
+/// `hsum` of four accumulators at once, [hsum(a), hsum(b), hsum(c), hsum(d)]: the same adds
+/// of the same lanes, transposed so that each step serves all four.
+#[inline(always)]
+unsafe fn hsum4(a: __m256, b: __m256, c: __m256, d: __m256) -> __m128 {
+    // [a0+a4 .. a3+a7 | b0+b4 .. b3+b7], and the same for c, d
+    let ab = _mm256_add_ps(_mm256_permute2f128_ps::<0x20>(a, b), _mm256_permute2f128_ps::<0x31>(a, b));
+    let cd = _mm256_add_ps(_mm256_permute2f128_ps::<0x20>(c, d), _mm256_permute2f128_ps::<0x31>(c, d));
+    // [a's (0+2), (1+3), c's (0+2), (1+3) | the same for b, d]
+    let pairs = _mm256_add_ps(_mm256_shuffle_ps::<0b01_00_01_00>(ab, cd), _mm256_shuffle_ps::<0b11_10_11_10>(ab, cd));
+    // [a, c, a, c | b, d, b, d]
+    let ones = _mm256_add_ps(_mm256_shuffle_ps::<0b10_00_10_00>(pairs, pairs), _mm256_shuffle_ps::<0b11_01_11_01>(pairs, pairs));
+    _mm_unpacklo_ps(_mm256_castps256_ps128(ones), _mm256_extractf128_ps::<1>(ones))
+}
+
+/// The R row sums of a packed kernel, `hsum` of each accumulator, four rows at a time, each
+/// four passed through `finish(c, sums)` for rows c * 4.., and stored four lanes per store:
+/// the caller reads single lanes back, which one 32-byte store forwards to badly.
+#[inline(always)]
+unsafe fn row_sums<const R: usize>(acc: &[__m256; R], finish: impl Fn(usize, __m128) -> __m128) -> [f32; R] {
+    let mut out = [0.0f32; R];
+    for c in 0..R / 4 {
+        let sums = hsum4(acc[4 * c], acc[4 * c + 1], acc[4 * c + 2], acc[4 * c + 3]);
+        _mm_storeu_ps(out.as_mut_ptr().add(4 * c), finish(c, sums));
+    }
+    out
+}
+
 /// Row k's 32 quants in `pack`, from their 32-byte boundary.
 #[inline(always)]
 unsafe fn pack_quants<const R: usize>(pack: &ActPack<R>, k: usize) -> __m256i {
@@ -532,9 +559,7 @@ unsafe fn dot_packed_q4_1_with<D: ByteDot, const R: usize>(w: &[BlockQ4_1], a: &
             }
         }
     }
-    let mut m = [0.0f32; 8];
-    _mm256_storeu_ps(m.as_mut_ptr(), mins);
-    std::array::from_fn(|k| hsum(acc[k]) + m[k])
+    row_sums(&acc, |c, sums| _mm_add_ps(sums, if c == 0 { _mm256_castps256_ps128(mins) } else { _mm256_extractf128_ps::<1>(mins) }))
 }
 
 vnni_variants! {
@@ -569,7 +594,7 @@ unsafe fn dot_packed_q8_0_with<D: ByteDot, const R: usize>(w: &[BlockQ8_0], a: &
             }
         }
     }
-    std::array::from_fn(|k| hsum(acc[k]))
+    row_sums(&acc, |_, sums| sums)
 }
 
 // ---- activation quantization: the scalar kernels' results, eight lanes at a time ----
