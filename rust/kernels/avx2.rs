@@ -156,9 +156,12 @@ const L1_ROW_BYTES: usize = 16 << 10;
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn axpy_in_lanes<W: Elem>(partial: &mut [f32], weights: &[f32], rows: &[W], lanes: usize) {
     let d = partial.len() / lanes;
-    for (j, &a) in weights.iter().enumerate() {
-        let lane = j % lanes;
-        axpy(partial.get_unchecked_mut(lane * d..(lane + 1) * d), a, rows.get_unchecked(j * d..(j + 1) * d));
+    // Row j goes to lane j % lanes: runs of `lanes` rows, lane by lane (a division per row
+    // cost more than the row's multiply-adds).
+    for (run_weights, run_rows) in weights.chunks(lanes).zip(rows.chunks(lanes * d)) {
+        for (lane, &a) in run_weights.iter().enumerate() {
+            axpy(partial.get_unchecked_mut(lane * d..(lane + 1) * d), a, run_rows.get_unchecked(lane * d..(lane + 1) * d));
+        }
     }
 }
 
