@@ -549,32 +549,50 @@ vnni_variants! {
 /// The body of both `dot_packed_q4_1` variants, inlined into each with its target features.
 #[inline(always)]
 unsafe fn dot_packed_q4_1_with<D: ByteDot, const R: usize>(w: &[BlockQ4_1], a: &[ActPack<R>]) -> [f32; R] {
+    let mut mins = _mm256_setzero_ps(); // lane k: row k's sum of m * s, block after block
+    let scales = |x: &BlockQ4_1, pack: &ActPack<R>| {
+        // Both scales from one 32-bit load: widening a lone f16 compiles to an insert into
+        // whatever register is free, which can chain each block onto the previous one.
+        let x_dm = widen_dm(f16_pair(x.d, x.m));
+        // Separate multiply and add: each product rounded once, as in `dot_q4_1`.
+        mins = _mm256_add_ps(mins, times_rows(_mm_movehdup_ps(x_dm), &pack.s));
+        times_rows(x_dm, &pack.d)
+    };
+    let acc = packed_passes(w, a, scales, |x| nibbles(x.qs.as_ptr()), |qx, qy| D::dot(qx, qy));
+    row_sums(&acc, |c, sums| _mm_add_ps(sums, four_lanes(mins, c)))
+}
+
+/// A packed kernel's passes over w and a, PACKED_PASS blocks at a time: first each block's
+/// scale products for the R rows, `scales(x, pack)`, into the table; then, per block, the
+/// weights unpacked once (`unpack(x)`) and each row's eight lanes of integer sums
+/// `dot(unpacked, row k's quants)` multiplied by that row's scale product and added into its
+/// accumulator, in block order. Returns the R accumulators.
+#[inline(always)]
+unsafe fn packed_passes<B, X: Copy, const R: usize>(
+    w: &[B],
+    a: &[ActPack<R>],
+    mut scales: impl FnMut(&B, &ActPack<R>) -> __m256,
+    unpack: impl Fn(&B) -> X,
+    dot: impl Fn(X, __m256i) -> __m256i,
+) -> [__m256; R] {
     const { assert!(R == 4 || R == 8) };
     let mut acc = [_mm256_setzero_ps(); R];
-    let mut mins = _mm256_setzero_ps(); // lane k: row k's sum of m * s, block after block
     let mut table = ScaleTable::<R>::new();
     for start in (0..w.len()).step_by(PACKED_PASS) {
         let blocks = start..(start + PACKED_PASS).min(w.len());
         for (j, i) in blocks.clone().enumerate() {
-            let (x, pack) = (w.get_unchecked(i), a.get_unchecked(i));
-            // Both scales from one 32-bit load: widening a lone f16 compiles to an insert into
-            // whatever register is free, which can chain each block onto the previous one.
-            let x_dm = widen_dm(f16_pair(x.d, x.m));
-            table.write(j, times_rows(x_dm, &pack.d));
-            // Separate multiply and add: each product rounded once, as in `dot_q4_1`.
-            mins = _mm256_add_ps(mins, times_rows(_mm_movehdup_ps(x_dm), &pack.s));
+            table.write(j, scales(w.get_unchecked(i), a.get_unchecked(i)));
         }
         let d = table.read_back();
         for (j, i) in blocks.enumerate() {
-            let (x, pack) = (w.get_unchecked(i), a.get_unchecked(i));
-            let qx = nibbles(x.qs.as_ptr());
+            let (x, pack) = (unpack(w.get_unchecked(i)), a.get_unchecked(i));
             for (k, acc) in acc.iter_mut().enumerate() {
-                let p = _mm256_cvtepi32_ps(D::dot(qx, pack_quants(pack, k)));
+                let p = _mm256_cvtepi32_ps(dot(x, pack_quants(pack, k)));
                 *acc = _mm256_fmadd_ps(d.broadcast(j, k), p, *acc);
             }
         }
     }
-    row_sums(&acc, |c, sums| _mm_add_ps(sums, four_lanes(mins, c)))
+    acc
 }
 
 vnni_variants! {
@@ -589,26 +607,9 @@ vnni_variants! {
 /// The body of both `dot_packed_q8_0` variants, inlined into each with its target features.
 #[inline(always)]
 unsafe fn dot_packed_q8_0_with<D: ByteDot, const R: usize>(w: &[BlockQ8_0], a: &[ActPack<R>]) -> [f32; R] {
-    const { assert!(R == 4 || R == 8) };
-    let mut acc = [_mm256_setzero_ps(); R];
-    let mut table = ScaleTable::<R>::new();
-    for start in (0..w.len()).step_by(PACKED_PASS) {
-        let blocks = start..(start + PACKED_PASS).min(w.len());
-        for (j, i) in blocks.clone().enumerate() {
-            let (x, pack) = (w.get_unchecked(i), a.get_unchecked(i));
-            // A 32-bit load for the one scale, as in `dot_packed_q4_1`.
-            table.write(j, times_rows(widen_dm(f16_pair(x.d, x.d)), &pack.d));
-        }
-        let d = table.read_back();
-        for (j, i) in blocks.enumerate() {
-            let (x, pack) = (w.get_unchecked(i), a.get_unchecked(i));
-            let qx = D::signed(load32(x.qs.as_ptr()));
-            for (k, acc) in acc.iter_mut().enumerate() {
-                let p = _mm256_cvtepi32_ps(D::signed_dot(qx, pack_quants(pack, k)));
-                *acc = _mm256_fmadd_ps(d.broadcast(j, k), p, *acc);
-            }
-        }
-    }
+    // A 32-bit load for the one scale, as in `dot_packed_q4_1`.
+    let scales = |x: &BlockQ8_0, pack: &ActPack<R>| times_rows(widen_dm(f16_pair(x.d, x.d)), &pack.d);
+    let acc = packed_passes(w, a, scales, |x| D::signed(load32(x.qs.as_ptr())), |x, y| D::signed_dot(x, y));
     row_sums(&acc, |_, sums| sums)
 }
 
