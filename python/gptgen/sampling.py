@@ -152,7 +152,6 @@ def top_k_candidates(logits: np.ndarray, k: int) -> np.ndarray | None:
     return reach[logits[reach] >= kth]
 
 
-
 def top_p_filter(logits: np.ndarray, p: float) -> np.ndarray:
     """Keeps the most probable tokens whose cumulative probability first reaches p (at least one)."""
     if p >= 1.0:

@@ -3,6 +3,7 @@ byte length is checked against the metadata before a view of it can reach the en
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,7 @@ class _Metadata:
         return value
 
 
+@functools.cache
 def _reader_class():
     from gguf import GGUFReader
 

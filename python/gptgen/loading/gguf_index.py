@@ -1,7 +1,7 @@
 """What loading a GGUF file derived from its header, kept for the next load.
 
-gguf's reader builds NumPy views of every metadata element: seconds for a 49k-token
-vocabulary, longer than generating a short reply. The first load of a file parses it in full
+gguf's reader builds NumPy views of every metadata element: ~0.7 s for a 49k-token
+vocabulary (over 2 s before gguf.py gave it a plain array), longer than generating a short reply. The first load of a file parses it in full
 (gguf.py) and saves the result here as JSON: the engine config, the tokenizer as
 `tokenizers` serializes it, and the tensor table (name, type, shape, byte range). Later loads
 of the same file (same path, size, mtime and inode, read by the same versions) map it and make
