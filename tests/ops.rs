@@ -168,7 +168,7 @@ fn quantized_matmul_matches_row_dot_products() {
 }
 
 /// Matrices sharing one input (Q, K and V; gate and up) quantize it once: every output equals
-/// that matrix's own `matmul`, bit for bit, for one token and for batches with and without
+/// that matrix's own `matmul` and each row's own dot product, bit for bit, for one token and for batches with and without
 /// groups of eight and four rows, whose outputs are small enough to be gathered from their
 /// tiles on the calling thread or (with the 6000-row matrix, n = 12) large enough not to be.
 #[test]
@@ -196,6 +196,18 @@ fn matmul_group_equals_separate_matmuls() {
             let mut want = vec![f32::NAN; n * w.n_out];
             pool.install(|| matmul(&mut want, &x, w, None, &mut MatmulScratch::default()));
             assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "n={n}, n_out={}", w.n_out);
+            // Both went through the same gathering of tiles: check every element against its
+            // own row dot product too.
+            let blocks = w.tensor.as_slice::<BlockQ4_1>();
+            let per_row = n_in / 32;
+            for t in 0..n {
+                let mut act = vec![bytemuck::Zeroable::zeroed(); per_row];
+                <BlockQ4_1 as QuantBlock>::Act::quantize(&x[t * n_in..(t + 1) * n_in], &mut act);
+                for o in 0..w.n_out {
+                    let row = BlockQ4_1::dot(&blocks[o * per_row..(o + 1) * per_row], &act);
+                    assert_eq!(got[t * w.n_out + o].to_bits(), row.to_bits(), "n={n}, n_out={}, t={t}, o={o}", w.n_out);
+                }
+            }
         }
     }
 }
