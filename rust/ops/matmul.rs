@@ -124,15 +124,18 @@ fn quant_group<B: QuantBlock>(ys: &mut [&mut [f32]], x: &[f32], ws: &[&Matrix], 
         run_tiles(ys, rows.n, TILE_OUT_IN, tiles, |m, col0, out| quant_tile(out, ws[m].tensor.as_slice::<B>(), None, col0, &rows));
         return;
     }
-    // One token: every chunk of every output, as (matrix, first row, output slice), in one
-    // parallel region.
+    // One token: every chunk of every output, as (chunk index, matrix, first row, output
+    // slice), in one parallel region. Ordered chunk by chunk, so that the region's first
+    // split hands each thread the same share of every matrix (ordered matrix by matrix, Q, K,
+    // V split as Q and half of K, 672 rows, against 288).
     let threads = rayon::current_num_threads();
-    let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();
+    let mut tasks: Vec<(usize, usize, usize, &mut [f32])> = Vec::new();
     for (m, y) in ys.iter_mut().enumerate() {
         let chunk = one_token_chunk(y.len(), threads);
-        tasks.extend(y.chunks_mut(chunk).enumerate().map(|(k, out)| (m, k * chunk, out)));
+        tasks.extend(y.chunks_mut(chunk).enumerate().map(|(k, out)| (k, m, k * chunk, out)));
     }
-    tasks.into_par_iter().for_each(|(m, row0, out)| one_token_dots(out, ws[m].tensor.as_slice::<B>(), rows.per_row, row0, rows.act));
+    tasks.sort_by_key(|&(k, m, ..)| (k, m));
+    tasks.into_par_iter().for_each(|(_, m, row0, out)| one_token_dots(out, ws[m].tensor.as_slice::<B>(), rows.per_row, row0, rows.act));
 }
 
 /// Rows per task when one token meets a quantized matrix: each thread takes one contiguous
