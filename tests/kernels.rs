@@ -236,6 +236,35 @@ fn check_axpy_in_lanes<W: Elem>(rng: &mut Rng, convert: fn(f32) -> W, d: usize, 
     }
 }
 
+/// The lane reductions equal their scalar twins exactly, and every element equals the
+/// horizontal sum of its lanes as the SIMD dot products take it (the lanes dotted with ones,
+/// each product exact): `dot_tiled` for eight lanes, `dot` (ggml_vec_dot_f16's order) for 32.
+#[test]
+fn lane_reductions_equal_the_dot_products_sums() {
+    assert!(avx2_available(), "these tests compare the AVX2 kernels: run them on an AVX2 machine");
+    let mut rng = Rng(47);
+    for n in [1usize, 5, 8, 64, 67] {
+        for lanes in [8usize, 32] {
+            let partial = rng.vec(lanes * n, 10.0);
+            let (mut got, mut got_scalar) = (vec![0.0; n], vec![0.0; n]);
+            if lanes == 8 {
+                kernels::reduce_lanes8(&partial, &mut got);
+                scalar::reduce_lanes8(&partial, &mut got_scalar);
+            } else {
+                kernels::reduce_lanes32(&partial, &mut got);
+                scalar::reduce_lanes32(&partial, &mut got_scalar);
+            }
+            let ones = vec![1.0f32; lanes];
+            for d in 0..n {
+                let column: Vec<f32> = (0..lanes).map(|k| partial[k * n + d]).collect();
+                let want = if lanes == 8 { kernels::dot_tiled(&column, &ones) } else { kernels::dot(&column, &ones) };
+                assert_eq!(got[d].to_bits(), want.to_bits(), "lanes={lanes} n={n} d={d}");
+            }
+            assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), got_scalar.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "scalar twin, lanes={lanes} n={n}");
+        }
+    }
+}
+
 /// The batched attention kernels equal their one-row-at-a-time definitions exactly, on the
 /// SIMD path and on the scalar path.
 fn check_attention_kernels<W: Elem>(convert: fn(f32) -> W) {

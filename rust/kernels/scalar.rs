@@ -52,6 +52,35 @@ pub fn axpy_in_lanes<W: Elem>(partial: &mut [f32], weights: &[f32], rows: &[W], 
     }
 }
 
+/// Element d of eight lanes combined as `_mm256` hsum combines them: see
+/// `kernels::reduce_lanes8`.
+#[inline(always)]
+pub fn lanes8_at(l: impl Fn(usize) -> f32) -> f32 {
+    (l(0) + l(4) + (l(2) + l(6))) + (l(1) + l(5) + (l(3) + l(7)))
+}
+
+/// Element d of 32 lanes combined as ggml_vec_dot_f16 combines them: see
+/// `kernels::reduce_lanes32`.
+#[inline(always)]
+pub fn lanes32_at(l: impl Fn(usize) -> f32) -> f32 {
+    let v: [f32; 8] = std::array::from_fn(|i| (l(i) + l(i + 16)) + (l(i + 8) + l(i + 24)));
+    (v[0] + v[4] + (v[1] + v[5])) + (v[2] + v[6] + (v[3] + v[7]))
+}
+
+pub fn reduce_lanes8(partial: &[f32], out: &mut [f32]) {
+    let n = out.len();
+    for (d, o) in out.iter_mut().enumerate() {
+        *o = lanes8_at(|k| partial[k * n + d]);
+    }
+}
+
+pub fn reduce_lanes32(partial: &[f32], out: &mut [f32]) {
+    let n = out.len();
+    for (d, o) in out.iter_mut().enumerate() {
+        *o = lanes32_at(|k| partial[k * n + d]);
+    }
+}
+
 pub fn axpy<W: Elem>(y: &mut [f32], a: f32, w: &[W]) {
     for (yi, &wi) in y.iter_mut().zip(w) {
         *yi += a * wi.to_f32();

@@ -7,7 +7,7 @@
 //! this reproduces llama.cpp's logits bit for bit; with an f32 cache it is plain float32
 //! attention, as accurate as any other order.
 
-use crate::kernels::{axpy_in_lanes, axpy_lanes8, dot_rows, dot_tiled_rows, round_to, softmax_exp, Elem};
+use crate::kernels::{axpy_in_lanes, axpy_lanes8, dot_rows, dot_tiled_rows, reduce_lanes32, reduce_lanes8, round_to, softmax_exp, Elem};
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::ops::Range;
@@ -37,26 +37,11 @@ impl Lanes {
     }
 
     /// out[d] = the lane values partial[l, d] (partial: [count(), out.len()]) combined as the
-    /// matching ggml kernel combines them; element-wise over d, so the loops vectorise.
+    /// matching ggml kernel combines them.
     fn reduce(self, partial: &[f32], out: &mut [f32]) {
-        let n = out.len();
-        assert_eq!(partial.len(), self.count() * n, "reduce: partial must be [lanes, n]");
         match self {
-            Lanes::Tiled => {
-                let l: [&[f32]; 8] = std::array::from_fn(|k| &partial[k * n..(k + 1) * n]);
-                // _mm256 hsum: (l0+l4 + l2+l6) + (l1+l5 + l3+l7)
-                for (d, o) in out.iter_mut().enumerate() {
-                    *o = (l[0][d] + l[4][d] + (l[2][d] + l[6][d])) + (l[1][d] + l[5][d] + (l[3][d] + l[7][d]));
-                }
-            }
-            Lanes::Vector => {
-                let l: [&[f32]; 32] = std::array::from_fn(|k| &partial[k * n..(k + 1) * n]);
-                // four accumulators (a0+a2)+(a1+a3), then two horizontal adds
-                for (d, o) in out.iter_mut().enumerate() {
-                    let v: [f32; 8] = std::array::from_fn(|i| (l[i][d] + l[i + 16][d]) + (l[i + 8][d] + l[i + 24][d]));
-                    *o = (v[0] + v[4] + (v[1] + v[5])) + (v[2] + v[6] + (v[3] + v[7]));
-                }
-            }
+            Lanes::Tiled => reduce_lanes8(partial, out),
+            Lanes::Vector => reduce_lanes32(partial, out),
         }
     }
 }
