@@ -163,26 +163,36 @@ fn dot_tiled_simd_equals_scalar_exactly() {
 #[test]
 fn pointwise_kernels_simd_equal_scalar_exactly() {
     assert!(avx2_available());
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let mut rng = Rng(12);
-    // Scale 300 sends some exponents outside the normal range (the kernels' slow path).
-    for (n, scale) in [(1, 12.0), (7, 12.0), (8, 12.0), (9, 12.0), (100, 12.0), (1536, 12.0), (64, 300.0), (1000, 300.0)] {
-        let gate = rng.vec(n, scale);
-        let up = rng.vec(n, 2.0);
+    // Scale 300 sends some exponents outside the normal range (scaled in two steps, or
+    // saturated); the fixed values sit at the edges of those ranges.
+    let edges = [87.0f32, 87.4, 87.5, 88.0, 88.8, 89.0, 133.0, 133.2, 134.0, 1e4, f32::INFINITY];
+    let edges: Vec<f32> = edges.iter().flat_map(|&v| [v, -v]).chain([0.0, -0.0]).collect();
+    for (n, scale) in [(1, 12.0), (7, 12.0), (8, 12.0), (9, 12.0), (100, 12.0), (1536, 12.0), (64, 300.0), (1000, 300.0), (0, 1.0)] {
+        let with_edges = |mut v: Vec<f32>| {
+            if n == 0 {
+                v.extend(&edges);
+            }
+            v
+        };
+        let gate = with_edges(rng.vec(n, scale));
+        let up = with_edges(rng.vec(n, 2.0));
         let (mut a, mut b) = (gate.clone(), gate.clone());
         scalar::silu_mul(&mut a, &up);
         // SAFETY: AVX2/FMA asserted above.
         unsafe { kernels::avx2::silu_mul(&mut b, &up) };
-        assert_eq!(a, b, "silu_mul n={n}");
-        let scores = rng.vec(n, 2.0 * scale);
+        assert_eq!(bits(&a), bits(&b), "silu_mul n={n}");
+        let scores = with_edges(rng.vec(n, 2.0 * scale)).into_iter().filter(|s| s.is_finite()).collect::<Vec<_>>();
         let (mut a, mut b) = (scores.clone(), scores.clone());
         let (sa, sb) = (scalar::softmax_exp(&mut a), unsafe { kernels::avx2::softmax_exp(&mut b) });
-        assert_eq!((a, sa.to_bits()), (b, sb.to_bits()), "softmax_exp n={n}");
-        let x = rng.vec(n, scale);
+        assert_eq!((bits(&a), sa.to_bits()), (bits(&b), sb.to_bits()), "softmax_exp n={n}");
+        let x = with_edges(rng.vec(n, scale));
         let (mut a, mut b) = (x.clone(), x.clone());
         scalar::gelu_tanh(&mut a);
         // SAFETY: AVX2/FMA asserted above.
         unsafe { kernels::avx2::gelu_tanh(&mut b) };
-        assert_eq!(a, b, "gelu_tanh n={n}");
+        assert_eq!(bits(&a), bits(&b), "gelu_tanh n={n}");
     }
 }
 
@@ -190,13 +200,16 @@ fn pointwise_kernels_simd_equal_scalar_exactly() {
 fn gelu_tanh_agrees_with_the_tanh_formula() {
     let mut rng = Rng(21);
     let mut x = rng.vec(4096, 10.0);
-    x.extend([0.0, -0.0, 1e-30, -1e-30, 60.0, -60.0, 1e4, -1e4]);
+    x.extend([0.0, -0.0, 1e-30, -1e-30, 3.5, 4.0, 4.5, 5.0, 9.0, 60.0, -60.0, 1e4, -1e4]);
     let mut got = x.clone();
     scalar::gelu_tanh(&mut got);
     for (&v, &g) in x.iter().zip(&got) {
         let v64 = v as f64;
         let want = 0.5 * v64 * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v64 + 0.044715 * v64.powi(3))).tanh());
         assert!((g as f64 - want).abs() <= 1e-6 * want.abs().max(1.0), "gelu({v}) = {g}, want {want}");
+        // The clamped exponent changes nothing: the same as x / (1 + e^(-2u)) unclamped.
+        let u = scalar::SQRT_2_OVER_PI * (v + 0.044715 * v * v * v);
+        assert_eq!(g.to_bits(), (v / (1.0 + scalar::exp(-2.0 * u))).to_bits(), "gelu({v}) against the unclamped formula");
     }
 }
 

@@ -310,8 +310,9 @@ unsafe fn token_block<W: Elem, const R: usize>(
 // Pointwise kernels: eight lanes of `scalar::exp` at a time, with the same operations in the
 // same order, so every result equals the scalar kernel's bit for bit.
 
-/// `scalar::exp` of each lane. Lanes whose exponent leaves the normal range (|n| > 126) are
-/// rare (scores far below the maximum); the whole vector then takes the scalar path.
+/// `scalar::exp` of each lane. Lanes whose exponent leaves the normal range (|n| > 126: scores
+/// far below the maximum, GELU's and SiLU's large inputs) are scaled in two steps or saturated
+/// as in `scalar::exp`, with blends.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn exp8(x: __m256) -> __m256 {
@@ -321,20 +322,27 @@ unsafe fn exp8(x: __m256) -> __m256 {
     let n = _mm256_sub_ps(z, shift);
     let neg_n = negate(n);
     let b = _mm256_fmadd_ps(neg_n, c(0x35bf_be8e), _mm256_fmadd_ps(neg_n, c(0x3f31_7200), x));
-    let out_of_range = _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_andnot_ps(_mm256_set1_ps(-0.0), n), _mm256_set1_ps(126.0));
-    if _mm256_movemask_ps(out_of_range) != 0 {
-        let mut lanes = [0.0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), x);
-        return _mm256_loadu_ps(lanes.map(super::scalar::exp).as_ptr());
-    }
-    let k = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_slli_epi32::<23>(_mm256_castps_si256(z)), _mm256_castps_si256(_mm256_set1_ps(1.0))));
+    let e = _mm256_slli_epi32::<23>(_mm256_castps_si256(z));
+    let k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1.0))));
     let u = _mm256_mul_ps(b, b);
     let j = _mm256_fmadd_ps(
         _mm256_fmadd_ps(_mm256_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)), u, _mm256_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb))),
         u,
         _mm256_mul_ps(c(0x3f7f_fff6), b),
     );
-    _mm256_fmadd_ps(j, k, k)
+    let normal = _mm256_fmadd_ps(j, k, k);
+    let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
+    let out_of_range = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(126.0));
+    if _mm256_movemask_ps(out_of_range) == 0 {
+        return normal;
+    }
+    let g = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(n, _mm256_setzero_ps())), _mm256_set1_epi32(0x8200_0000u32 as i32));
+    let s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f00_0000)));
+    let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    let scaled = _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1);
+    let saturated = _mm256_mul_ps(s1, s1);
+    let far = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(192.0));
+    _mm256_blendv_ps(normal, _mm256_blendv_ps(scaled, saturated, far), out_of_range)
 }
 
 /// -x, flipping the sign bit as the scalar `-x` does (0 - x would turn -0 into +0).
@@ -376,7 +384,7 @@ pub unsafe fn gelu_tanh(x: &mut [f32]) {
     let vector = |a: __m256| {
         let cube = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.044715), a), a), a);
         let u = _mm256_mul_ps(_mm256_set1_ps(super::scalar::SQRT_2_OVER_PI), _mm256_add_ps(a, cube));
-        let e = exp8(_mm256_mul_ps(_mm256_set1_ps(-2.0), u));
+        let e = exp8(_mm256_max_ps(_mm256_mul_ps(_mm256_set1_ps(-2.0), u), _mm256_set1_ps(super::scalar::GELU_MIN_EXPONENT)));
         _mm256_div_ps(a, _mm256_add_ps(_mm256_set1_ps(1.0), e))
     };
     map8(x, vector, super::scalar::gelu_tanh)

@@ -151,9 +151,13 @@ pub fn gelu_tanh(x: &mut [f32]) {
     for v in x {
         let a = *v;
         let u = SQRT_2_OVER_PI * (a + 0.044715 * a * a * a);
-        *v = a / (1.0 + exp(-2.0 * u));
+        *v = a / (1.0 + exp((-2.0 * u).max(GELU_MIN_EXPONENT)));
     }
 }
+
+/// Below this, 1 + e^t rounds to exactly 1 in f32 (e^-30 < 2^-24): GELU clamps its exponent
+/// here, which changes no result and keeps large inputs out of exp's slow (sub-normal) range.
+pub const GELU_MIN_EXPONENT: f32 = -30.0;
 
 /// Replaces scores s with e^(s - max) and returns 1 / their sum, summed as ggml's AVX2
 /// softmax sums them: eight at a time in f32 (the last group padded with zeros, as the masked
