@@ -260,11 +260,10 @@ fn lane_reductions_equal_the_dot_products_sums() {
         for lanes in [8usize, 32] {
             let partial = rng.vec(lanes * n, 10.0);
             let (mut got, mut got_scalar) = (vec![0.0; n], vec![0.0; n]);
+            kernels::reduce_lanes(&partial, &mut got, lanes);
             if lanes == 8 {
-                kernels::reduce_lanes8(&partial, &mut got);
                 scalar::reduce_lanes8(&partial, &mut got_scalar);
             } else {
-                kernels::reduce_lanes32(&partial, &mut got);
                 scalar::reduce_lanes32(&partial, &mut got_scalar);
             }
             let ones = vec![1.0f32; lanes];

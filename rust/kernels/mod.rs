@@ -268,30 +268,28 @@ pub fn axpy_in_lanes<W: Elem>(partial: &mut [f32], weights: &[f32], rows: &[W], 
     scalar::axpy_in_lanes(partial, weights, rows, lanes)
 }
 
-/// out[d] = the eight lanes partial[0..8, d] (partial: [8, out.len()]) added as an `_mm256`
-/// horizontal sum adds them, ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)): tinyBLAS's
-/// order for attention over several tokens.
-pub fn reduce_lanes8(partial: &[f32], out: &mut [f32]) {
-    assert_eq!(partial.len(), 8 * out.len(), "reduce_lanes8: partial must be [8, out.len()]");
+/// out[d] = the lanes partial[0..lanes, d] (partial: [lanes, out.len()]) combined as ggml
+/// combines them: eight as an `_mm256` horizontal sum, ((l0 + l4) + (l2 + l6)) + ((l1 + l5) +
+/// (l3 + l7)), tinyBLAS's order for attention over several tokens; 32 as ggml_vec_dot_f16
+/// adds its four 8-lane accumulators, (a0 + a2) + (a1 + a3), then sums horizontally in two
+/// hadds (one token's attention).
+pub fn reduce_lanes(partial: &[f32], out: &mut [f32], lanes: usize) {
+    assert!(lanes == 8 || lanes == 32, "reduce_lanes: 8 or 32 lanes");
+    assert_eq!(partial.len(), lanes * out.len(), "reduce_lanes: partial must be [lanes, out.len()]");
     #[cfg(target_arch = "x86_64")]
     if simd_enabled() {
         // SAFETY: lengths checked above; AVX2 was detected.
-        return unsafe { avx2::reduce_lanes8(partial, out) };
+        return unsafe {
+            match lanes {
+                8 => avx2::reduce_lanes8(partial, out),
+                _ => avx2::reduce_lanes32(partial, out),
+            }
+        };
     }
-    scalar::reduce_lanes8(partial, out)
-}
-
-/// out[d] = the 32 lanes partial[0..32, d] (partial: [32, out.len()]) added as
-/// ggml_vec_dot_f16 adds its four 8-lane accumulators: (a0 + a2) + (a1 + a3), then a
-/// horizontal sum in two hadds. One token's attention outputs.
-pub fn reduce_lanes32(partial: &[f32], out: &mut [f32]) {
-    assert_eq!(partial.len(), 32 * out.len(), "reduce_lanes32: partial must be [32, out.len()]");
-    #[cfg(target_arch = "x86_64")]
-    if simd_enabled() {
-        // SAFETY: lengths checked above; AVX2 was detected.
-        return unsafe { avx2::reduce_lanes32(partial, out) };
+    match lanes {
+        8 => scalar::reduce_lanes8(partial, out),
+        _ => scalar::reduce_lanes32(partial, out),
     }
-    scalar::reduce_lanes32(partial, out)
 }
 
 /// y[i] += a * w[i]

@@ -53,14 +53,14 @@ pub fn axpy_in_lanes<W: Elem>(partial: &mut [f32], weights: &[f32], rows: &[W], 
 }
 
 /// Element d of eight lanes combined as `_mm256` hsum combines them: see
-/// `kernels::reduce_lanes8`.
+/// `kernels::reduce_lanes` (eight lanes).
 #[inline(always)]
 pub fn lanes8_at(l: impl Fn(usize) -> f32) -> f32 {
     (l(0) + l(4) + (l(2) + l(6))) + (l(1) + l(5) + (l(3) + l(7)))
 }
 
 /// Element d of 32 lanes combined as ggml_vec_dot_f16 combines them: see
-/// `kernels::reduce_lanes32`.
+/// `kernels::reduce_lanes` (32 lanes).
 #[inline(always)]
 pub fn lanes32_at(l: impl Fn(usize) -> f32) -> f32 {
     let v: [f32; 8] = std::array::from_fn(|i| (l(i) + l(i + 16)) + (l(i + 8) + l(i + 24)));

@@ -7,7 +7,7 @@
 //! this reproduces llama.cpp's logits bit for bit; with an f32 cache it is plain float32
 //! attention, as accurate as any other order.
 
-use crate::kernels::{axpy_in_lanes, axpy_lanes8, dot_rows, dot_tiled_rows, reduce_lanes32, reduce_lanes8, round_to, softmax_exp, Elem};
+use crate::kernels::{axpy_in_lanes, axpy_lanes8, dot_rows, dot_tiled_rows, reduce_lanes, round_to, softmax_exp, Elem};
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::ops::Range;
@@ -39,10 +39,7 @@ impl Lanes {
     /// out[d] = the lane values partial[l, d] (partial: [count(), out.len()]) combined as the
     /// matching ggml kernel combines them.
     fn reduce(self, partial: &[f32], out: &mut [f32]) {
-        match self {
-            Lanes::Tiled => reduce_lanes8(partial, out),
-            Lanes::Vector => reduce_lanes32(partial, out),
-        }
+        reduce_lanes(partial, out, self.count());
     }
 }
 
