@@ -417,13 +417,13 @@ def perplexity(
         _write(f"PPL = {result.ppl:.4f} +/- {result.ppl_stderr:.4f} ({result.chunks} chunks of {result.n_ctx}, {result.scored} tokens scored)\n")
 
 
-def _int_list(text: str, option: str) -> list[int]:
+def _int_list(text: str, option: str, minimum: int = 0) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise GptgenError(f"{option} takes comma-separated whole numbers, not {text!r}") from None
-    if not values or any(v < 0 for v in values):
-        raise GptgenError(f"{option} takes comma-separated whole numbers >= 0, not {text!r}")
+    if not values or any(v < minimum for v in values):
+        raise GptgenError(f"{option} takes comma-separated whole numbers >= {minimum}, not {text!r}")
     return values
 
 
@@ -446,9 +446,7 @@ def bench(
     from .model import Model, load_files
     from .models import resolve
 
-    prompts, gens, batches = _int_list(n_prompt, "--n-prompt"), _int_list(n_gen, "--n-gen"), _int_list(batch, "--batch")
-    if any(b < 1 for b in batches):
-        raise GptgenError("--batch takes sizes >= 1")
+    prompts, gens, batches = _int_list(n_prompt, "--n-prompt"), _int_list(n_gen, "--n-gen"), _int_list(batch, "--batch", minimum=1)
     thread_counts = _int_list(threads, "--threads") if threads else [0]
     path = resolve(model, log=_log)
     spec, tokenizer = load_files(path)

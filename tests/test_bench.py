@@ -1,0 +1,119 @@
+"""`gptgen bench`: llama-bench's definitions (checked against a clock the test controls) and the
+command's JSON and errors."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from types import SimpleNamespace
+
+import pytest
+from safetensors.numpy import load_file
+
+from conftest import TINY_GPT2, run_cli
+from gptgen import bench
+
+# Seconds the fake engine takes per prefilled token and per decode step (of any batch).
+PER_TOKEN, PER_STEP, PER_BATCH_STEP = 0.001, 0.004, 0.010
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+
+class FakeModel:
+    """Stands in for gptgen.model.Model: advances the clock as the engine would take time, and
+    records every session and call."""
+
+    def __init__(self, clock: FakeClock, n_vocab: int) -> None:
+        self.clock, self.sessions, self.batch_calls = clock, [], []
+        self.spec = SimpleNamespace(config={"n_vocab": n_vocab})
+        self.engine = SimpleNamespace(threads=3, forward_batch=self._forward_batch)
+
+    def new_session(self, max_seq: int):
+        session = SimpleNamespace(max_seq=max_seq, fed=[], forward=None)
+
+        def forward(tokens):
+            assert len(session.fed) + len(tokens) <= max_seq, "the session was made too short"
+            session.fed.extend(tokens)
+            self.clock.now += PER_TOKEN * len(tokens) if len(tokens) > 1 else PER_STEP
+
+        session.forward = forward
+        self.sessions.append(session)
+        return session
+
+    def _forward_batch(self, sessions, tokens):
+        assert all(len(t) == 1 for t in tokens) and len(tokens) == len(sessions)
+        for session, toks in zip(sessions, tokens):
+            assert len(session.fed) + 1 <= session.max_seq
+            session.fed.extend(toks)
+        self.batch_calls.append(len(sessions))
+        self.clock.now += PER_BATCH_STEP
+
+
+def test_bench_follows_llama_bench_definitions(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock.now)
+    model = FakeModel(clock, n_vocab=50)
+    results = bench.run(model, n_prompt=16, n_gen=8, batches=[1, 4], repetitions=3)
+
+    assert [(r.test, r.n_prompt, r.n_gen, r.batch, r.threads) for r in results] == [
+        ("pp16", 16, 0, 1, 3),
+        ("tg8", 0, 8, 1, 3),
+        ("tg8 x4", 0, 8, 4, 3),
+    ]
+    pp, tg, tg4 = results
+    # ppN: N tokens over one prefill's time; tgN: N steps of one token; xB: B * N tokens over
+    # N batched steps. The warm-up runs are not among the samples.
+    assert pp.samples_ts == pytest.approx([16 / (16 * PER_TOKEN)] * 3)
+    assert tg.samples_ts == pytest.approx([8 / (8 * PER_STEP)] * 3)
+    assert tg4.samples_ts == pytest.approx([4 * 8 / (8 * PER_BATCH_STEP)] * 3)
+    # mean and sample standard deviation, as llama-bench reports
+    for r in results:
+        assert r.avg_ts == pytest.approx(statistics.mean(r.samples_ts))
+        assert r.stddev_ts == pytest.approx(statistics.stdev(r.samples_ts))
+
+    # A fresh session (an empty KV cache) for every run: prefill one warm-up + 3, decode one
+    # warm-up + 3, batched decode one warm-up + 3 of four sessions each.
+    prefills = [s for s in model.sessions if len(s.fed) == 16]
+    assert len(prefills) == 4 and all(s.max_seq == 16 for s in prefills)
+    timed_decodes = [s for s in model.sessions if len(s.fed) == 8]
+    assert len(timed_decodes) == 3 + 3 * 4
+    # Random tokens within the vocabulary, the same ones for every repetition of a test.
+    assert all(0 <= t < 50 for s in model.sessions for t in s.fed)
+    assert prefills[1].fed == prefills[2].fed == prefills[3].fed
+    assert model.batch_calls == [4] * (2 + 3 * 8)  # the warm-up runs two steps
+
+
+def test_bench_json_reports_every_repetition():
+    out = run_cli("bench", "-m", str(TINY_GPT2), "-p", "8", "-n", "4", "-r", "3", "-t", "1,2", "--batch", "1,2", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["n_params"] == sum(t.size for t in load_file(TINY_GPT2 / "model.safetensors").values())
+    assert report["kernels"] in ("avx2+vnni", "avx2", "scalar")
+    assert report["cpu"]["model"] and isinstance(report["cpu"]["flags"], list)
+    tests = [(r["threads"], r["test"], r["n_prompt"], r["n_gen"], r["batch"]) for r in report["results"]]
+    assert tests == [(t, name, p, n, b) for t in (1, 2) for name, p, n, b in (("pp8", 8, 0, 1), ("tg4", 0, 4, 1), ("tg4 x2", 0, 4, 2))]
+    for r in report["results"]:
+        assert len(r["samples_ts"]) == 3 and all(v > 0 for v in r["samples_ts"])
+        assert r["avg_ts"] == pytest.approx(statistics.mean(r["samples_ts"]))
+        assert r["stddev_ts"] == pytest.approx(statistics.stdev(r["samples_ts"]))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch", "0"], "--batch takes comma-separated whole numbers >= 1"),
+        (["--batch", "2,-1"], "--batch takes comma-separated whole numbers >= 1"),
+        (["-t", "1,x"], "--threads takes comma-separated whole numbers"),
+        (["-p", "-5"], "--n-prompt takes comma-separated whole numbers >= 0"),
+        (["-r", "0"], "--repetitions"),
+    ],
+)
+def test_bench_rejects_bad_options_in_one_line(args, message):
+    out = run_cli("bench", "-m", str(TINY_GPT2), "-n", "1", *args)
+    assert out.returncode != 0
+    err = out.stderr.decode()
+    assert message in err and "Traceback" not in err
+    assert out.stdout == b""
