@@ -262,5 +262,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Session>()?;
     m.add_function(wrap_pyfunction!(kernel_name, m)?)?;
     m.add_function(wrap_pyfunction!(dequantize, m)?)?;
+    m.add("MAX_THREADS", model::MAX_THREADS)?;
     Ok(())
 }

@@ -109,10 +109,13 @@ def test_bench_json_reports_every_repetition():
         (["-t", "1,x"], "--threads takes comma-separated whole numbers"),
         (["-p", "-5"], "--n-prompt takes comma-separated whole numbers >= 0"),
         (["-r", "0"], "--repetitions"),
+        (["-t", "2,100000"], "threads must be between 1 and 512, not 100000"),
+        (["-p", "129"], "--n-prompt 129 is longer than the model's context of 128 tokens"),
+        (["-p", "8", "-n", "4,200"], "--n-gen 200 is longer than the model's context of 128 tokens"),
     ],
 )
 def test_bench_rejects_bad_options_in_one_line(args, message):
-    out = run_cli("bench", "-m", str(TINY_GPT2), "-n", "1", *args)
+    out = run_cli("bench", "-m", str(TINY_GPT2), "-p", "8", "-n", "1", *args)
     assert out.returncode != 0
     err = out.stderr.decode()
     assert message in err and "Traceback" not in err

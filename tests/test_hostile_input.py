@@ -154,3 +154,19 @@ def test_disk_full_during_pull_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(GptgenError, match="No space left on device"):
         models.pull(models.REGISTRY[models.DEFAULT_MODEL])
     assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_absurd_thread_counts_are_refused_before_any_thread_starts():
+    import gptgen
+    from gptgen import _native
+    from gptgen.model import load_files
+
+    for threads in (_native.MAX_THREADS + 1, 10**6):
+        with pytest.raises(GptgenError, match=f"threads must be between 1 and {_native.MAX_THREADS}, not {threads}"):
+            gptgen.load(str(TINY_GPT2), threads=threads)
+    # The engine checks too, for callers of the boundary itself.
+    spec, _ = load_files(TINY_GPT2)
+    with pytest.raises(ValueError, match="threads must be at most"):
+        _native.Engine(spec.arch, spec.config, spec.engine_tensors(), _native.MAX_THREADS + 1)
+    out = run_cli("generate", "hi", *MODEL, "-n", "1", "--threads", "100000")
+    assert out.returncode != 0 and b"threads must be between 1 and" in out.stderr and b"Traceback" not in out.stderr

@@ -3,6 +3,9 @@
 import numpy as np
 import numpy.typing as npt
 
+MAX_THREADS: int
+"""The most worker threads an Engine starts."""
+
 def kernel_name() -> str:
     """The SIMD kernel family in use: "avx2+vnni", "avx2" or "scalar" (GPTGEN_FORCE_SCALAR=1)."""
 

@@ -448,8 +448,13 @@ def bench(
 
     prompts, gens, batches = _int_list(n_prompt, "--n-prompt"), _int_list(n_gen, "--n-gen"), _int_list(batch, "--batch", minimum=1)
     thread_counts = _int_list(threads, "--threads") if threads else [0]
+    if max(thread_counts) > _native.MAX_THREADS:
+        raise GptgenError(f"threads must be between 1 and {_native.MAX_THREADS}, not {max(thread_counts)}")
     path = resolve(model, log=_log)
     spec, tokenizer = load_files(path)
+    for option, lengths in (("--n-prompt", prompts), ("--n-gen", gens)):
+        if max(lengths) > spec.n_ctx:
+            raise GptgenError(f"{option} {max(lengths)} is longer than the model's context of {spec.n_ctx} tokens")
     results = []
     for t in thread_counts:
         m = Model(spec, tokenizer, threads=t or None)

@@ -32,8 +32,8 @@ class Model:
     def __init__(self, spec: ModelSpec, tokenizer: Tokenizer, threads: int | None = None):
         from . import _native
 
-        if threads is not None and threads < 1:
-            raise GptgenError(f"threads must be >= 1, not {threads}")
+        if threads is not None and not 1 <= threads <= _native.MAX_THREADS:
+            raise GptgenError(f"threads must be between 1 and {_native.MAX_THREADS}, not {threads}")
         self.spec = spec
         self.tokenizer = tokenizer
         if tokenizer.vocab_size > spec.config["n_vocab"]:

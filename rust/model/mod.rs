@@ -102,9 +102,16 @@ pub struct Engine {
     scratch: Mutex<Scratch>,
 }
 
+/// The most worker threads an engine starts (ggml's limit too): more than the cores of any
+/// CPU this runs on, and a mistyped count does not start thousands of threads.
+pub const MAX_THREADS: usize = 512;
+
 impl Engine {
     /// `threads` = 0 means one per physical core.
     pub fn new(arch: Arch, config: Config, weights: &WeightSet, threads: usize) -> Result<Self> {
+        if threads > MAX_THREADS {
+            bail!("threads must be at most {MAX_THREADS}, not {threads}");
+        }
         config.validate()?;
         let model: Box<dyn Model> = match arch {
             Arch::Gpt2 => Box::new(gpt2::Gpt2::new(config, weights)?),
