@@ -170,3 +170,19 @@ def test_absurd_thread_counts_are_refused_before_any_thread_starts():
         _native.Engine(spec.arch, spec.config, spec.engine_tensors(), _native.MAX_THREADS + 1)
     out = run_cli("generate", "hi", *MODEL, "-n", "1", "--threads", "100000")
     assert out.returncode != 0 and b"threads must be between 1 and" in out.stderr and b"Traceback" not in out.stderr
+
+
+def test_engine_errors_that_escape_the_checks_still_end_in_one_line(monkeypatch, capsys):
+    from gptgen import _native, cli
+
+    def refuse(*args, **kwargs):
+        # what the engine raises for input it rejects
+        _native.Engine("gpt2", {}, {}, 0)
+
+    monkeypatch.setattr(cli, "_load", refuse)
+    monkeypatch.setattr("sys.argv", ["gptgen", "info", *MODEL])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err

@@ -566,6 +566,11 @@ def main() -> None:
     except GptgenError as e:
         _log(f"error: {e}")
         sys.exit(1)
+    except ValueError as e:
+        # The engine's errors (ValueError, with a message meant for the user) that no check
+        # on this side caught first: still one line, never a traceback.
+        _log(f"error: {e}")
+        sys.exit(1)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except (_ReaderGone, BrokenPipeError):
