@@ -211,3 +211,59 @@ fn matmul_group_equals_separate_matmuls() {
         }
     }
 }
+
+/// The norms over many rows (summed eight rows side by side) equal the per-row formulas
+/// written out here, bit for bit: each row's f64 sums in element order, as ggml takes them.
+#[test]
+fn norms_equal_their_row_by_row_formulas() {
+    use _native::ops::norm::{layer_norm, rms_norm};
+    let mut rng = Rng(5);
+    for dim in [576usize, 5] {
+        for rows in [1usize, 7, 8, 9, 16, 17] {
+            let mut x = rng.vec(rows * dim, 3.0);
+            // special rows: all negative zeros; a sum that cancels (2^60 + 1 - 2^60 is 0 taken
+            // in order, 1 in any other); and values far apart in size
+            x[..dim].fill(-0.0);
+            if rows > 1 && dim > 2 {
+                x[dim..2 * dim].fill(0.0);
+                x[dim..dim + 3].copy_from_slice(&[2f32.powi(60), 1.0, -(2f32.powi(60))]);
+            }
+            if rows > 2 {
+                for (i, v) in x[2 * dim..3 * dim].iter_mut().enumerate() {
+                    *v = if i % 2 == 0 { 1e18 } else { -1e-18 };
+                }
+            }
+            let (w, b) = (rng.vec(dim, 1.0), rng.vec(dim, 1.0));
+            let eps = 1e-5f32;
+            let mut got = vec![0.0; rows * dim];
+            rms_norm(&mut got, &x, &w, eps);
+            let want: Vec<f32> = x
+                .chunks_exact(dim)
+                .flat_map(|r| {
+                    let mean_sq = (r.iter().map(|&v| (v * v) as f64).sum::<f64>() / dim as f64) as f32;
+                    let inv = 1.0 / (mean_sq + eps).sqrt();
+                    r.iter().zip(&w).map(move |(&v, &w)| v * inv * w).collect::<Vec<_>>()
+                })
+                .collect();
+            assert_eq!(bits(&got), bits(&want), "rms_norm dim={dim} rows={rows}");
+            // with a zero bias too, which would otherwise absorb the cancelling row's outputs
+            for b in [b.clone(), vec![0.0; dim]] {
+                layer_norm(&mut got, &x, &w, &b, eps);
+                let want: Vec<f32> = x
+                    .chunks_exact(dim)
+                    .flat_map(|r| {
+                        let mean = r.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
+                        let var = r.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / dim as f64;
+                        let inv = 1.0 / (var + eps as f64).sqrt();
+                        r.iter().zip(w.iter().zip(&b)).map(move |(&v, (&w, &b))| ((v as f64 - mean) * inv) as f32 * w + b).collect::<Vec<_>>()
+                    })
+                    .collect();
+                assert_eq!(bits(&got), bits(&want), "layer_norm dim={dim} rows={rows}");
+            }
+        }
+    }
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
