@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gptgen.errors import GptgenError
-from gptgen.sampling import Sampler, SamplingParams, log_softmax, top_k_candidates, top_p_filter
+from gptgen.sampling import Sampler, SamplingParams, log_softmax, token_logprob, top_k_candidates, top_p_filter
 
 
 def test_top_k_keeps_exactly_the_k_largest():
@@ -35,6 +35,18 @@ def test_log_softmax_matches_definition():
     logits = np.array([1.0, 2.0, 3.0, -30.0], dtype=np.float32)
     expected = np.log(np.exp(logits.astype(np.float64)) / np.exp(logits.astype(np.float64)).sum())
     np.testing.assert_allclose(log_softmax(logits), expected, atol=1e-12)
+
+
+def test_token_logprob_is_log_softmax_at_the_token_exactly():
+    rng = np.random.default_rng(4)
+    for logits in [
+        (rng.standard_normal(49152) * 8).astype(np.float32),
+        np.array([1.0, 2.0, 3.0, -30.0, -np.inf, 88.0], dtype=np.float32),
+        np.array([-1e30, 5.0, 5.0, -np.inf], dtype=np.float32),
+    ]:
+        full = log_softmax(logits)
+        for token in [0, 1, 3, int(np.argmax(logits)), logits.size - 1]:
+            assert token_logprob(logits, token) == full[token]
 
 
 def test_greedy_is_argmax():

@@ -11,7 +11,7 @@ import numpy as np
 
 from .errors import GptgenError
 from .model import Model
-from .sampling import Sampler, SamplingParams, log_softmax
+from .sampling import Sampler, SamplingParams, log_softmax, token_logprob
 
 DEFAULT_MAX_TOKENS = 128
 
@@ -252,13 +252,13 @@ class Generation:
         return text if stopped else text + self._stops.flush()
 
     def _event(self, token: int, logits: np.ndarray, text: str) -> TokenEvent:
+        k = min(self.request.top_logprobs, logits.size)
+        if k == 0:
+            return TokenEvent(token=token, text=text, logprob=token_logprob(logits, token), top=[])
         logprobs = log_softmax(logits)
-        k = min(self.request.top_logprobs, logprobs.size)
-        top: list[tuple[int, float]] = []
-        if k > 0:
-            best = np.argpartition(-logprobs, k - 1)[:k]
-            best = best[np.argsort(-logprobs[best], kind="stable")]
-            top = [(int(i), float(logprobs[i])) for i in best]
+        best = np.argpartition(-logprobs, k - 1)[:k]
+        best = best[np.argsort(-logprobs[best], kind="stable")]
+        top = [(int(i), float(logprobs[i])) for i in best]
         return TokenEvent(token=token, text=text, logprob=float(logprobs[token]), top=top)
 
 

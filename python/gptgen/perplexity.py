@@ -10,7 +10,7 @@ import numpy as np
 
 from .errors import GptgenError
 from .model import Model
-from .sampling import log_softmax
+from .sampling import token_logprob
 
 
 @dataclass
@@ -43,7 +43,7 @@ def perplexity(model: Model, text: str, n_ctx: int = 512) -> PerplexityResult:
             chunk[0] = model.tokenizer.bos_id
         logits = model.new_session(n_ctx).forward(chunk, all_logits=True)
         for i in range(first, n_ctx - 1):
-            nll.append(-log_softmax(logits[i])[chunk[i + 1]])
+            nll.append(-token_logprob(logits[i], chunk[i + 1]))
     values = np.array(nll, dtype=np.float64)
     mean, mean_sq = values.mean(), (values**2).mean()
     ppl = math.exp(mean)

@@ -198,9 +198,23 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    logits = logits.astype(np.float64)
-    shifted = logits - np.max(logits)
+    shifted = _shifted(logits)
     return shifted - np.log(np.sum(np.exp(shifted)))
+
+
+def token_logprob(logits: np.ndarray, token: int) -> float:
+    """log_softmax(logits)[token], exactly, without building the whole array (a vocabulary's
+    worth of float64 temporaries per token: ~0.5 ms against ~0.07)."""
+    shifted = _shifted(logits)
+    chosen = shifted[token]
+    return float(chosen - np.log(np.sum(np.exp(shifted, out=shifted))))
+
+
+def _shifted(logits: np.ndarray) -> np.ndarray:
+    """logits - max(logits), in a new float64 array."""
+    shifted = logits.astype(np.float64)
+    shifted -= shifted.max()
+    return shifted
 
 
 class Sampler:
