@@ -443,13 +443,13 @@ def bench(
 
     from . import _native
     from .bench import cpu_info, run
-    from .model import Model, load_files
+    from .model import Model, check_threads, load_files
     from .models import resolve
 
     prompts, gens, batches = _int_list(n_prompt, "--n-prompt"), _int_list(n_gen, "--n-gen"), _int_list(batch, "--batch", minimum=1)
     thread_counts = _int_list(threads, "--threads") if threads else [0]
-    if max(thread_counts) > _native.MAX_THREADS:
-        raise GptgenError(f"threads must be between 1 and {_native.MAX_THREADS}, not {max(thread_counts)}")
+    for t in thread_counts:  # every count before any run (0: one per physical core)
+        check_threads(t or None)
     path = resolve(model, log=_log)
     spec, tokenizer = load_files(path)
     for option, lengths in (("--n-prompt", prompts), ("--n-gen", gens)):

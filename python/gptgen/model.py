@@ -26,14 +26,21 @@ def load_files(path: Path) -> tuple[ModelSpec, Tokenizer]:
     raise GptgenError(f"{path} is not a supported model (a .gguf file or a Hugging Face checkpoint directory)")
 
 
+def check_threads(threads: int | None) -> None:
+    """Refuses a thread count the engine would not start (None: one per physical core)."""
+    from . import _native
+
+    if threads is not None and not 1 <= threads <= _native.MAX_THREADS:
+        raise GptgenError(f"threads must be between 1 and {_native.MAX_THREADS}, not {threads}")
+
+
 class Model:
     """Weights on the engine plus the tokenizer; `new_session` starts a sequence."""
 
     def __init__(self, spec: ModelSpec, tokenizer: Tokenizer, threads: int | None = None):
         from . import _native
 
-        if threads is not None and not 1 <= threads <= _native.MAX_THREADS:
-            raise GptgenError(f"threads must be between 1 and {_native.MAX_THREADS}, not {threads}")
+        check_threads(threads)
         self.spec = spec
         self.tokenizer = tokenizer
         if tokenizer.vocab_size > spec.config["n_vocab"]:
