@@ -168,9 +168,10 @@ fn quantized_matmul_matches_row_dot_products() {
 }
 
 /// Matrices sharing one input (Q, K and V; gate and up) quantize it once: every output equals
-/// that matrix's own `matmul` and each row's own dot product, bit for bit, for one token and for batches with and without
-/// groups of eight and four rows, whose outputs are small enough to be gathered from their
-/// tiles on the calling thread or (with the 6000-row matrix, n = 12) large enough not to be.
+/// that matrix's own `matmul` and each row's own dot product, bit for bit, for one token and
+/// for batches with and without groups of eight and four rows, whose outputs are small enough
+/// to be gathered from their tiles on the calling thread or (with the 6000-row matrix, n = 12)
+/// large enough not to be.
 #[test]
 fn matmul_group_equals_separate_matmuls() {
     let mut rng = Rng(0x5EED_0F6A_0C00);
