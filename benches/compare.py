@@ -1,6 +1,7 @@
 """gptgen against llama.cpp (and Hugging Face transformers, where torch is installed) on the
 same GGUF file, threads and machine, measured in ONE run with the engines interleaved
-(A B A B ...), so that the ratios are fair on a noisy shared machine.
+(A B A B ...), so that the ratios are fair on a noisy shared machine: prefill (ppN), decode
+(tgN) and the aggregate decode of B sequences together (tgN xB, one forward pass per step).
 
     python benches/compare.py --llama-python /path/to/venv-with-llama-cpp-python/bin/python
 
@@ -27,18 +28,53 @@ from gptgen.models import resolve
 # Runs in the peer's interpreter: JSON requests on stdin, JSON timings on stdout.
 LLAMA_WORKER = r"""
 import json, sys, time
+import llama_cpp
 from llama_cpp import Llama
 path, threads, n_ctx, n_batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 llm = Llama(path, n_threads=threads, n_threads_batch=threads, n_ctx=n_ctx, n_batch=n_batch, verbose=False)
+batched = None  # (context, batch, B): created on the first request for B > 1 sequences
+
+
+def batched_context(n_seqs, n_steps):
+    # One KV stream per sequence, as llama.cpp's parallel decoding sets it up.
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = n_seqs * 256 * ((n_steps + 8 + 255) // 256)  # llama.cpp pads each stream to 256
+    params.n_batch = params.n_ubatch = max(n_seqs, 32)
+    params.n_seq_max = n_seqs
+    params.n_threads = params.n_threads_batch = threads
+    params.flash_attn_type = llm.context_params.flash_attn_type
+    return llama_cpp.llama_init_from_model(llm._model.model, params), llama_cpp.llama_batch_init(n_seqs, 0, 1), n_seqs
+
+
+def decode_batched(steps):
+    global batched
+    if batched is None or batched[2] != len(steps[0]):
+        batched = batched_context(len(steps[0]), len(steps))
+    ctx, batch, n_seqs = batched
+    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+    start = time.perf_counter()
+    for pos, step in enumerate(steps):  # one llama_decode per step: every sequence's next token
+        batch.n_tokens = n_seqs
+        for seq, token in enumerate(step):
+            batch.token[seq], batch.pos[seq], batch.n_seq_id[seq], batch.logits[seq] = token, pos, 1, 1
+            batch.seq_id[seq][0] = seq
+        if llama_cpp.llama_decode(ctx, batch) != 0:
+            raise RuntimeError("llama_decode failed")
+    return time.perf_counter() - start
+
+
 print(json.dumps({"ready": True}), flush=True)
 for line in sys.stdin:
     request = json.loads(line)
+    if request["op"] == "tg" and len(request["tokens"][0]) > 1:
+        print(json.dumps({"seconds": decode_batched(request["tokens"])}), flush=True)
+        continue
     llm.reset()
     start = time.perf_counter()
     if request["op"] == "pp":
         llm.eval(request["tokens"])
     else:
-        for token in request["tokens"]:
+        for [token] in request["tokens"]:
             llm.eval([token])
     print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
 """
@@ -57,7 +93,7 @@ class LlamaCpp:
         if not json.loads(self.process.stdout.readline()).get("ready"):
             raise RuntimeError("the llama.cpp worker did not start")
 
-    def _ask(self, op: str, tokens: list[int]) -> float:
+    def _ask(self, op: str, tokens: list) -> float:
         self.process.stdin.write(json.dumps({"op": op, "tokens": tokens}) + "\n")
         self.process.stdin.flush()
         return json.loads(self.process.stdout.readline())["seconds"]
@@ -65,8 +101,8 @@ class LlamaCpp:
     def prefill(self, tokens: list[int]) -> float:
         return self._ask("pp", tokens)
 
-    def decode(self, tokens: list[int]) -> float:
-        return self._ask("tg", tokens)
+    def decode(self, steps: list[list[int]]) -> float:
+        return self._ask("tg", steps)
 
 
 class Gptgen:
@@ -78,8 +114,8 @@ class Gptgen:
     def prefill(self, tokens: list[int]) -> float:
         return time_prefill(self.model, tokens)
 
-    def decode(self, tokens: list[int]) -> float:
-        return time_decode(self.model, [[t] for t in tokens])
+    def decode(self, steps: list[list[int]]) -> float:
+        return time_decode(self.model, steps)
 
 
 class Transformers:
@@ -104,12 +140,12 @@ class Transformers:
             self.model(self.torch.tensor([tokens]))
             return time.perf_counter() - start
 
-    def decode(self, tokens: list[int]) -> float:
+    def decode(self, steps: list[list[int]]) -> float:
         with self.torch.no_grad():
             start = time.perf_counter()
             past = None
-            for token in tokens:
-                out = self.model(self.torch.tensor([[token]]), past_key_values=past, use_cache=True)
+            for step in steps:  # [batch, 1]: every sequence's next token
+                out = self.model(self.torch.tensor(step).view(-1, 1), past_key_values=past, use_cache=True)
                 past = out.past_key_values
             return time.perf_counter() - start
 
@@ -136,6 +172,7 @@ def main() -> None:
     parser.add_argument("-p", "--n-prompt", type=int, default=512)
     parser.add_argument("-n", "--n-gen", type=int, default=128)
     parser.add_argument("-r", "--repetitions", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=8, help="also tgN xB: aggregate decode of B sequences together (0 or 1: skip)")
     parser.add_argument("--llama-python", help="a Python with llama-cpp-python installed (a separate virtualenv)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -151,16 +188,25 @@ def main() -> None:
     rng = np.random.default_rng(0)
     vocab = engines[0].model.spec.config["n_vocab"]
     prompt = rng.integers(0, vocab, size=args.n_prompt).tolist()
-    gen = rng.integers(0, vocab, size=args.n_gen).tolist()
+    gen = [[t] for t in rng.integers(0, vocab, size=args.n_gen).tolist()]
+    # steps[i]: every sequence's token at step i
+    gen_batch = rng.integers(0, vocab, size=(args.n_gen, args.batch)).tolist()
     for engine in engines:  # warm-up
         engine.prefill(prompt[:32])
         engine.decode(gen[:4])
-    samples = {e.name: {"pp": [], "tg": []} for e in engines}
+        if args.batch > 1:
+            engine.decode(gen_batch[:4])
+    tests = {"pp": f"pp{args.n_prompt}", "tg": f"tg{args.n_gen}"}
+    if args.batch > 1:
+        tests["tg_batch"] = f"tg{args.n_gen} x{args.batch}"
+    samples = {e.name: {test: [] for test in tests} for e in engines}
     bandwidths = []
     for _ in range(args.repetitions):
         for engine in engines:  # interleaved: every engine once per round
             samples[engine.name]["pp"].append(args.n_prompt / engine.prefill(prompt))
             samples[engine.name]["tg"].append(args.n_gen / engine.decode(gen))
+            if args.batch > 1:
+                samples[engine.name]["tg_batch"].append(args.batch * args.n_gen / engine.decode(gen_batch))
         bandwidths.append(memory_bandwidth(repetitions=1))
 
     weight_bytes = sum(t.data.nbytes for t in engines[0].model.spec.tensors.values())
@@ -173,7 +219,7 @@ def main() -> None:
         "threads": args.threads,
         "cpu": cpu_info(),
         "kernels": gptgen._native.kernel_name(),
-        "tests": {"pp": f"pp{args.n_prompt}", "tg": f"tg{args.n_gen}"},
+        "tests": tests,
         "samples_ts": samples,
         "median_ts": medians,
         "memory_bandwidth_gb_s": bandwidth / 1e9,
@@ -184,15 +230,20 @@ def main() -> None:
         "ratios": {
             name: {test: medians["gptgen"][test] / m[test] for test in m} for name, m in medians.items() if name != "gptgen"
         },
+        # each engine's batched aggregate over its own single-sequence decode
+        "batch_speedup": {name: m["tg_batch"] / m["tg"] for name, m in medians.items() if "tg_batch" in m},
     }
     if args.json:
         print(json.dumps(report, indent=2))
         return
     print(f"{path}  threads={args.threads}  {report['cpu']['model']}  ({' '.join(report['cpu']['flags'])})")
     for name, m in medians.items():
-        print(f"  {name:13s} pp{args.n_prompt}: {m['pp']:8.1f} t/s   tg{args.n_gen}: {m['tg']:7.1f} t/s  (medians of {args.repetitions})")
+        figures = "   ".join(f"{tests[test]}: {m[test]:7.1f} t/s" for test in tests)
+        print(f"  {name:13s} {figures}  (medians of {args.repetitions})")
     for name, r in report["ratios"].items():
-        print(f"  gptgen / {name}: pp {r['pp']:.2f}x   tg {r['tg']:.2f}x")
+        print(f"  gptgen / {name}: " + "   ".join(f"{tests[test]} {r[test]:.2f}x" for test in tests))
+    for name, speedup in report["batch_speedup"].items():
+        print(f"  {name}: {tests['tg_batch']} / {tests['tg']} = {speedup:.2f}x")
     print(f"  memory bandwidth {bandwidth / 1e9:.1f} GB/s; weights {weight_bytes / 1e6:.1f} MB -> decode ceiling {ceiling:.0f} t/s;"
           f" gptgen at {100 * report['gptgen_fraction_of_ceiling']:.0f}%")
 
