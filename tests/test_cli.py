@@ -62,6 +62,17 @@ def test_seed_makes_sampling_reproducible():
     assert other != first  # a different seed draws differently (16 near-uniform draws)
 
 
+def test_temp_is_llama_cpps_spelling_of_temperature():
+    args = ["generate", "Hi", *MODEL, "-n", "16", "--top-k", "0", "--seed", "11", "--ignore-eos", "--json"]
+
+    def tokens(*extra: str) -> list[int]:
+        return json.loads(run_cli(*args, *extra).stdout)["tokens"]
+
+    sampled = tokens("--temp", "1.5")
+    assert sampled == tokens("--temperature", "1.5")
+    assert sampled != tokens("--temp", "0")  # drawn at 1.5, not greedy
+
+
 def test_default_sampling_follows_generation_config():
     """tiny-gpt2's generation_config.json has no do_sample: transformers decodes greedily, so do we."""
     args = ["generate", "Hello", *MODEL, "-n", "8", "--json"]

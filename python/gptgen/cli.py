@@ -118,7 +118,7 @@ def generate(
     ),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Prompt plus new tokens, at most (Hugging Face's max_length)."),
     temperature: Optional[float] = typer.Option(
-        None, "--temperature", "-t", help="Sampling temperature; 0 is greedy. Default: the model's own."
+        None, "--temperature", "--temp", "-t", help="Sampling temperature; 0 is greedy. Default: the model's own."
     ),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample from the k most likely tokens (0: all)."),
     top_p: Optional[float] = typer.Option(None, "--top-p", help="Sample from the smallest set reaching this probability."),
@@ -336,7 +336,7 @@ def chat(
     model: Optional[str] = ModelOption,
     system: Optional[str] = typer.Option(None, "--system", help="System message."),
     max_tokens: int = typer.Option(512, "--max-tokens", "-n", help="Most tokens per reply."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", "-t", help="Sampling temperature; 0 is greedy."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", "--temp", "-t", help="Sampling temperature; 0 is greedy."),
     top_k: Optional[int] = typer.Option(None, "--top-k"),
     top_p: Optional[float] = typer.Option(None, "--top-p"),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (-1: a random one)."),
