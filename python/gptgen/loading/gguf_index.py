@@ -18,9 +18,8 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
-
 from ..tokenizer import Tokenizer
+from .mapping import map_file
 from .spec import ModelSpec, TensorView
 
 # Bumped whenever what load_gguf derives changes shape.
@@ -104,7 +103,7 @@ def load(path: Path) -> tuple[ModelSpec, Tokenizer] | None:
 def _from_record(path: Path, record: dict) -> tuple[ModelSpec, Tokenizer]:
     from tokenizers import Tokenizer as HFTokenizer
 
-    mapped = np.memmap(path, dtype=np.uint8, mode="r")
+    mapped = map_file(path)
     tensors = {}
     for name, dtype, shape, offset, nbytes in record["tensors"]:
         tensors[name] = TensorView(data=mapped[offset : offset + nbytes], dtype=dtype, shape=tuple(shape))

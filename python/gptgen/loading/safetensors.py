@@ -2,8 +2,9 @@
 
 The format is an 8-byte little-endian header length, a JSON header
 {name: {dtype, shape, data_offsets}}, then the data. We read the header ourselves and return
-views into one `np.memmap` of the file: the `safetensors` package's NumPy API copies every
-tensor into memory and cannot represent bfloat16, and both would defeat zero-copy loading.
+views into one memory map of the file (`mapping.map_file`): the `safetensors` package's NumPy
+API copies every tensor into memory and cannot represent bfloat16, and both would defeat
+zero-copy loading.
 Every field is validated against the file size before a view is made.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GptgenError
+from .mapping import map_file
 from .spec import DTYPE_SIZES, TensorView, storage_bytes
 
 _DTYPES = {"F32": "f32", "F16": "f16", "BF16": "bf16"}
@@ -47,7 +49,10 @@ def read_safetensors(path: Path) -> dict[str, TensorView]:
 
     data_start = 8 + header_len
     data_len = size - data_start
-    mapped = np.memmap(path, dtype=np.uint8, mode="r") if size > 0 else np.zeros(0, np.uint8)
+    try:
+        mapped = map_file(path)
+    except OSError as e:
+        raise GptgenError(f"cannot map {path}: {e.strerror or e}") from None
     views: dict[str, TensorView] = {}
     for name, info in header.items():
         if name == "__metadata__":
