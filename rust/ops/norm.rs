@@ -31,17 +31,26 @@ fn row_sums(x: &[f32], rows: usize, dim: usize, f: impl Fn(usize, f32) -> f64) -
     sums
 }
 
-/// Calls `each(rows, x rows, out rows)` for x [rows, dim] in groups of ROW_GROUP rows, then one
-/// row at a time for the rest.
-fn in_row_groups(out: &mut [f32], x: &[f32], dim: usize, mut each: impl FnMut(usize, &[f32], &mut [f32])) {
+/// Normalises each row of x [rows, dim] into out: `stats(rows, x rows)` gives the statistics
+/// of ROW_GROUP rows at a time (then of one row at a time for the rest), and
+/// `apply(stats of row r, x row r, out row r)` writes each row.
+fn normalise_rows<S: Copy>(
+    out: &mut [f32],
+    x: &[f32],
+    dim: usize,
+    stats: impl Fn(usize, &[f32]) -> [S; ROW_GROUP],
+    apply: impl Fn(S, &[f32], &mut [f32]),
+) {
     let whole = x.len() / (ROW_GROUP * dim) * ROW_GROUP * dim;
     let (x_groups, x_rest) = x.split_at(whole);
     let (out_groups, out_rest) = out.split_at_mut(whole);
-    for (o, xr) in out_groups.chunks_exact_mut(ROW_GROUP * dim).zip(x_groups.chunks_exact(ROW_GROUP * dim)) {
-        each(ROW_GROUP, xr, o);
-    }
-    for (o, xr) in out_rest.chunks_exact_mut(dim).zip(x_rest.chunks_exact(dim)) {
-        each(1, xr, o);
+    let groups = out_groups.chunks_exact_mut(ROW_GROUP * dim).zip(x_groups.chunks_exact(ROW_GROUP * dim));
+    let rest = out_rest.chunks_exact_mut(dim).zip(x_rest.chunks_exact(dim));
+    for (rows, (o, xr)) in groups.map(|g| (ROW_GROUP, g)).chain(rest.map(|r| (1, r))) {
+        let s = stats(rows, xr);
+        for (r, (o, xr)) in o.chunks_exact_mut(dim).zip(xr.chunks_exact(dim)).enumerate() {
+            apply(s[r], xr, o);
+        }
     }
 }
 
@@ -49,16 +58,15 @@ fn in_row_groups(out: &mut [f32], x: &[f32], dim: usize, mut each: impl FnMut(us
 pub fn layer_norm(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
     let dim = w.len();
     assert!(dim > 0 && b.len() == dim && x.len() == out.len() && x.len().is_multiple_of(dim));
-    in_row_groups(out, x, dim, |rows, xr, o| {
+    let stats = |rows, xr: &[f32]| {
         // Accumulated in f64: rows can be long and the variance is a difference of squares.
         let mean = row_sums(xr, rows, dim, |_, v| v as f64).map(|s| s / dim as f64);
         let var = row_sums(xr, rows, dim, |r, v| (v as f64 - mean[r]).powi(2)).map(|s| s / dim as f64);
-        for r in 0..rows {
-            let inv = 1.0 / (var[r] + eps as f64).sqrt();
-            let (o, xr) = (&mut o[r * dim..(r + 1) * dim], &xr[r * dim..(r + 1) * dim]);
-            for i in 0..dim {
-                o[i] = ((xr[i] as f64 - mean[r]) * inv) as f32 * w[i] + b[i];
-            }
+        std::array::from_fn(|r| (mean[r], 1.0 / (var[r] + eps as f64).sqrt()))
+    };
+    normalise_rows(out, x, dim, stats, |(mean, inv), xr, o| {
+        for i in 0..dim {
+            o[i] = ((xr[i] as f64 - mean) * inv) as f32 * w[i] + b[i];
         }
     });
 }
@@ -67,16 +75,14 @@ pub fn layer_norm(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
 pub fn rms_norm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     let dim = w.len();
     assert!(dim > 0 && x.len() == out.len() && x.len().is_multiple_of(dim));
-    in_row_groups(out, x, dim, |rows, xr, o| {
+    let stats = |rows, xr: &[f32]| {
         // As ggml: f32 squares summed in f64, the mean and its inverse root in f32.
         let sums = row_sums(xr, rows, dim, |_, v| (v * v) as f64);
-        for r in 0..rows {
-            let mean_sq = (sums[r] / dim as f64) as f32;
-            let inv = 1.0 / (mean_sq + eps).sqrt();
-            let (o, xr) = (&mut o[r * dim..(r + 1) * dim], &xr[r * dim..(r + 1) * dim]);
-            for i in 0..dim {
-                o[i] = xr[i] * inv * w[i];
-            }
+        sums.map(|sum| 1.0 / ((sum / dim as f64) as f32 + eps).sqrt())
+    };
+    normalise_rows(out, x, dim, stats, |inv, xr, o| {
+        for i in 0..dim {
+            o[i] = xr[i] * inv * w[i];
         }
     });
 }
