@@ -1,12 +1,12 @@
 """Read-only memory maps of weight files, in 2 MB pages where Linux allows.
 
-Decoding streams every weight once per token. In 4 KB pages that costs a TLB miss every 4 KB
-and stops the hardware prefetchers at every page boundary; in 2 MB pages SmolLM2's decode ran
-11-13% faster here (benches/RESULTS.md). Linux maps a file in 2 MB pages only where its page
-cache holds the file in 2 MB folios, and it allocates those when a page is first read through a
-mapping advised MADV_HUGEPAGE (on file systems with large folios: ext4, XFS, ...). A file that
-was written or read otherwise stays in small folios until it leaves the cache, so `gptgen pull`
-drops the file it installs from the cache (`drop_cached`) before anything maps it.
+Decoding streams every weight once per token, and in small pages that costs a TLB miss every
+4 KB; in 2 MB pages SmolLM2's decode ran 3-6% faster here, GPT-2's f32 decode 5%
+(benches/RESULTS.md). Linux maps a file in 2 MB pages only where its page cache holds the file
+in 2 MB folios, and it allocates those when a page is first read through a mapping advised
+MADV_HUGEPAGE (on file systems with large folios: ext4, XFS, ...). A file that was written or
+read otherwise stays in small folios until it leaves the cache, so `gptgen pull` drops the file
+it installs from the cache (`drop_cached`) before anything maps it.
 """
 
 from __future__ import annotations
