@@ -86,6 +86,38 @@ def test_bench_follows_llama_bench_definitions(monkeypatch):
     assert model.batch_calls == [4] * (2 + 3 * 8)  # the warm-up runs two steps
 
 
+def test_depth_is_prefilled_untimed_into_every_fresh_session(monkeypatch):
+    """llama-bench's -d: each run starts from a fresh cache holding n_depth random tokens,
+    which are not timed."""
+    clock = FakeClock()
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock.now)
+    model = FakeModel(clock, n_vocab=50)
+    results = bench.run(model, n_prompt=16, n_gen=8, batches=[1, 4], repetitions=3, n_depth=5)
+
+    assert [(r.test, r.n_prompt, r.n_gen, r.batch, r.n_depth) for r in results] == [
+        ("pp16 @ d5", 16, 0, 1, 5),
+        ("tg8 @ d5", 0, 8, 1, 5),
+        ("tg8 x4 @ d5", 0, 8, 4, 5),
+    ]
+    pp, tg, tg4 = results
+    assert pp.samples_ts == pytest.approx([16 / (16 * PER_TOKEN)] * 3)
+    assert tg.samples_ts == pytest.approx([8 / (8 * PER_STEP)] * 3)
+    assert tg4.samples_ts == pytest.approx([4 * 8 / (8 * PER_BATCH_STEP)] * 3)
+    # Every session of a test (its warm-up's too) first took the same five random tokens,
+    # with room for the test's tokens after them (the decode warm-ups run two steps).
+    pp_sessions, tg_sessions, tg4_sessions = model.sessions[:4], model.sessions[4:8], model.sessions[8:]
+    assert len(tg4_sessions) == 4 * 4
+    for sessions in (pp_sessions, tg_sessions, tg4_sessions):
+        depth = sessions[0].fed[:5]
+        assert len(depth) == 5 and all(0 <= t < 50 for t in depth)
+        assert all(s.fed[:5] == depth for s in sessions)
+    assert [s.max_seq for s in pp_sessions] == [5 + 16] * 4
+    assert [s.max_seq for s in tg_sessions] == [5 + 2] + [5 + 8] * 3
+    assert [s.max_seq for s in tg4_sessions] == [5 + 2] * 4 + [5 + 8] * 12
+    # Depth 0 is the plain test, named as before.
+    assert [r.test for r in bench.run(model, n_prompt=4, n_gen=2, batches=[1], repetitions=1, n_depth=0)] == ["pp4", "tg2"]
+
+
 def test_bench_json_reports_every_repetition():
     out = run_cli("bench", "-m", str(TINY_GPT2), "-p", "8", "-n", "4", "-r", "3", "-t", "1,2", "--batch", "1,2", "--json")
     assert out.returncode == 0, out.stderr
@@ -96,9 +128,18 @@ def test_bench_json_reports_every_repetition():
     tests = [(r["threads"], r["test"], r["n_prompt"], r["n_gen"], r["batch"]) for r in report["results"]]
     assert tests == [(t, name, p, n, b) for t in (1, 2) for name, p, n, b in (("pp8", 8, 0, 1), ("tg4", 0, 4, 1), ("tg4 x2", 0, 4, 2))]
     for r in report["results"]:
+        assert r["n_depth"] == 0
         assert len(r["samples_ts"]) == 3 and all(v > 0 for v in r["samples_ts"])
         assert r["avg_ts"] == pytest.approx(statistics.mean(r["samples_ts"]))
         assert r["stddev_ts"] == pytest.approx(statistics.stdev(r["samples_ts"]))
+
+
+def test_bench_runs_every_test_at_every_depth():
+    out = run_cli("bench", "-m", str(TINY_GPT2), "-p", "8", "-n", "4", "-d", "0,100", "-r", "2", "-t", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out.stdout)["results"]
+    assert [(r["test"], r["n_depth"]) for r in results] == [("pp8", 0), ("tg4", 0), ("pp8 @ d100", 100), ("tg4 @ d100", 100)]
+    assert all(len(r["samples_ts"]) == 2 and all(v > 0 for v in r["samples_ts"]) for r in results)
 
 
 @pytest.mark.parametrize(
@@ -112,6 +153,8 @@ def test_bench_json_reports_every_repetition():
         (["-t", "2,100000"], "threads must be between 1 and 512, not 100000"),
         (["-p", "129"], "--n-prompt 129 is longer than the model's context of 128 tokens"),
         (["-p", "8", "-n", "4,200"], "--n-gen 200 is longer than the model's context of 128 tokens"),
+        (["-d", "-1"], "--n-depth takes comma-separated whole numbers >= 0"),
+        (["-p", "100", "-d", "0,40"], "--n-prompt 100 after --n-depth 40 is longer than the model's context of 128 tokens"),
     ],
 )
 def test_bench_rejects_bad_options_in_one_line(args, message):

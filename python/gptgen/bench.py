@@ -1,13 +1,15 @@
 """Throughput benchmarks with llama-bench's definitions (tools/llama-bench): ppN times one
 prefill of N random tokens, tgN times N single-token decode steps from an empty cache; a
 warm-up run first, a fresh KV cache for every repetition, mean and sample stddev of tokens/s.
-tgN with a batch of B sequences reports aggregate tokens/s (B * N / time)."""
+"@ dD" (llama-bench's -d) runs the test after D random tokens, prefilled into the fresh cache
+untimed. tgN with a batch of B sequences reports aggregate tokens/s (B * N / time)."""
 
 from __future__ import annotations
 
 import platform
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,11 +19,12 @@ from .model import Model
 
 @dataclass
 class BenchResult:
-    test: str  # "pp512", "tg128", "tg128 x8"
+    test: str  # "pp512", "tg128", "tg128 x8", "tg128 @ d4096"
     threads: int
     n_prompt: int
     n_gen: int
     batch: int
+    n_depth: int = 0
     samples_ts: list[float] = field(default_factory=list)
 
     @property
@@ -54,17 +57,27 @@ def cpu_info() -> dict:
     return {"model": model, "flags": [f for f in wanted if f in flags]}
 
 
-def time_prefill(model: Model, tokens: list[int]) -> float:
-    session = model.new_session(len(tokens))
+def _session_at(model: Model, depth: Sequence[int], room: int):
+    """A fresh session with `depth` already prefilled and room for `room` more tokens."""
+    session = model.new_session(len(depth) + room)
+    if depth:
+        session.forward(list(depth))
+    return session
+
+
+def time_prefill(model: Model, tokens: list[int], depth: Sequence[int] = ()) -> float:
+    """Seconds to prefill `tokens` into a fresh session holding `depth` (prefilled untimed)."""
+    session = _session_at(model, depth, len(tokens))
     start = time.perf_counter()
     session.forward(tokens)
     return time.perf_counter() - start
 
 
-def time_decode(model: Model, steps: list[list[int]]) -> float:
-    """steps[i]: the token of each sequence at step i (batch = len(steps[0]))."""
+def time_decode(model: Model, steps: list[list[int]], depth: Sequence[int] = ()) -> float:
+    """Seconds to decode steps[i], the token of each sequence at step i (batch =
+    len(steps[0])), each sequence a fresh session holding `depth` (prefilled untimed)."""
     batch = len(steps[0])
-    sessions = [model.new_session(len(steps)) for _ in range(batch)]
+    sessions = [_session_at(model, depth, len(steps)) for _ in range(batch)]
     start = time.perf_counter()
     for step in steps:
         if batch == 1:
@@ -74,25 +87,29 @@ def time_decode(model: Model, steps: list[list[int]]) -> float:
     return time.perf_counter() - start
 
 
-def run(model: Model, *, n_prompt: int, n_gen: int, batches: list[int], repetitions: int, seed: int = 0) -> list[BenchResult]:
-    """pp{n_prompt} and tg{n_gen} (per batch size) on `model` at its thread count."""
+def run(model: Model, *, n_prompt: int, n_gen: int, batches: list[int], repetitions: int, n_depth: int = 0, seed: int = 0) -> list[BenchResult]:
+    """pp{n_prompt} and tg{n_gen} (per batch size) on `model` at its thread count, each after
+    n_depth tokens in the cache."""
     rng = np.random.default_rng(seed)
     vocab = model.spec.config["n_vocab"]
     threads = model.engine.threads
+    at_depth = f" @ d{n_depth}" if n_depth > 0 else ""
     results = []
     if n_prompt > 0:
-        result = BenchResult(f"pp{n_prompt}", threads, n_prompt, 0, 1)
+        result = BenchResult(f"pp{n_prompt}{at_depth}", threads, n_prompt, 0, 1, n_depth)
         tokens = rng.integers(0, vocab, size=n_prompt).tolist()
-        time_prefill(model, tokens)  # warm-up
+        depth = rng.integers(0, vocab, size=n_depth).tolist()
+        time_prefill(model, tokens, depth)  # warm-up
         for _ in range(repetitions):
-            result.samples_ts.append(n_prompt / time_prefill(model, tokens))
+            result.samples_ts.append(n_prompt / time_prefill(model, tokens, depth))
         results.append(result)
     for batch in batches if n_gen > 0 else []:
-        name = f"tg{n_gen}" + (f" x{batch}" if batch > 1 else "")
-        result = BenchResult(name, threads, 0, n_gen, batch)
+        name = f"tg{n_gen}" + (f" x{batch}" if batch > 1 else "") + at_depth
+        result = BenchResult(name, threads, 0, n_gen, batch, n_depth)
         steps = rng.integers(0, vocab, size=(n_gen, batch)).tolist()
-        time_decode(model, steps[:2])  # warm-up
+        depth = rng.integers(0, vocab, size=n_depth).tolist()
+        time_decode(model, steps[:2], depth)  # warm-up
         for _ in range(repetitions):
-            result.samples_ts.append(batch * n_gen / time_decode(model, steps))
+            result.samples_ts.append(batch * n_gen / time_decode(model, steps, depth))
         results.append(result)
     return results

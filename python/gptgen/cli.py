@@ -432,6 +432,9 @@ def bench(
     model: Optional[str] = ModelOption,
     n_prompt: str = typer.Option("512", "--n-prompt", "-p", help="Prompt lengths for ppN tests (comma-separated; 0: none)."),
     n_gen: str = typer.Option("128", "--n-gen", "-n", help="Tokens for tgN tests (comma-separated; 0: none)."),
+    n_depth: str = typer.Option(
+        "0", "--n-depth", "-d", help="Tokens already in the KV cache when each test starts, prefilled untimed (comma-separated)."
+    ),
     threads: str = typer.Option("", "--threads", "-t", help="Thread counts (comma-separated; default: physical cores)."),
     repetitions: int = typer.Option(5, "--repetitions", "-r", help="Timed runs per test, after one warm-up.", min=1),
     batch: str = typer.Option("1", "--batch", help="Sequences decoded together in tgN tests (comma-separated)."),
@@ -447,21 +450,24 @@ def bench(
     from .models import resolve
 
     prompts, gens, batches = _int_list(n_prompt, "--n-prompt"), _int_list(n_gen, "--n-gen"), _int_list(batch, "--batch", minimum=1)
+    depths = _int_list(n_depth, "--n-depth")
     thread_counts = _int_list(threads, "--threads") if threads else [0]
     for t in thread_counts:  # every count before any run (0: one per physical core)
         check_threads(t or None)
     path = resolve(model, log=_log)
     spec, tokenizer = load_files(path)
     for option, lengths in (("--n-prompt", prompts), ("--n-gen", gens)):
-        if max(lengths) > spec.n_ctx:
-            raise GptgenError(f"{option} {max(lengths)} is longer than the model's context of {spec.n_ctx} tokens")
+        if max(lengths) + max(depths) > spec.n_ctx:
+            at_depth = f" after --n-depth {max(depths)}" if max(depths) else ""
+            raise GptgenError(f"{option} {max(lengths)}{at_depth} is longer than the model's context of {spec.n_ctx} tokens")
     results = []
     for t in thread_counts:
         m = Model(spec, tokenizer, threads=t or None)
-        for p in prompts:
-            results += run(m, n_prompt=p, n_gen=0, batches=batches, repetitions=repetitions)
-        for g in gens:
-            results += run(m, n_prompt=0, n_gen=g, batches=batches, repetitions=repetitions)
+        for d in depths:
+            for p in prompts:
+                results += run(m, n_prompt=p, n_gen=0, batches=batches, repetitions=repetitions, n_depth=d)
+            for g in gens:
+                results += run(m, n_prompt=0, n_gen=g, batches=batches, repetitions=repetitions, n_depth=d)
     info = {"model": str(path), "n_params": spec.n_params, "kernels": _native.kernel_name(), "cpu": cpu_info()}
     if as_json:
         _write(json.dumps({**info, "results": [r.as_dict() for r in results]}) + "\n")
