@@ -70,6 +70,8 @@ for line in sys.stdin:
         print(json.dumps({"seconds": decode_batched(request["tokens"])}), flush=True)
         continue
     llm.reset()
+    if request["depth"]:  # already in the cache when the timed part starts
+        llm.eval(request["depth"])
     start = time.perf_counter()
     if request["op"] == "pp":
         llm.eval(request["tokens"])
@@ -93,16 +95,16 @@ class LlamaCpp:
         if not json.loads(self.process.stdout.readline()).get("ready"):
             raise RuntimeError("the llama.cpp worker did not start")
 
-    def _ask(self, op: str, tokens: list) -> float:
-        self.process.stdin.write(json.dumps({"op": op, "tokens": tokens}) + "\n")
+    def _ask(self, op: str, tokens: list, depth: list[int]) -> float:
+        self.process.stdin.write(json.dumps({"op": op, "tokens": tokens, "depth": depth}) + "\n")
         self.process.stdin.flush()
         return json.loads(self.process.stdout.readline())["seconds"]
 
-    def prefill(self, tokens: list[int]) -> float:
-        return self._ask("pp", tokens)
+    def prefill(self, tokens: list[int], depth: list[int]) -> float:
+        return self._ask("pp", tokens, depth)
 
-    def decode(self, steps: list[list[int]]) -> float:
-        return self._ask("tg", steps)
+    def decode(self, steps: list[list[int]], depth: list[int]) -> float:
+        return self._ask("tg", steps, depth)
 
 
 class Gptgen:
@@ -111,11 +113,11 @@ class Gptgen:
     def __init__(self, path: str, threads: int):
         self.model = gptgen.load(path, threads=threads)
 
-    def prefill(self, tokens: list[int]) -> float:
-        return time_prefill(self.model, tokens)
+    def prefill(self, tokens: list[int], depth: list[int]) -> float:
+        return time_prefill(self.model, tokens, depth)
 
-    def decode(self, steps: list[list[int]]) -> float:
-        return time_decode(self.model, steps)
+    def decode(self, steps: list[list[int]], depth: list[int]) -> float:
+        return time_decode(self.model, steps, depth)
 
 
 class Transformers:
@@ -134,16 +136,23 @@ class Transformers:
         else:
             self.model = AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path), torch_dtype=torch.float32)
 
-    def prefill(self, tokens: list[int]) -> float:
+    def _cache_at(self, depth: list[int], batch: int = 1):
+        """The KV cache after `depth` (None when empty), for `batch` sequences."""
+        if not depth:
+            return None
+        return self.model(self.torch.tensor([depth] * batch), use_cache=True).past_key_values
+
+    def prefill(self, tokens: list[int], depth: list[int]) -> float:
         with self.torch.no_grad():
+            past = self._cache_at(depth)
             start = time.perf_counter()
-            self.model(self.torch.tensor([tokens]))
+            self.model(self.torch.tensor([tokens]), past_key_values=past, use_cache=past is not None)
             return time.perf_counter() - start
 
-    def decode(self, steps: list[list[int]]) -> float:
+    def decode(self, steps: list[list[int]], depth: list[int]) -> float:
         with self.torch.no_grad():
+            past = self._cache_at(depth, len(steps[0]))
             start = time.perf_counter()
-            past = None
             for step in steps:  # [batch, 1]: every sequence's next token
                 out = self.model(self.torch.tensor(step).view(-1, 1), past_key_values=past, use_cache=True)
                 past = out.past_key_values
@@ -173,6 +182,7 @@ def main() -> None:
     parser.add_argument("-n", "--n-gen", type=int, default=128)
     parser.add_argument("-r", "--repetitions", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8, help="also tgN xB: aggregate decode of B sequences together (0 or 1: skip)")
+    parser.add_argument("-d", "--depth", type=int, default=0, help="tokens in the KV cache, prefilled untimed, before each test (llama-bench's -d; no batched test then)")
     parser.add_argument("--llama-python", help="a Python with llama-cpp-python installed (a separate virtualenv)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -180,7 +190,7 @@ def main() -> None:
     path = str(resolve(args.model))
     engines = [Gptgen(path, args.threads)]
     if args.llama_python:
-        engines.append(LlamaCpp(args.llama_python, path, args.threads, args.n_prompt + args.n_gen + 8, args.n_prompt))
+        engines.append(LlamaCpp(args.llama_python, path, args.threads, args.depth + max(args.n_prompt, args.n_gen) + 8, args.n_prompt))
     try:
         engines.append(Transformers(path, args.threads))
     except ImportError:
@@ -191,22 +201,25 @@ def main() -> None:
     gen = [[t] for t in rng.integers(0, vocab, size=args.n_gen).tolist()]
     # steps[i]: every sequence's token at step i
     gen_batch = rng.integers(0, vocab, size=(args.n_gen, args.batch)).tolist()
+    depth = rng.integers(0, vocab, size=args.depth).tolist()
+    batched = args.batch > 1 and not depth
     for engine in engines:  # warm-up
-        engine.prefill(prompt[:32])
-        engine.decode(gen[:4])
-        if args.batch > 1:
-            engine.decode(gen_batch[:4])
-    tests = {"pp": f"pp{args.n_prompt}", "tg": f"tg{args.n_gen}"}
-    if args.batch > 1:
+        engine.prefill(prompt[:32], [])
+        engine.decode(gen[:4], [])
+        if batched:
+            engine.decode(gen_batch[:4], [])
+    at_depth = f" @ d{args.depth}" if depth else ""
+    tests = {"pp": f"pp{args.n_prompt}{at_depth}", "tg": f"tg{args.n_gen}{at_depth}"}
+    if batched:
         tests["tg_batch"] = f"tg{args.n_gen} x{args.batch}"
     samples = {e.name: {test: [] for test in tests} for e in engines}
     bandwidths = []
     for _ in range(args.repetitions):
         for engine in engines:  # interleaved: every engine once per round
-            samples[engine.name]["pp"].append(args.n_prompt / engine.prefill(prompt))
-            samples[engine.name]["tg"].append(args.n_gen / engine.decode(gen))
-            if args.batch > 1:
-                samples[engine.name]["tg_batch"].append(args.batch * args.n_gen / engine.decode(gen_batch))
+            samples[engine.name]["pp"].append(args.n_prompt / engine.prefill(prompt, depth))
+            samples[engine.name]["tg"].append(args.n_gen / engine.decode(gen, depth))
+            if batched:
+                samples[engine.name]["tg_batch"].append(args.batch * args.n_gen / engine.decode(gen_batch, []))
         bandwidths.append(memory_bandwidth(repetitions=1))
 
     weight_bytes = sum(t.data.nbytes for t in engines[0].model.spec.tensors.values())
