@@ -52,23 +52,31 @@ class FakeModel:
         self.clock.now += PER_BATCH_STEP
 
 
-def test_bench_follows_llama_bench_definitions(monkeypatch):
+def run_on_fake_clock(monkeypatch, **options) -> tuple[FakeModel, list]:
+    """bench.run of pp16, tg8 and tg8 x4, three repetitions, on the fake engine and clock."""
     clock = FakeClock()
     monkeypatch.setattr(bench.time, "perf_counter", lambda: clock.now)
     model = FakeModel(clock, n_vocab=50)
-    results = bench.run(model, n_prompt=16, n_gen=8, batches=[1, 4], repetitions=3)
+    return model, bench.run(model, n_prompt=16, n_gen=8, batches=[1, 4], repetitions=3, **options)
+
+
+def assert_timed_rates(pp, tg, tg4) -> None:
+    """ppN: N tokens over one prefill's time; tgN: N steps of one token; xB: B * N tokens over
+    N batched steps. Only the timed runs are among the samples."""
+    assert pp.samples_ts == pytest.approx([16 / (16 * PER_TOKEN)] * 3)
+    assert tg.samples_ts == pytest.approx([8 / (8 * PER_STEP)] * 3)
+    assert tg4.samples_ts == pytest.approx([4 * 8 / (8 * PER_BATCH_STEP)] * 3)
+
+
+def test_bench_follows_llama_bench_definitions(monkeypatch):
+    model, results = run_on_fake_clock(monkeypatch)
 
     assert [(r.test, r.n_prompt, r.n_gen, r.batch, r.threads) for r in results] == [
         ("pp16", 16, 0, 1, 3),
         ("tg8", 0, 8, 1, 3),
         ("tg8 x4", 0, 8, 4, 3),
     ]
-    pp, tg, tg4 = results
-    # ppN: N tokens over one prefill's time; tgN: N steps of one token; xB: B * N tokens over
-    # N batched steps. The warm-up runs are not among the samples.
-    assert pp.samples_ts == pytest.approx([16 / (16 * PER_TOKEN)] * 3)
-    assert tg.samples_ts == pytest.approx([8 / (8 * PER_STEP)] * 3)
-    assert tg4.samples_ts == pytest.approx([4 * 8 / (8 * PER_BATCH_STEP)] * 3)
+    assert_timed_rates(*results)  # the warm-up runs are not among the samples
     # mean and sample standard deviation, as llama-bench reports
     for r in results:
         assert r.avg_ts == pytest.approx(statistics.mean(r.samples_ts))
@@ -89,20 +97,14 @@ def test_bench_follows_llama_bench_definitions(monkeypatch):
 def test_depth_is_prefilled_untimed_into_every_fresh_session(monkeypatch):
     """llama-bench's -d: each run starts from a fresh cache holding n_depth random tokens,
     which are not timed."""
-    clock = FakeClock()
-    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock.now)
-    model = FakeModel(clock, n_vocab=50)
-    results = bench.run(model, n_prompt=16, n_gen=8, batches=[1, 4], repetitions=3, n_depth=5)
+    model, results = run_on_fake_clock(monkeypatch, n_depth=5)
 
     assert [(r.test, r.n_prompt, r.n_gen, r.batch, r.n_depth) for r in results] == [
         ("pp16 @ d5", 16, 0, 1, 5),
         ("tg8 @ d5", 0, 8, 1, 5),
         ("tg8 x4 @ d5", 0, 8, 4, 5),
     ]
-    pp, tg, tg4 = results
-    assert pp.samples_ts == pytest.approx([16 / (16 * PER_TOKEN)] * 3)
-    assert tg.samples_ts == pytest.approx([8 / (8 * PER_STEP)] * 3)
-    assert tg4.samples_ts == pytest.approx([4 * 8 / (8 * PER_BATCH_STEP)] * 3)
+    assert_timed_rates(*results)  # the depth's prefill is not timed
     # Every session of a test (its warm-up's too) first took the same five random tokens,
     # with room for the test's tokens after them (the decode warm-ups run two steps).
     pp_sessions, tg_sessions, tg4_sessions = model.sessions[:4], model.sessions[4:8], model.sessions[8:]
