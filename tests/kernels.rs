@@ -261,11 +261,7 @@ fn lane_reductions_equal_the_dot_products_sums() {
             let partial = rng.vec(lanes * n, 10.0);
             let (mut got, mut got_scalar) = (vec![0.0; n], vec![0.0; n]);
             kernels::reduce_lanes(&partial, &mut got, lanes);
-            if lanes == 8 {
-                scalar::reduce_lanes8(&partial, &mut got_scalar);
-            } else {
-                scalar::reduce_lanes32(&partial, &mut got_scalar);
-            }
+            scalar::reduce_lanes(&partial, &mut got_scalar, lanes);
             let ones = vec![1.0f32; lanes];
             for d in 0..n {
                 let column: Vec<f32> = (0..lanes).map(|k| partial[k * n + d]).collect();

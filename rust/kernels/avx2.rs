@@ -166,41 +166,24 @@ pub unsafe fn axpy_in_lanes<W: Elem>(partial: &mut [f32], weights: &[f32], rows:
 }
 
 /// # Safety
-/// `partial.len() == 8 * out.len()`; the CPU supports AVX2.
+/// `partial.len() == lanes * out.len()`, lanes 8 or 32; the CPU supports AVX2.
 #[target_feature(enable = "avx2")]
-pub unsafe fn reduce_lanes8(partial: &[f32], out: &mut [f32]) {
+pub unsafe fn reduce_lanes(partial: &[f32], out: &mut [f32], lanes: usize) {
     let n = out.len();
     let whole = n / 8 * 8;
-    for d in (0..whole).step_by(8) {
-        let l: [__m256; 8] = std::array::from_fn(|k| _mm256_loadu_ps(partial.as_ptr().add(k * n + d)));
-        let v = _mm256_add_ps(
-            _mm256_add_ps(_mm256_add_ps(l[0], l[4]), _mm256_add_ps(l[2], l[6])),
-            _mm256_add_ps(_mm256_add_ps(l[1], l[5]), _mm256_add_ps(l[3], l[7])),
-        );
-        _mm256_storeu_ps(out.as_mut_ptr().add(d), v);
-    }
-    for d in whole..n {
-        *out.get_unchecked_mut(d) = super::scalar::lanes8_at(|k| *partial.get_unchecked(k * n + d));
-    }
-}
-
-/// # Safety
-/// `partial.len() == 32 * out.len()`; the CPU supports AVX2.
-#[target_feature(enable = "avx2")]
-pub unsafe fn reduce_lanes32(partial: &[f32], out: &mut [f32]) {
-    let n = out.len();
-    let whole = n / 8 * 8;
+    // Eight output elements at a time, each lane k a vector of its elements d..d + 8.
     for d in (0..whole).step_by(8) {
         let l = |k: usize| _mm256_loadu_ps(partial.as_ptr().add(k * n + d));
-        let v: [__m256; 8] = std::array::from_fn(|i| _mm256_add_ps(_mm256_add_ps(l(i), l(i + 16)), _mm256_add_ps(l(i + 8), l(i + 24))));
-        let o = _mm256_add_ps(
-            _mm256_add_ps(_mm256_add_ps(v[0], v[4]), _mm256_add_ps(v[1], v[5])),
-            _mm256_add_ps(_mm256_add_ps(v[2], v[6]), _mm256_add_ps(v[3], v[7])),
-        );
-        _mm256_storeu_ps(out.as_mut_ptr().add(d), o);
+        let sum = if lanes == 8 {
+            _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(l(0), l(4)), _mm256_add_ps(l(2), l(6))), _mm256_add_ps(_mm256_add_ps(l(1), l(5)), _mm256_add_ps(l(3), l(7))))
+        } else {
+            let v: [__m256; 8] = std::array::from_fn(|i| _mm256_add_ps(_mm256_add_ps(l(i), l(i + 16)), _mm256_add_ps(l(i + 8), l(i + 24))));
+            _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(v[0], v[4]), _mm256_add_ps(v[1], v[5])), _mm256_add_ps(_mm256_add_ps(v[2], v[6]), _mm256_add_ps(v[3], v[7])))
+        };
+        _mm256_storeu_ps(out.as_mut_ptr().add(d), sum);
     }
     for d in whole..n {
-        *out.get_unchecked_mut(d) = super::scalar::lanes32_at(|k| *partial.get_unchecked(k * n + d));
+        *out.get_unchecked_mut(d) = super::scalar::lanes_at(partial, n, d, lanes);
     }
 }
 

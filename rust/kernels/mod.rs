@@ -279,17 +279,9 @@ pub fn reduce_lanes(partial: &[f32], out: &mut [f32], lanes: usize) {
     #[cfg(target_arch = "x86_64")]
     if simd_enabled() {
         // SAFETY: lengths checked above; AVX2 was detected.
-        return unsafe {
-            match lanes {
-                8 => avx2::reduce_lanes8(partial, out),
-                _ => avx2::reduce_lanes32(partial, out),
-            }
-        };
+        return unsafe { avx2::reduce_lanes(partial, out, lanes) };
     }
-    match lanes {
-        8 => scalar::reduce_lanes8(partial, out),
-        _ => scalar::reduce_lanes32(partial, out),
-    }
+    scalar::reduce_lanes(partial, out, lanes)
 }
 
 /// y[i] += a * w[i]

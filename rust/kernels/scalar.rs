@@ -67,17 +67,22 @@ pub fn lanes32_at(l: impl Fn(usize) -> f32) -> f32 {
     (v[0] + v[4] + (v[1] + v[5])) + (v[2] + v[6] + (v[3] + v[7]))
 }
 
-pub fn reduce_lanes8(partial: &[f32], out: &mut [f32]) {
-    let n = out.len();
-    for (d, o) in out.iter_mut().enumerate() {
-        *o = lanes8_at(|k| partial[k * n + d]);
+/// Element d of `lanes` (8 or 32) lanes, partial [lanes, n]: see `kernels::reduce_lanes`.
+#[inline(always)]
+pub fn lanes_at(partial: &[f32], n: usize, d: usize, lanes: usize) -> f32 {
+    let l = |k: usize| partial[k * n + d];
+    if lanes == 8 {
+        lanes8_at(l)
+    } else {
+        lanes32_at(l)
     }
 }
 
-pub fn reduce_lanes32(partial: &[f32], out: &mut [f32]) {
+/// See `kernels::reduce_lanes`.
+pub fn reduce_lanes(partial: &[f32], out: &mut [f32], lanes: usize) {
     let n = out.len();
     for (d, o) in out.iter_mut().enumerate() {
-        *o = lanes32_at(|k| partial[k * n + d]);
+        *o = lanes_at(partial, n, d, lanes);
     }
 }
 
