@@ -4,6 +4,7 @@
 use crate::bail;
 use crate::error::{EngineError, Result};
 use crate::quant::blocks::*;
+use crate::quant::QuantBlock;
 use half::{bf16, f16};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,79 +21,119 @@ impl<T: bytemuck::Pod + Send + Sync> Storage for Vec<T> {
     }
 }
 
-/// Storage types: plain floats, and ggml's quantized blocks.
-#[allow(non_camel_case_types)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DType {
-    F32,
-    F16,
-    BF16,
-    Q4_0,
-    Q4_1,
-    Q5_0,
-    Q5_1,
-    Q8_0,
-    Q4_K,
-    Q6_K,
+/// The storage types, each defined once: the engine's name for it (ggml's is its upper
+/// case), its element or block type (whose size, alignment and `QuantBlock::QK` give the
+/// rest), and for a quantized type what `quant::quant_block!` makes its `QuantBlock` impl of:
+/// QK, the activation format its dot product takes, and its kernels by their names in
+/// `quant::scalar`, each marked `[avx2]` where `quant::avx2` has a twin of that name.
+///
+/// A new quantized type is a row here, its block in `quant/blocks.rs` and its scalar
+/// kernels in `quant/scalar.rs` (AVX2 twins in `quant/avx2.rs` optional); the enum below,
+/// `Elems`, `with_elems!`, the `QuantBlock` impls and Python's list of types
+/// (`gptgen._native.storage_types`) all follow from the table.
+///
+/// `storage_types!([callback])` expands to `callback! { floats { .. } quants { .. } }`, and
+/// `storage_types!([callback], (args))` puts `(args)` first.
+macro_rules! storage_types {
+    ([$($then:tt)*] $(, $args:tt)?) => {
+        $($then)*! {
+            $($args)?
+            floats {
+                F32 "f32" f32,
+                F16 "f16" f16,
+                BF16 "bf16" bf16,
+            }
+            quants {
+                Q4_0 "q4_0" BlockQ4_0 { qk: 32, act: BlockQ8_0, dequantize: dequantize_q4_0, dot: dot_q4_0 [avx2] },
+                Q4_1 "q4_1" BlockQ4_1 {
+                    qk: 32, act: BlockQ8_1, dequantize: dequantize_q4_1, dot: dot_q4_1 [avx2],
+                    dot_w4: dot_w4_q4_1 [avx2], dot_packed: dot_packed_q4_1 [avx2],
+                },
+                Q5_0 "q5_0" BlockQ5_0 { qk: 32, act: BlockQ8_0, dequantize: dequantize_q5_0, dot: dot_q5_0 [avx2] },
+                Q5_1 "q5_1" BlockQ5_1 { qk: 32, act: BlockQ8_1, dequantize: dequantize_q5_1, dot: dot_q5_1 [avx2] },
+                Q8_0 "q8_0" BlockQ8_0 {
+                    qk: 32, act: BlockQ8_0, dequantize: dequantize_q8_0, dot: dot_q8_0 [avx2],
+                    dot_w4: dot_w4_q8_0 [avx2], dot_packed: dot_packed_q8_0 [avx2],
+                },
+                Q4_K "q4_k" BlockQ4K { qk: 256, act: BlockQ8K, dequantize: dequantize_q4_k, dot: dot_q4_k [avx2] },
+                Q6_K "q6_k" BlockQ6K { qk: 256, act: BlockQ8K, dequantize: dequantize_q6_k, dot: dot_q6_k [avx2] },
+            }
+        }
+    };
+}
+pub(crate) use storage_types;
+
+/// `DType`, its properties and `Elems`, from the table.
+macro_rules! dtypes {
+    (
+        floats { $($float:ident $float_name:literal $elem:ident,)* }
+        quants { $($quant:ident $quant_name:literal $block:ident { $($row:tt)* },)* }
+    ) => {
+        /// Storage types: plain floats, and ggml's quantized blocks.
+        #[allow(non_camel_case_types)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum DType {
+            $($float,)*
+            $($quant,)*
+        }
+
+        impl DType {
+            /// Every storage type, in the table's order.
+            pub const ALL: &'static [DType] = &[$(DType::$float,)* $(DType::$quant,)*];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(DType::$float => $float_name,)*
+                    $(DType::$quant => $quant_name,)*
+                }
+            }
+
+            /// (elements, bytes) of one block; plain floats are blocks of one.
+            pub fn block(self) -> (usize, usize) {
+                use std::mem::size_of;
+                match self {
+                    $(DType::$float => (1, size_of::<$elem>()),)*
+                    $(DType::$quant => (<$block as QuantBlock>::QK, size_of::<$block>()),)*
+                }
+            }
+
+            /// Alignment the element or block type needs in memory (every block starts with
+            /// or holds f16 fields).
+            pub fn align(self) -> usize {
+                use std::mem::align_of;
+                match self {
+                    $(DType::$float => align_of::<$elem>(),)*
+                    $(DType::$quant => align_of::<$block>(),)*
+                }
+            }
+        }
+
+        /// The elements of a tensor, typed.
+        #[allow(non_camel_case_types)]
+        pub enum Elems<'a> {
+            $($float(&'a [$elem]),)*
+            $($quant(&'a [$block]),)*
+        }
+
+        impl<'a> Elems<'a> {
+            /// `bytes` as elements of `dtype`; their length and alignment must fit (`Tensor::new`).
+            fn cast(dtype: DType, bytes: &'a [u8]) -> Self {
+                match dtype {
+                    $(DType::$float => Elems::$float(bytemuck::cast_slice(bytes)),)*
+                    $(DType::$quant => Elems::$quant(bytemuck::cast_slice(bytes)),)*
+                }
+            }
+        }
+    };
 }
 
-impl DType {
-    const ALL: [DType; 10] = [
-        DType::F32,
-        DType::F16,
-        DType::BF16,
-        DType::Q4_0,
-        DType::Q4_1,
-        DType::Q5_0,
-        DType::Q5_1,
-        DType::Q8_0,
-        DType::Q4_K,
-        DType::Q6_K,
-    ];
+storage_types!([dtypes]);
 
+impl DType {
     pub fn parse(name: &str) -> Result<Self> {
-        match DType::ALL.into_iter().find(|t| t.name() == name) {
+        match DType::ALL.iter().copied().find(|t| t.name() == name) {
             Some(t) => Ok(t),
             None => bail!("unsupported tensor type {name:?}"),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            DType::F32 => "f32",
-            DType::F16 => "f16",
-            DType::BF16 => "bf16",
-            DType::Q4_0 => "q4_0",
-            DType::Q4_1 => "q4_1",
-            DType::Q5_0 => "q5_0",
-            DType::Q5_1 => "q5_1",
-            DType::Q8_0 => "q8_0",
-            DType::Q4_K => "q4_k",
-            DType::Q6_K => "q6_k",
-        }
-    }
-
-    /// (elements, bytes) of one block; plain floats are blocks of one.
-    pub fn block(self) -> (usize, usize) {
-        use std::mem::size_of;
-        match self {
-            DType::F32 => (1, 4),
-            DType::F16 | DType::BF16 => (1, 2),
-            DType::Q4_0 => (32, size_of::<BlockQ4_0>()),
-            DType::Q4_1 => (32, size_of::<BlockQ4_1>()),
-            DType::Q5_0 => (32, size_of::<BlockQ5_0>()),
-            DType::Q5_1 => (32, size_of::<BlockQ5_1>()),
-            DType::Q8_0 => (32, size_of::<BlockQ8_0>()),
-            DType::Q4_K => (256, size_of::<BlockQ4K>()),
-            DType::Q6_K => (256, size_of::<BlockQ6K>()),
-        }
-    }
-
-    /// Alignment the element or block type needs in memory.
-    fn align(self) -> usize {
-        match self {
-            DType::F32 => 4,
-            _ => 2, // f16 / bf16, and every block starts with or holds f16 fields
         }
     }
 
@@ -101,40 +142,28 @@ impl DType {
     }
 }
 
-/// The elements of a tensor, typed.
-#[allow(non_camel_case_types)]
-pub enum Elems<'a> {
-    F32(&'a [f32]),
-    F16(&'a [f16]),
-    BF16(&'a [bf16]),
-    Q4_0(&'a [BlockQ4_0]),
-    Q4_1(&'a [BlockQ4_1]),
-    Q5_0(&'a [BlockQ5_0]),
-    Q5_1(&'a [BlockQ5_1]),
-    Q8_0(&'a [BlockQ8_0]),
-    Q4_K(&'a [BlockQ4K]),
-    Q6_K(&'a [BlockQ6K]),
-}
-
 /// Runs `$float` with `$w` bound to a float element slice, or `$quant` with it bound to a
 /// quantized block slice, whatever the storage type.
 macro_rules! with_elems {
     ($elems:expr, $w:ident => float $float:expr, quant $quant:expr) => {
+        $crate::tensor::storage_types!([$crate::tensor::with_elems_arms], ($elems, $w, $float, $quant))
+    };
+}
+
+/// `with_elems!`'s match, one arm per row of the table.
+macro_rules! with_elems_arms {
+    (
+        ($elems:expr, $w:ident, $float_expr:expr, $quant_expr:expr)
+        floats { $($float:ident $float_name:literal $elem:ident,)* }
+        quants { $($quant:ident $quant_name:literal $block:ident { $($row:tt)* },)* }
+    ) => {
         match $elems {
-            $crate::tensor::Elems::F32($w) => $float,
-            $crate::tensor::Elems::F16($w) => $float,
-            $crate::tensor::Elems::BF16($w) => $float,
-            $crate::tensor::Elems::Q4_0($w) => $quant,
-            $crate::tensor::Elems::Q4_1($w) => $quant,
-            $crate::tensor::Elems::Q5_0($w) => $quant,
-            $crate::tensor::Elems::Q5_1($w) => $quant,
-            $crate::tensor::Elems::Q8_0($w) => $quant,
-            $crate::tensor::Elems::Q4_K($w) => $quant,
-            $crate::tensor::Elems::Q6_K($w) => $quant,
+            $($crate::tensor::Elems::$float($w) => $float_expr,)*
+            $($crate::tensor::Elems::$quant($w) => $quant_expr,)*
         }
     };
 }
-pub(crate) use with_elems;
+pub(crate) use {with_elems, with_elems_arms};
 
 /// A dense tensor, row-major, `shape[0]` outermost.
 #[derive(Clone)]
@@ -189,19 +218,7 @@ impl Tensor {
 
     pub fn elems(&self) -> Elems<'_> {
         // Length and alignment were validated in `new`, so the casts cannot fail.
-        let bytes = self.storage.bytes();
-        match self.dtype {
-            DType::F32 => Elems::F32(bytemuck::cast_slice(bytes)),
-            DType::F16 => Elems::F16(bytemuck::cast_slice(bytes)),
-            DType::BF16 => Elems::BF16(bytemuck::cast_slice(bytes)),
-            DType::Q4_0 => Elems::Q4_0(bytemuck::cast_slice(bytes)),
-            DType::Q4_1 => Elems::Q4_1(bytemuck::cast_slice(bytes)),
-            DType::Q5_0 => Elems::Q5_0(bytemuck::cast_slice(bytes)),
-            DType::Q5_1 => Elems::Q5_1(bytemuck::cast_slice(bytes)),
-            DType::Q8_0 => Elems::Q8_0(bytemuck::cast_slice(bytes)),
-            DType::Q4_K => Elems::Q4_K(bytemuck::cast_slice(bytes)),
-            DType::Q6_K => Elems::Q6_K(bytemuck::cast_slice(bytes)),
-        }
+        Elems::cast(self.dtype, self.storage.bytes())
     }
 
     /// The elements as `T`, which must be the storage type's element or block type.
@@ -214,7 +231,6 @@ impl Tensor {
     /// must fall on block boundaries (whole rows always do).
     pub fn read_f32(&self, start: usize, out: &mut [f32]) {
         use crate::kernels::Elem;
-        use crate::quant::QuantBlock;
         let end = start + out.len();
         let qk = self.dtype.block().0;
         assert!(start.is_multiple_of(qk) && end.is_multiple_of(qk), "read_f32: range is not block-aligned");

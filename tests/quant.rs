@@ -329,3 +329,30 @@ fn scalar_packed_dots_equal_scalar_dot_bit_for_bit() {
         assert_eq!(scalar::dot_packed_q8_0::<4>(&w, &packs(&acts)).map(f32::to_bits), want[..4], "q8_0 x4, {n_blocks} blocks");
     }
 }
+
+/// The storage-type table lists every type once, each name parses back to its type, and the
+/// block sizes and alignments are ggml's layouts (what Python reads through
+/// `gptgen._native.storage_types`).
+#[test]
+fn storage_type_table_lists_every_type() {
+    use _native::tensor::DType;
+    let want = [
+        ("f32", 1, 4, 4),
+        ("f16", 1, 2, 2),
+        ("bf16", 1, 2, 2),
+        ("q4_0", 32, 18, 2),
+        ("q4_1", 32, 20, 2),
+        ("q5_0", 32, 22, 2),
+        ("q5_1", 32, 24, 2),
+        ("q8_0", 32, 34, 2),
+        ("q4_k", 256, 144, 2),
+        ("q6_k", 256, 210, 2),
+    ];
+    let got: Vec<(&str, usize, usize, usize)> = DType::ALL.iter().map(|t| (t.name(), t.block().0, t.block().1, t.align())).collect();
+    assert_eq!(got, want);
+    for &t in DType::ALL {
+        assert_eq!(DType::parse(t.name()).unwrap(), t);
+        assert_eq!(t.is_quantized(), t.block().0 > 1);
+    }
+    assert!(DType::parse("f64").is_err());
+}

@@ -1,7 +1,8 @@
 //! The innermost loops, each with a scalar reference and an AVX2 twin chosen at run time.
 //!
 //! Weight elements come in several storage types (`Elem`); activations are always f32.
-//! Every public function here validates lengths before reaching an `unsafe` SIMD body.
+//! Every public function here is its doc, its length checks and one `dispatch!` to the SIMD
+//! kernel or its scalar twin, so that no `unsafe` SIMD body is reached with unchecked lengths.
 //! Setting `GPTGEN_FORCE_SCALAR=1` forces the scalar path everywhere (for debugging and tests).
 
 pub mod scalar;
@@ -135,6 +136,32 @@ pub fn vnni_enabled() -> bool {
     *ENABLED.get_or_init(|| simd_enabled() && cpu_has_vnni())
 }
 
+/// The one way a public kernel reaches SIMD code (here and in `quant`): the AVX2 kernel when
+/// `simd_enabled()`, else the scalar twin. It returns from the enclosing function, so it is
+/// the function's last line, after the checks of every length and index the SIMD kernel
+/// relies on (that is the caller's half of the `unsafe` contract; the CPU check is this
+/// macro's).
+/// - `dispatch!(f(args))`: `avx2::f(args)` or `scalar::f(args)` (with `f::<T>(args)` too);
+/// - `dispatch!(avx2: simd_call, scalar: scalar_call)`: twins of other names or arguments;
+///   without `avx2:` (a quantized type with scalar kernels only) just the scalar call.
+macro_rules! dispatch {
+    ($(avx2: $simd:expr,)? scalar: $scalar:expr $(,)?) => {{
+        $(
+        #[cfg(target_arch = "x86_64")]
+        if $crate::kernels::simd_enabled() {
+            // SAFETY: the caller checked the lengths and indices the kernel relies on (those
+            // that take one slice rely on none); AVX2/FMA/F16C were detected.
+            return unsafe { $simd };
+        }
+        )?
+        $scalar
+    }};
+    ($f:ident $(::<$($g:ty),+>)? ($($arg:expr),* $(,)?)) => {
+        $crate::kernels::dispatch!(avx2: avx2::$f$(::<$($g),+>)?($($arg),*), scalar: scalar::$f$(::<$($g),+>)?($($arg),*))
+    };
+}
+pub(crate) use dispatch;
+
 /// The name of the kernel family in use, for `gptgen info` and benchmarks.
 pub fn kernel_name() -> &'static str {
     match (simd_enabled(), vnni_enabled()) {
@@ -168,12 +195,7 @@ fn cpu_has_avx2() -> bool {
 #[inline]
 pub fn dot<W: Elem>(x: &[f32], w: &[W]) -> f32 {
     assert_eq!(x.len(), w.len(), "dot: length mismatch");
-    #[cfg(target_arch = "x86_64")]
-    if simd_enabled() {
-        // SAFETY: lengths are equal (checked above) and AVX2/FMA/F16C were detected.
-        return unsafe { avx2::dot(x, w) };
-    }
-    scalar::dot(x, w)
+    dispatch!(dot(x, w))
 }
 
 /// sum_i x[i] * w[i] accumulated in 8 lanes (i mod 8) and then summed pairwise; the length
@@ -182,34 +204,19 @@ pub fn dot<W: Elem>(x: &[f32], w: &[W]) -> f32 {
 #[inline]
 pub fn dot_tiled<W: Elem>(x: &[f32], w: &[W]) -> f32 {
     assert!(x.len() == w.len() && x.len().is_multiple_of(8), "dot_tiled: lengths must match and be a multiple of 8");
-    #[cfg(target_arch = "x86_64")]
-    if simd_enabled() {
-        // SAFETY: lengths checked above; AVX2/FMA/F16C were detected.
-        return unsafe { avx2::dot_tiled(x, w) };
-    }
-    scalar::dot_tiled(x, w)
+    dispatch!(dot_tiled(x, w))
 }
 
 /// Rounds every value to W and back: what storing it as W keeps (ggml rounds attention queries
 /// and weights to the KV cache's type before they meet the cache).
 pub fn round_to<W: Elem>(x: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if simd_enabled() {
-        // SAFETY: AVX2/FMA/F16C were detected; the body only indexes within the slice.
-        return unsafe { avx2::round_to::<W>(x) };
-    }
-    scalar::round_to::<W>(x)
+    dispatch!(round_to::<W>(x))
 }
 
 /// out[i] = x[i] rounded to the storage type (`Elem::from_f32`).
 pub fn narrow<W: Elem>(out: &mut [W], x: &[f32]) {
     assert_eq!(out.len(), x.len(), "narrow: length mismatch");
-    #[cfg(target_arch = "x86_64")]
-    if simd_enabled() {
-        // SAFETY: lengths are equal (checked above) and AVX2/FMA/F16C were detected.
-        return unsafe { avx2::narrow(out, x) };
-    }
-    scalar::narrow(out, x)
+    dispatch!(narrow(out, x))
 }
 
 /// out[j] = dot_tiled(q, rows[j]) for rows [out.len(), q.len()]: each row summed exactly as
@@ -217,12 +224,7 @@ pub fn narrow<W: Elem>(out: &mut [W], x: &[f32]) {
 pub fn dot_tiled_rows<W: Elem>(q: &[f32], rows: &[W], out: &mut [f32]) {
     assert!(!q.is_empty() && q.len().is_multiple_of(8), "dot_tiled_rows: the length must be a multiple of 8");
     assert_eq!(rows.len(), out.len() * q.len(), "dot_tiled_rows: one row per output");
-    #[cfg(target_arch = "x86_64")]
-    if simd_enabled() {
-        // SAFETY: lengths checked above; AVX2/FMA/F16C were detected.
-        return unsafe { avx2::dot_tiled_rows(q, rows, out) };
-    }
-    scalar::dot_tiled_rows(q, rows, out)
+    dispatch!(dot_tiled_rows(q, rows, out))
 }
 
 /// out[j] = dot(q, rows[j]) for rows [out.len(), q.len()]: each row summed exactly as `dot`
@@ -230,12 +232,7 @@ pub fn dot_tiled_rows<W: Elem>(q: &[f32], rows: &[W], out: &mut [f32]) {
 pub fn dot_rows<W: Elem>(q: &[f32], rows: &[W], out: &mut [f32]) {
     assert!(!q.is_empty(), "dot_rows: empty rows");
     assert_eq!(rows.len(), out.len() * q.len(), "dot_rows: one row per output");
-    #[cfg(target_arch = "x86_64")]
-    if simd_enabled() {
-        // SAFETY: lengths checked above; AVX2/FMA/F16C were detected.
-        return unsafe { avx2::dot_rows(q, rows, out) };
-    }
-    scalar::dot_rows(q, rows, out)
+    dispatch!(dot_rows(q, rows, out))
 }
 
 /// partial[j % 8] += weights[j] · rows[j] for rows [weights.len(), d] and partial [8, d]:
@@ -245,12 +242,7 @@ pub fn axpy_lanes8<W: Elem>(partial: &mut [f32], weights: &[f32], rows: &[W]) {
     let d = partial.len() / 8;
     assert!(d > 0 && partial.len() == 8 * d && d.is_multiple_of(8), "axpy_lanes8: partial must be [8, d], d a multiple of 8");
     assert_eq!(rows.len(), weights.len() * d, "axpy_lanes8: one row per weight");
-    #[cfg(target_arch = "x86_64")]
-    if simd_enabled() {
-        // SAFETY: lengths checked above; AVX2/FMA/F16C were detected.
-        return unsafe { avx2::axpy_lanes8(partial, weights, rows) };
-    }
-    scalar::axpy_in_lanes(partial, weights, rows, 8)
+    dispatch!(avx2: avx2::axpy_lanes8(partial, weights, rows), scalar: scalar::axpy_in_lanes(partial, weights, rows, 8))
 }
 
 /// partial[j % lanes] += weights[j] · rows[j] for rows [weights.len(), d] and partial
@@ -260,12 +252,7 @@ pub fn axpy_in_lanes<W: Elem>(partial: &mut [f32], weights: &[f32], rows: &[W], 
     assert!(lanes > 0 && partial.len().is_multiple_of(lanes), "axpy_in_lanes: partial must be [lanes, d]");
     let d = partial.len() / lanes;
     assert_eq!(rows.len(), weights.len() * d, "axpy_in_lanes: one row per weight");
-    #[cfg(target_arch = "x86_64")]
-    if simd_enabled() {
-        // SAFETY: lengths checked above; AVX2/FMA/F16C were detected.
-        return unsafe { avx2::axpy_in_lanes(partial, weights, rows, lanes) };
-    }
-    scalar::axpy_in_lanes(partial, weights, rows, lanes)
+    dispatch!(axpy_in_lanes(partial, weights, rows, lanes))
 }
 
 /// out[d] = the lanes partial[0..lanes, d] (partial: [lanes, out.len()]) combined as ggml
@@ -276,24 +263,14 @@ pub fn axpy_in_lanes<W: Elem>(partial: &mut [f32], weights: &[f32], rows: &[W], 
 pub fn reduce_lanes(partial: &[f32], out: &mut [f32], lanes: usize) {
     assert!(lanes == 8 || lanes == 32, "reduce_lanes: 8 or 32 lanes");
     assert_eq!(partial.len(), lanes * out.len(), "reduce_lanes: partial must be [lanes, out.len()]");
-    #[cfg(target_arch = "x86_64")]
-    if simd_enabled() {
-        // SAFETY: lengths checked above; AVX2 was detected.
-        return unsafe { avx2::reduce_lanes(partial, out, lanes) };
-    }
-    scalar::reduce_lanes(partial, out, lanes)
+    dispatch!(reduce_lanes(partial, out, lanes))
 }
 
 /// y[i] += a * w[i]
 #[inline]
 pub fn axpy<W: Elem>(y: &mut [f32], a: f32, w: &[W]) {
     assert_eq!(y.len(), w.len(), "axpy: length mismatch");
-    #[cfg(target_arch = "x86_64")]
-    if simd_enabled() {
-        // SAFETY: lengths are equal (checked above) and AVX2/FMA/F16C were detected.
-        return unsafe { avx2::axpy(y, a, w) };
-    }
-    scalar::axpy(y, a, w)
+    dispatch!(axpy(y, a, w))
 }
 
 
@@ -308,13 +285,7 @@ pub fn axpy_block<W: Elem>(out: &mut [f32], x: &[f32], n_in: usize, rows: std::o
     let width = out.len() / n;
     assert!(rows.start <= rows.end && rows.end <= n_in, "axpy_block: rows outside the input");
     assert!(col0 + width <= n_out && w.len() >= n_in * n_out, "axpy_block: columns outside the weights");
-    #[cfg(target_arch = "x86_64")]
-    if simd_enabled() {
-        // SAFETY: every index below rows.end * n_out and within x, out was checked above;
-        // AVX2/FMA/F16C were detected.
-        return unsafe { avx2::axpy_block(out, x, n_in, rows, w, n_out, col0) };
-    }
-    scalar::axpy_block(out, x, n_in, rows, w, n_out, col0)
+    dispatch!(axpy_block(out, x, n_in, rows, w, n_out, col0))
 }
 
 /// e^x as ggml computes it (see `scalar::exp`).
@@ -323,41 +294,21 @@ pub use scalar::exp;
 /// gate[i] = silu(gate[i]) * up[i], with ggml's exp.
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len(), "silu_mul: length mismatch");
-    #[cfg(target_arch = "x86_64")]
-    if simd_enabled() {
-        // SAFETY: AVX2/FMA were detected; the body only indexes within the slices.
-        return unsafe { avx2::silu_mul(gate, up) };
-    }
-    scalar::silu_mul(gate, up)
+    dispatch!(silu_mul(gate, up))
 }
 
 /// GELU, tanh approximation (see `scalar::gelu_tanh`).
 pub fn gelu_tanh(x: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if simd_enabled() {
-        // SAFETY: AVX2/FMA were detected; the body only indexes within the slice.
-        return unsafe { avx2::gelu_tanh(x) };
-    }
-    scalar::gelu_tanh(x)
+    dispatch!(gelu_tanh(x))
 }
 
 /// scores -> e^(score - max), returning 1 / sum (see `scalar::softmax_exp`).
 pub fn softmax_exp(scores: &mut [f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if simd_enabled() {
-        // SAFETY: AVX2/FMA were detected; the body only indexes within the slice.
-        return unsafe { avx2::softmax_exp(scores) };
-    }
-    scalar::softmax_exp(scores)
+    dispatch!(softmax_exp(scores))
 }
 
 /// Rotates the pairs of one head (see `scalar::rotate_pairs`).
 pub fn rotate_pairs(head: &mut [f32], cos: &[f32], sin: &[f32], adjacent: bool) {
     assert!(cos.len() == sin.len() && 2 * cos.len() <= head.len(), "rotate_pairs: sizes disagree");
-    #[cfg(target_arch = "x86_64")]
-    if simd_enabled() {
-        // SAFETY: AVX2/FMA were detected; sizes checked above.
-        return unsafe { avx2::rotate_pairs(head, cos, sin, adjacent) };
-    }
-    scalar::rotate_pairs(head, cos, sin, adjacent)
+    dispatch!(rotate_pairs(head, cos, sin, adjacent))
 }

@@ -2,14 +2,16 @@
 //!
 //! Weights stay in their blocks; a matmul quantizes each activation row once into the weight
 //! type's partner format (`QuantBlock::Act`, as llama.cpp pairs them) and takes integer dot
-//! products block by block. Each dot product has a scalar reference and an AVX2 twin.
+//! products block by block. Each kernel has a scalar reference, and most an AVX2 twin.
+//! The types themselves, with their kernels, are rows of the table in `tensor.rs`
+//! (`storage_types!`), turned into `QuantBlock` impls by `quant_block!` below.
 
 pub mod blocks;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
 
-use crate::kernels::simd_enabled;
+use crate::kernels::dispatch;
 use blocks::*;
 use bytemuck::{Pod, Zeroable};
 
@@ -87,22 +89,15 @@ pub trait QuantBlock: Pod + Send + Sync {
     const DOT4: Option<DotPacked<Self, 4>> = None;
 }
 
-/// `impl ActBlock`: the block's (d, s) as an expression of `$b`, the scalar quantizer, and
-/// its AVX2 twin where there is one.
+/// `impl ActBlock`: the block's (d, s) as an expression of `$b`, and its scalar quantizer,
+/// marked `[avx2]` where `avx2` has a twin of the same name.
 macro_rules! act_block {
-    ($block:ty, $qk:expr, |$b:ident| $scales:expr, $quantize:ident $(, avx2: $simd:ident)?) => {
+    ($block:ty, $qk:expr, |$b:ident| $scales:expr, $quantize:ident $([$simd:ident])?) => {
         impl ActBlock for $block {
             const QK: usize = $qk;
             fn quantize(x: &[f32], out: &mut [Self]) {
                 assert_eq!(x.len(), out.len() * $qk, "quantize: length mismatch");
-                $(
-                #[cfg(target_arch = "x86_64")]
-                if simd_enabled() {
-                    // SAFETY: lengths checked above; AVX2/FMA/F16C were detected.
-                    return unsafe { avx2::$simd(x, out) };
-                }
-                )?
-                scalar::$quantize(x, out)
+                dispatch!($(avx2: $simd::$quantize(x, out),)? scalar: scalar::$quantize(x, out))
             }
             #[inline]
             fn scales(&self) -> (f32, f32) {
@@ -117,14 +112,21 @@ macro_rules! act_block {
     };
 }
 
-act_block!(BlockQ8_0, 32, |b| (b.d.to_f32(), 0.0), quantize_q8_0, avx2: quantize_q8_0);
-act_block!(BlockQ8_1, 32, |b| (b.d, b.s), quantize_q8_1, avx2: quantize_q8_1);
+act_block!(BlockQ8_0, 32, |b| (b.d.to_f32(), 0.0), quantize_q8_0 [avx2]);
+act_block!(BlockQ8_1, 32, |b| (b.d, b.s), quantize_q8_1 [avx2]);
 act_block!(BlockQ8K, 256, |b| (b.d, 0.0), quantize_q8_k);
 
-/// `impl QuantBlock` from the scalar and AVX2 kernels of the same names; `dot_w4` and
-/// `dot_packed` name the type's multi-row kernels where it has them (else the trait's defaults).
+/// `impl QuantBlock` from one quantized row of `tensor::storage_types!`: QK, the activation
+/// format, and the kernels by their names in `scalar`, each marked `[avx2]` where `avx2` has
+/// a twin of the same name (a type may have scalar kernels only). `dot_w4` names a
+/// four-weight-row SIMD kernel (its scalar fallback is four `dot`s, as the trait's default),
+/// `dot_packed` the R-row kernels behind `DOT8`/`DOT4`, where the type has them.
 macro_rules! quant_block {
-    ($block:ty, $qk:expr, $act:ty, $dequantize:ident, $dot:ident $(, dot_w4: $dot_w4:ident)? $(, dot_packed: $dot_packed:ident)?) => {
+    ($block:ty {
+        qk: $qk:literal, act: $act:ty, dequantize: $dequantize:ident, dot: $dot:ident $([$simd:ident])?
+        $(, dot_w4: $dot_w4:ident $([$w4_simd:ident])?)?
+        $(, dot_packed: $dot_packed:ident $([$packed_simd:ident])?)? $(,)?
+    }) => {
         impl QuantBlock for $block {
             const QK: usize = $qk;
             type Act = $act;
@@ -135,51 +137,107 @@ macro_rules! quant_block {
             #[inline]
             fn dot(w: &[Self], a: &[$act]) -> f32 {
                 assert_eq!(w.len(), a.len(), "quantized dot: block count mismatch");
-                #[cfg(target_arch = "x86_64")]
-                if simd_enabled() {
-                    // SAFETY: equal block counts (checked above); AVX2/FMA/F16C were detected.
-                    return unsafe { avx2::$dot(w, a) };
-                }
-                scalar::$dot(w, a)
+                dispatch!($(avx2: $simd::$dot(w, a),)? scalar: scalar::$dot(w, a))
             }
             $(
             #[inline]
             fn dot_w4(w: [&[Self]; 4], a: &[$act]) -> [f32; 4] {
                 assert!(w.iter().all(|row| row.len() == a.len()), "quantized dot: block count mismatch");
-                #[cfg(target_arch = "x86_64")]
-                if simd_enabled() {
-                    // SAFETY: equal block counts (checked above); AVX2/FMA/F16C were detected.
-                    return unsafe { avx2::$dot_w4(w, a) };
-                }
-                w.map(|row| scalar::$dot(row, a))
+                dispatch!($(avx2: $w4_simd::$dot_w4(w, a),)? scalar: w.map(|row| scalar::$dot(row, a)))
             }
             )?
             $(
-            const DOT8: Option<DotPacked<Self, 8>> = Some(|w, a| dot_packed!(w, a, $dot_packed));
-            const DOT4: Option<DotPacked<Self, 4>> = Some(|w, a| dot_packed!(w, a, $dot_packed));
+            const DOT8: Option<DotPacked<Self, 8>> = Some(|w, a| dot_packed!(w, a, $dot_packed $([$packed_simd])?));
+            const DOT4: Option<DotPacked<Self, 4>> = Some(|w, a| dot_packed!(w, a, $dot_packed $([$packed_simd])?));
             )?
         }
     };
 }
 
-/// A packed kernel's call: block counts checked, the AVX2 kernel where the CPU has it, else
-/// the scalar twin (the number of rows follows from the packs' type).
+/// A packed kernel's call: block counts checked, then dispatched (the number of rows follows
+/// from the packs' type).
 macro_rules! dot_packed {
-    ($w:ident, $a:ident, $kernel:ident) => {{
+    ($w:ident, $a:ident, $kernel:ident $([$simd:ident])?) => {{
         assert_eq!($a.len(), $w.len(), "quantized dot: block count mismatch");
-        #[cfg(target_arch = "x86_64")]
-        if simd_enabled() {
-            // SAFETY: equal block counts (checked above); AVX2/FMA/F16C were detected.
-            return unsafe { avx2::$kernel($w, $a) };
-        }
-        scalar::$kernel($w, $a)
+        dispatch!($(avx2: $simd::$kernel($w, $a),)? scalar: scalar::$kernel($w, $a))
     }};
 }
 
-quant_block!(BlockQ4_0, 32, BlockQ8_0, dequantize_q4_0, dot_q4_0);
-quant_block!(BlockQ4_1, 32, BlockQ8_1, dequantize_q4_1, dot_q4_1, dot_w4: dot_w4_q4_1, dot_packed: dot_packed_q4_1);
-quant_block!(BlockQ5_0, 32, BlockQ8_0, dequantize_q5_0, dot_q5_0);
-quant_block!(BlockQ5_1, 32, BlockQ8_1, dequantize_q5_1, dot_q5_1);
-quant_block!(BlockQ8_0, 32, BlockQ8_0, dequantize_q8_0, dot_q8_0, dot_w4: dot_w4_q8_0, dot_packed: dot_packed_q8_0);
-quant_block!(BlockQ4K, 256, BlockQ8K, dequantize_q4_k, dot_q4_k);
-quant_block!(BlockQ6K, 256, BlockQ8K, dequantize_q6_k, dot_q6_k);
+/// `quant_block!` for each quantized row of the table.
+macro_rules! quant_blocks {
+    (floats { $($floats:tt)* } quants { $($variant:ident $name:literal $block:ident { $($row:tt)* },)* }) => {
+        $(quant_block!($block { $($row)* });)*
+    };
+}
+
+crate::tensor::storage_types!([quant_blocks]);
+
+#[cfg(test)]
+mod tests {
+    //! A type with scalar kernels only: a row without `[avx2]` marks, registered by the same
+    //! `quant_block!`, dispatches to its scalar kernels whatever the CPU.
+    use super::*;
+
+    /// Q8_0's layout under a new name, standing for a new type that has no SIMD kernels yet.
+    #[repr(transparent)]
+    #[derive(Clone, Copy, Pod, Zeroable)]
+    struct ScalarOnly(BlockQ8_0);
+
+    /// Its scalar kernels (where `quant_block!` looks them up): Q8_0's, on the same bytes.
+    mod scalar {
+        use super::{ActPack, BlockQ8_0, ScalarOnly};
+        use crate::quant::scalar as q8;
+
+        pub fn dequantize_scalar_only(blocks: &[ScalarOnly], out: &mut [f32]) {
+            q8::dequantize_q8_0(bytemuck::cast_slice(blocks), out)
+        }
+        pub fn dot_scalar_only(w: &[ScalarOnly], a: &[BlockQ8_0]) -> f32 {
+            q8::dot_q8_0(bytemuck::cast_slice(w), a)
+        }
+        pub fn dot_packed_scalar_only<const R: usize>(w: &[ScalarOnly], a: &[ActPack<R>]) -> [f32; R] {
+            q8::dot_packed_q8_0(bytemuck::cast_slice(w), a)
+        }
+    }
+
+    quant_block!(ScalarOnly {
+        qk: 32, act: BlockQ8_0, dequantize: dequantize_scalar_only, dot: dot_scalar_only,
+        dot_packed: dot_packed_scalar_only,
+    });
+
+    #[test]
+    fn a_type_with_scalar_kernels_only_dispatches_to_them() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let n_blocks = 9;
+        let w: Vec<ScalarOnly> = (0..n_blocks)
+            .map(|_| ScalarOnly(BlockQ8_0 { d: half::f16::from_f32(0.01), qs: std::array::from_fn(|_| next() as i8) }))
+            .collect();
+        let acts: Vec<Vec<BlockQ8_0>> = (0..8)
+            .map(|_| {
+                let x: Vec<f32> = (0..n_blocks * 32).map(|_| (next() % 2001) as f32 / 1000.0 - 1.0).collect();
+                let mut act = vec![BlockQ8_0::zeroed(); n_blocks];
+                BlockQ8_0::quantize(&x, &mut act);
+                act
+            })
+            .collect();
+        let w8: &[BlockQ8_0] = bytemuck::cast_slice(&w);
+        let want: Vec<u32> = acts.iter().map(|a| crate::quant::scalar::dot_q8_0(w8, a).to_bits()).collect();
+        let got: Vec<u32> = acts.iter().map(|a| ScalarOnly::dot(&w, a).to_bits()).collect();
+        assert_eq!(got, want, "dot is the scalar kernel");
+        let rows = [&w[..], &w[..], &w[..], &w[..]];
+        assert_eq!(ScalarOnly::dot_w4(rows, &acts[3]).map(f32::to_bits), [want[3]; 4], "dot_w4 is four dots");
+        let packs: Vec<ActPack<8>> = (0..n_blocks).map(|b| ActPack::of_rows(&acts.concat(), n_blocks, 0, b)).collect();
+        let dot8 = ScalarOnly::DOT8.expect("a packed kernel");
+        assert_eq!(dot8(&w, &packs).map(f32::to_bits), want[..], "DOT8 is the scalar packed kernel");
+        let mut values = vec![0.0; n_blocks * 32];
+        ScalarOnly::dequantize(&w, &mut values);
+        let mut want_values = vec![0.0; n_blocks * 32];
+        BlockQ8_0::dequantize(w8, &mut want_values);
+        assert_eq!(values, want_values);
+    }
+}
