@@ -196,7 +196,7 @@ def main() -> None:
     except ImportError:
         pass
     rng = np.random.default_rng(0)
-    vocab = engines[0].model.spec.config["n_vocab"]
+    vocab = engines[0].model.spec.config.n_vocab
     prompt = rng.integers(0, vocab, size=args.n_prompt).tolist()
     gen = [[t] for t in rng.integers(0, vocab, size=args.n_gen).tolist()]
     # steps[i]: every sequence's token at step i

@@ -2,21 +2,26 @@
 //! C-contiguous uint8 NumPy buffer (usually a view of a memory map) and then drives a
 //! `Session` with one call per prompt and one per generated token, the GIL released.
 
-use crate::error::EngineError;
 use crate::model::{self, Arch, Config};
 use crate::ops::rope::{Rope, RopePairing};
 use crate::tensor::{DType, Layout, Storage, Tensor, WeightSet};
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods};
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-impl From<EngineError> for PyErr {
-    fn from(e: EngineError) -> PyErr {
-        PyValueError::new_err(e.0)
+// The engine's errors are gptgen.errors.EngineError (a GptgenError and a ValueError).
+pyo3::import_exception!(gptgen.errors, EngineError);
+
+impl From<crate::error::EngineError> for PyErr {
+    fn from(e: crate::error::EngineError) -> PyErr {
+        EngineError::new_err(e.0)
     }
+}
+
+fn refuse(message: String) -> PyErr {
+    EngineError::new_err(message)
 }
 
 /// A NumPy buffer kept alive (and read-only) for as long as the engine reads it.
@@ -41,57 +46,60 @@ impl Storage for NumpyBuffer {
 impl NumpyBuffer {
     fn from_array(name: &str, array: &Bound<'_, PyArray1<u8>>) -> PyResult<Self> {
         if !array.is_c_contiguous() {
-            return Err(PyValueError::new_err(format!("tensor {name}: buffer is not contiguous")));
+            return Err(refuse(format!("tensor {name}: buffer is not contiguous")));
         }
         let writeable: bool = array.getattr("flags")?.getattr("writeable")?.extract()?;
         if writeable {
-            return Err(PyValueError::new_err(format!("tensor {name}: buffer must be read-only")));
+            return Err(refuse(format!("tensor {name}: buffer must be read-only")));
         }
         Ok(NumpyBuffer { _owner: array.clone().into_any().unbind(), ptr: array.data() as *const u8, len: array.len() })
     }
 }
 
-fn item<'py, T: FromPyObjectOwned<'py>>(dict: &Bound<'py, PyDict>, key: &str) -> PyResult<T> {
-    match dict.get_item(key)? {
-        Some(value) => value.extract().map_err(|_| PyValueError::new_err(format!("config {key} has the wrong type"))),
-        None => Err(PyValueError::new_err(format!("config is missing {key}"))),
-    }
+/// Attribute `name` of a Python config object.
+fn field<'py, T: FromPyObjectOwned<'py>>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<T> {
+    let value = obj.getattr(name).map_err(|_| refuse(format!("config is missing {name}")))?;
+    value.extract().map_err(|_| refuse(format!("config {name} has the wrong type")))
 }
 
-/// config: n_vocab, n_ctx, n_embd, n_layer, n_head, n_kv_head, n_ff, head_dim, norm_eps,
-/// kv_cache ("f32" | "f16"), and for RoPE models rope_base, rope_dims, rope_pairing
-/// ("adjacent" | "halves").
-fn config_from_dict(d: &Bound<'_, PyDict>) -> PyResult<Config> {
-    let rope = match d.get_item("rope_base")? {
-        None => None,
-        Some(_) => Some(Rope {
-            base: item(d, "rope_base")?,
-            dims: item(d, "rope_dims")?,
-            pairing: match item::<String>(d, "rope_pairing")?.as_str() {
+/// The engine's Config from gptgen.loading.config.EngineConfig (and its RopeConfig), read
+/// field by field: that class is the one description of these fields.
+fn config_from(obj: &Bound<'_, PyAny>) -> PyResult<(Arch, Config)> {
+    let rope_obj: Bound<'_, PyAny> = field(obj, "rope")?;
+    let rope = if rope_obj.is_none() {
+        None
+    } else {
+        Some(Rope {
+            base: field(&rope_obj, "base")?,
+            dims: field(&rope_obj, "dims")?,
+            pairing: match field::<String>(&rope_obj, "pairing")?.as_str() {
                 "adjacent" => RopePairing::Adjacent,
                 "halves" => RopePairing::Halves,
-                other => return Err(PyValueError::new_err(format!("unknown rope_pairing {other:?}"))),
+                other => return Err(refuse(format!("unknown rope pairing {other:?}"))),
             },
-        }),
+        })
     };
-    let kv_f16 = match item::<String>(d, "kv_cache")?.as_str() {
+    let kv_f16 = match field::<String>(obj, "kv_cache")?.as_str() {
         "f32" => false,
         "f16" => true,
-        other => return Err(PyValueError::new_err(format!("unknown kv_cache type {other:?}"))),
+        other => return Err(refuse(format!("unknown kv_cache type {other:?}"))),
     };
-    Ok(Config {
-        n_vocab: item(d, "n_vocab")?,
-        n_ctx: item(d, "n_ctx")?,
-        n_embd: item(d, "n_embd")?,
-        n_layer: item(d, "n_layer")?,
-        n_head: item(d, "n_head")?,
-        n_kv_head: item(d, "n_kv_head")?,
-        n_ff: item(d, "n_ff")?,
-        head_dim: item(d, "head_dim")?,
-        norm_eps: item(d, "norm_eps")?,
+    let config = Config {
+        n_vocab: field(obj, "n_vocab")?,
+        n_ctx: field(obj, "n_ctx")?,
+        n_embd: field(obj, "n_embd")?,
+        n_layer: field(obj, "n_layer")?,
+        n_head: field(obj, "n_head")?,
+        n_kv_head: field(obj, "n_kv_head")?,
+        n_ff: field(obj, "n_ff")?,
+        head_dim: field(obj, "head_dim")?,
+        norm_eps: field(obj, "norm_eps")?,
         rope,
         kv_f16,
-    })
+        qkv_bias: field(obj, "qkv_bias")?,
+        qk_norm: field(obj, "qk_norm")?,
+    };
+    Ok((Arch::parse(&field::<String>(obj, "arch")?)?, config))
 }
 
 /// tensors: {name: (uint8 buffer, dtype name, shape, layout "out_in" | "in_out")}
@@ -101,15 +109,15 @@ fn weights_from_dict(tensors: &Bound<'_, PyDict>) -> PyResult<WeightSet> {
         let name: String = key.extract()?;
         let (array, dtype, shape, layout): (Bound<'_, PyArray1<u8>>, String, Vec<usize>, String) = value
             .extract()
-            .map_err(|_| PyValueError::new_err(format!("tensor {name}: expected (uint8 array, dtype, shape, layout)")))?;
+            .map_err(|_| refuse(format!("tensor {name}: expected (uint8 array, dtype, shape, layout)")))?;
         let layout = match layout.as_str() {
             "out_in" => Layout::OutIn,
             "in_out" => Layout::InOut,
-            other => return Err(PyValueError::new_err(format!("tensor {name}: unknown layout {other:?}"))),
+            other => return Err(refuse(format!("tensor {name}: unknown layout {other:?}"))),
         };
         let storage = Arc::new(NumpyBuffer::from_array(&name, &array)?);
         let tensor = Tensor::new(storage, DType::parse(&dtype)?, shape)
-            .map_err(|e| PyValueError::new_err(format!("tensor {name}: {e}")))?;
+            .map_err(|e| refuse(format!("tensor {name}: {e}")))?;
         map.insert(name, (tensor, layout));
     }
     Ok(WeightSet::new(map))
@@ -124,12 +132,11 @@ struct Engine {
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (arch, config, tensors, threads = 0))]
-    fn new(arch: &str, config: &Bound<'_, PyDict>, tensors: &Bound<'_, PyDict>, threads: usize) -> PyResult<Self> {
-        let arch = Arch::parse(arch)?;
-        let config = config_from_dict(config)?;
+    #[pyo3(signature = (config, tensors, threads = 0, name = "the model"))]
+    fn new(config: &Bound<'_, PyAny>, tensors: &Bound<'_, PyDict>, threads: usize, name: &str) -> PyResult<Self> {
+        let (arch, config) = config_from(config)?;
         let weights = weights_from_dict(tensors)?;
-        Ok(Engine { inner: Arc::new(model::Engine::new(arch, config, &weights, threads)?) })
+        Ok(Engine { inner: Arc::new(model::Engine::new(arch, config, &weights, threads, name)?) })
     }
 
     #[getter]
@@ -165,7 +172,7 @@ impl Engine {
     ) -> PyResult<Bound<'py, PyAny>> {
         let mut sessions = sessions;
         if sessions.iter().any(|s| !Arc::ptr_eq(&s.engine, &self.inner)) {
-            return Err(PyValueError::new_err("every session must come from this engine"));
+            return Err(refuse("every session must come from this engine".into()));
         }
         let mut inner: Vec<&mut model::Session> = sessions.iter_mut().map(|s| &mut s.inner).collect();
         let token_slices: Vec<&[u32]> = tokens.iter().map(|t| t.as_slice()).collect();
@@ -224,11 +231,11 @@ fn dequantize<'py>(py: Python<'py>, data: PyReadonlyArray1<'py, u8>, dtype: &str
     let bytes = data.as_slice()?.to_vec();
     let (block_elems, block_bytes) = dtype.block();
     if row_len == 0 || bytes.len() % block_bytes != 0 {
-        return Err(PyValueError::new_err("data is not a whole number of blocks"));
+        return Err(refuse("data is not a whole number of blocks".into()));
     }
     let count = bytes.len() / block_bytes * block_elems;
     if count % row_len != 0 {
-        return Err(PyValueError::new_err("data is not a whole number of rows"));
+        return Err(refuse("data is not a whole number of rows".into()));
     }
     // Copied into u64 words so every block type is aligned.
     let mut words = vec![0u64; bytes.len().div_ceil(8)];
@@ -250,6 +257,13 @@ impl Storage for TrimmedWords {
     }
 }
 
+/// Every storage type the engine reads, in its table's order (rust/tensor.rs): (name,
+/// elements per block, bytes per block, alignment in bytes); floats are blocks of one.
+#[pyfunction]
+fn storage_types() -> Vec<(&'static str, usize, usize, usize)> {
+    DType::ALL.iter().map(|&t| (t.name(), t.block().0, t.block().1, t.align())).collect()
+}
+
 /// The SIMD kernel family in use ("avx2" or "scalar").
 #[pyfunction]
 fn kernel_name() -> &'static str {
@@ -262,6 +276,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Session>()?;
     m.add_function(wrap_pyfunction!(kernel_name, m)?)?;
     m.add_function(wrap_pyfunction!(dequantize, m)?)?;
+    m.add_function(wrap_pyfunction!(storage_types, m)?)?;
     m.add("MAX_THREADS", model::MAX_THREADS)?;
     Ok(())
 }

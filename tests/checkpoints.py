@@ -195,8 +195,25 @@ def _rope(x, n_heads, head_dim, base, pairing):
     return out.reshape(n, n_heads * head_dim)
 
 
+def _project(h, w, name):
+    """h @ W.T, plus the bias `name.bias` where the weights have one."""
+    y = h @ w[name + ".weight"].T
+    return y + w[name + ".bias"] if name + ".bias" in w else y
+
+
+def _head_norm(x, w, name, n_heads, eps):
+    """Each head of x [n, n_heads * head_dim] RMS-normalised by `name.weight` [head_dim], where
+    the weights have it."""
+    if name + ".weight" not in w:
+        return x
+    n = x.shape[0]
+    return _rms_norm(x.reshape(n, n_heads, -1), w[name + ".weight"], eps).reshape(n, -1)
+
+
 def llama_logits(w: dict[str, np.ndarray], tokens: list[int], *, n_head, n_kv_head, rope_base, pairing, eps=1e-5) -> np.ndarray:
-    """Logits [len(tokens), n_vocab] of a Llama with weights named the GGUF way ([out, in])."""
+    """Logits [len(tokens), n_vocab] of a Llama with weights named the GGUF way ([out, in]);
+    Q/K/V biases (`blk.N.attn_q.bias`, ...) and per-head Q/K RMSNorms before RoPE
+    (`blk.N.attn_q_norm.weight`, ...) apply where the weights have them."""
     w = {k: v.astype(np.float64) for k, v in w.items()}
     n = len(tokens)
     x = w["token_embd.weight"][tokens]
@@ -206,9 +223,11 @@ def llama_logits(w: dict[str, np.ndarray], tokens: list[int], *, n_head, n_kv_he
     for i in range(n_layer):
         p = f"blk.{i}."
         h = _rms_norm(x, w[p + "attn_norm.weight"], eps)
-        q = _rope(h @ w[p + "attn_q.weight"].T, n_head, head_dim, rope_base, pairing)
-        k = _rope(h @ w[p + "attn_k.weight"].T, n_kv_head, head_dim, rope_base, pairing)
-        v = h @ w[p + "attn_v.weight"].T
+        q = _head_norm(_project(h, w, p + "attn_q"), w, p + "attn_q_norm", n_head, eps)
+        k = _head_norm(_project(h, w, p + "attn_k"), w, p + "attn_k_norm", n_kv_head, eps)
+        q = _rope(q, n_head, head_dim, rope_base, pairing)
+        k = _rope(k, n_kv_head, head_dim, rope_base, pairing)
+        v = _project(h, w, p + "attn_v")
         heads = []
         for hh in range(n_head):
             g = hh // (n_head // n_kv_head)
@@ -260,17 +279,26 @@ def byte_vocab() -> list[str]:
 
 
 def write_llama_gguf(
-    path: Path, weights: dict[str, np.ndarray], *, n_head, n_kv_head, rope_base, n_ctx, types: dict[str, object], merges: list[str] | None = None
+    path: Path,
+    weights: dict[str, np.ndarray],
+    *,
+    n_head,
+    n_kv_head,
+    rope_base,
+    n_ctx,
+    types: dict[str, object],
+    merges: list[str] | None = None,
+    arch: str = "llama",
 ) -> dict[str, np.ndarray]:
-    """A GGUF `llama` file written with gguf-py's GGUFWriter; `types` maps tensor names to
-    gguf.GGMLQuantizationType (default F32). Returns the weights as stored (dequantized by
-    gguf-py), for the reference."""
+    """A GGUF file of a Llama-shaped model (architecture `arch`) written with gguf-py's
+    GGUFWriter; `types` maps tensor names to gguf.GGMLQuantizationType (default F32). Returns
+    the weights as stored (dequantized by gguf-py), for the reference."""
     import gguf
     from gguf.quants import dequantize, quantize
 
     vocab = byte_vocab() + ["<|end|>"]
     n_embd = weights["token_embd.weight"].shape[1]
-    writer = gguf.GGUFWriter(str(path), "llama")
+    writer = gguf.GGUFWriter(str(path), arch)
     writer.add_context_length(n_ctx)
     writer.add_embedding_length(n_embd)
     writer.add_block_count(len({k.split(".")[1] for k in weights if k.startswith("blk.")}))

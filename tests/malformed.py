@@ -20,12 +20,12 @@ def _weights() -> dict[str, np.ndarray]:
     return random_llama_weights(rng, n_vocab=257, n_embd=32, n_layer=1, n_head=2, n_kv_head=1, n_ff=64)
 
 
-def valid_gguf(directory: Path, name: str = "valid.gguf", edit=None) -> Path:
+def valid_gguf(directory: Path, name: str = "valid.gguf", edit=None, types=None) -> Path:
     weights = _weights()
     if edit is not None:
         edit(weights)
     path = directory / name
-    write_llama_gguf(path, weights, n_head=2, n_kv_head=1, rope_base=10000.0, n_ctx=32, types={})
+    write_llama_gguf(path, weights, n_head=2, n_kv_head=1, rope_base=10000.0, n_ctx=32, types=types or {})
     return path
 
 
@@ -84,6 +84,14 @@ def gguf_cases(directory: Path) -> dict[str, Path]:
     # Two tensors under one name: attn_k renamed attn_q (names of equal length).
     cases["duplicate tensor name"] = _derived(directory, "duplicate.gguf", good.replace(b"blk.0.attn_k.weight", b"blk.0.attn_q.weight"))
     cases["Inf in a norm"] = valid_gguf(directory, "inf.gguf", lambda w: w["blk.0.attn_norm.weight"].__setitem__(0, np.inf))
+    # Weights that load but make every logit NaN.
+    cases["NaN in a weight matrix"] = valid_gguf(directory, "nan-matrix.gguf", lambda w: w["blk.0.ffn_down.weight"].__setitem__((0, 0), np.nan))
+    # A Q4_1 tensor (640 bytes) declared F32 (4096 bytes): its range runs into the next tensors.
+    import gguf
+
+    q4_1 = valid_gguf(directory, "q4_1.gguf", types={"blk.0.attn_q.weight": gguf.GGMLQuantizationType.Q4_1}).read_bytes()
+    q_dims_at, q_n_dims = _tensor_info_at(q4_1, "blk.0.attn_q.weight")
+    cases["type changed to a larger one"] = _derived(directory, "retyped.gguf", _patched(q4_1, q_dims_at + 4 + 8 * q_n_dims, "<I", int(gguf.GGMLQuantizationType.F32)))
     return cases
 
 

@@ -168,10 +168,10 @@ fn quantized_matmul_matches_row_dot_products() {
 }
 
 /// Matrices sharing one input (Q, K and V; gate and up) quantize it once: every output equals
-/// that matrix's own `matmul` and each row's own dot product, bit for bit, for one token and
-/// for batches with and without groups of eight and four rows, whose outputs are small enough
-/// to be gathered from their tiles on the calling thread or (with the 6000-row matrix, n = 12)
-/// large enough not to be.
+/// that matrix's own `matmul` (with its bias, where it has one) and each row's own dot product
+/// plus bias, bit for bit, for one token and for batches with and without groups of eight and
+/// four rows, whose outputs are small enough to be gathered from their tiles on the calling
+/// thread or (with the 6000-row matrix, n = 12) large enough not to be.
 #[test]
 fn matmul_group_equals_separate_matmuls() {
     let mut rng = Rng(0x5EED_0F6A_0C00);
@@ -188,14 +188,17 @@ fn matmul_group_equals_separate_matmuls() {
         })
         .collect();
     let ws: Vec<&Matrix> = matrices.iter().collect();
+    // Biases on the first and third matrices (Q/K/V biases come as a group).
+    let bias_values: Vec<Option<Vec<f32>>> = ws.iter().enumerate().map(|(m, w)| (m % 2 == 0).then(|| rng.vec(w.n_out, 1.0))).collect();
+    let biases: Vec<Option<&[f32]>> = bias_values.iter().map(|b| b.as_deref()).collect();
     for n in [1, 5, 12, 70] {
         let x = rng.vec(n * n_in, 1.0);
         let mut grouped: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; n * w.n_out]).collect();
         let mut scratch = MatmulScratch::default();
-        pool.install(|| matmul_group(&mut grouped.iter_mut().map(|y| y.as_mut_slice()).collect::<Vec<_>>(), &x, &ws, &mut scratch));
-        for (w, got) in ws.iter().zip(&grouped) {
+        pool.install(|| matmul_group(&mut grouped.iter_mut().map(|y| y.as_mut_slice()).collect::<Vec<_>>(), &x, &ws, &biases, &mut scratch));
+        for ((w, got), bias) in ws.iter().zip(&grouped).zip(&biases) {
             let mut want = vec![f32::NAN; n * w.n_out];
-            pool.install(|| matmul(&mut want, &x, w, None, &mut MatmulScratch::default()));
+            pool.install(|| matmul(&mut want, &x, w, *bias, &mut MatmulScratch::default()));
             assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "n={n}, n_out={}", w.n_out);
             // Both went through the same gathering of tiles: check every element against its
             // own row dot product too.
@@ -205,7 +208,11 @@ fn matmul_group_equals_separate_matmuls() {
                 let mut act = vec![bytemuck::Zeroable::zeroed(); per_row];
                 <BlockQ4_1 as QuantBlock>::Act::quantize(&x[t * n_in..(t + 1) * n_in], &mut act);
                 for o in 0..w.n_out {
-                    let row = BlockQ4_1::dot(&blocks[o * per_row..(o + 1) * per_row], &act);
+                    let dot = BlockQ4_1::dot(&blocks[o * per_row..(o + 1) * per_row], &act);
+                    let row = match bias {
+                        Some(b) => dot + b[o],
+                        None => dot,
+                    };
                     assert_eq!(got[t * w.n_out + o].to_bits(), row.to_bits(), "n={n}, n_out={}, t={t}, o={o}", w.n_out);
                 }
             }

@@ -31,7 +31,7 @@ def build(tmp_path, shape, dtype, seed=0, shards=1, untied=False):
     write_gpt2_checkpoint(directory, weights, n_head=n_head, dtype=dtype, shards=shards, n_inner=n_ff)
     stored = {k: round_to_dtype(v, dtype) for k, v in weights.items()}
     spec = load_spec(directory)
-    engine = _native.Engine(spec.arch, spec.config, spec.engine_tensors(), 2)
+    engine = _native.Engine(spec.config, spec.engine_tensors(), 2)
     return engine, stored, rng
 
 
@@ -111,7 +111,7 @@ def test_threads_one_and_two_agree(tmp_path):
     tokens = rng.integers(0, shape[0], size=25).tolist()
     results = []
     for threads in (1, 2):
-        engine = _native.Engine(spec.arch, spec.config, spec.engine_tensors(), threads)
+        engine = _native.Engine(spec.config, spec.engine_tensors(), threads)
         assert engine.threads == threads
         results.append(engine.new_session(len(tokens)).forward(tokens, all_logits=True))
     np.testing.assert_array_equal(results[0], results[1])

@@ -3,10 +3,14 @@ crash, a hang or a huge allocation. The files come from the generators in malfor
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from conftest import TINY_GPT2, run_cli
 from malformed import checkpoint_cases, gguf_cases
+
+TEXT = Path(__file__).parent / "fixtures" / "texts" / "apache-2.0.txt"
 
 
 def _assert_clean_failure(out, name):
@@ -30,10 +34,25 @@ def checkpoints(tmp_path_factory):
     "name",
     ["bad magic", "wrong version", "truncated header", "truncated metadata", "truncated tensor data", "huge tensor count", "huge kv count", "empty file", "string length past the end",
      "NaN in a norm", "missing tensor", "shape disagrees", "unexpected tensor", "misaligned offset", "offset past the end", "more than 2^40 elements",
-     "dims overflow u64", "array count past the end", "duplicate tensor name", "Inf in a norm"],
+     "dims overflow u64", "array count past the end", "duplicate tensor name", "Inf in a norm", "NaN in a weight matrix",
+     "type changed to a larger one"],
 )
 def test_malformed_gguf(gguf_files, name):
     _assert_clean_failure(run_cli("generate", "hi", "-m", str(gguf_files[name]), "-n", "1", timeout=60), name)
+
+
+def test_nan_logits_end_in_an_error_naming_the_model(gguf_files):
+    path = gguf_files["NaN in a weight matrix"]
+    for command in (("generate", "hi", "-n", "4", "-t", "0"), ("generate", "hi", "-n", "4", "--json"), ("perplexity", str(TEXT), "--ctx", "16")):
+        out = run_cli(*command, "-m", str(path), timeout=60)
+        _assert_clean_failure(out, f"NaN logits: {command[0]}")
+        assert str(path).encode() in out.stderr and b"NaN" in out.stderr, out.stderr
+
+
+def test_overlapping_tensor_data_is_refused(gguf_files):
+    out = run_cli("info", "-m", str(gguf_files["type changed to a larger one"]), timeout=60)
+    _assert_clean_failure(out, "overlap")
+    assert b"blk.0.attn_q.weight overlaps tensor" in out.stderr, out.stderr
 
 
 @pytest.mark.parametrize(

@@ -88,18 +88,22 @@ def test_threads_sharing_one_model_get_correct_results(tiny_gpt2, tiny_gpt2_expe
 def test_engine_rejects_bad_buffers():
     from gptgen import _native
 
-    config = {"n_vocab": 8, "n_ctx": 4, "n_embd": 4, "n_layer": 1, "n_head": 1, "n_kv_head": 1, "n_ff": 4, "head_dim": 4, "norm_eps": 1e-5, "kv_cache": "f32"}
+    from dataclasses import replace
+
+    from gptgen.loading.config import EngineConfig
+
+    config = EngineConfig(arch="gpt2", n_vocab=8, n_ctx=4, n_embd=4, n_layer=1, n_head=1, n_kv_head=1, n_ff=4, head_dim=4, norm_eps=1e-5, kv_cache="f32")
     writable = np.zeros(32, np.uint8)
     with pytest.raises(ValueError, match="read-only"):
-        _native.Engine("gpt2", config, {"token_embd.weight": (writable, "f32", [8, 1], "out_in")})
+        _native.Engine(config, {"token_embd.weight": (writable, "f32", [8, 1], "out_in")})
     frozen = np.zeros(31, np.uint8)
     frozen.flags.writeable = False
     with pytest.raises(ValueError, match="bytes"):
-        _native.Engine("gpt2", config, {"token_embd.weight": (frozen, "f32", [8, 1], "out_in")})
+        _native.Engine(config, {"token_embd.weight": (frozen, "f32", [8, 1], "out_in")})
     with pytest.raises(ValueError, match="out of range"):
-        _native.Engine("gpt2", {**config, "n_embd": 0}, {})
+        _native.Engine(replace(config, n_embd=0), {})
     with pytest.raises((ValueError, TypeError, OverflowError)):
-        _native.Engine("gpt2", {**config, "n_vocab": -1}, {})
+        _native.Engine(replace(config, n_vocab=-1), {})
 
 
 @pytest.mark.parametrize(
@@ -167,7 +171,7 @@ def test_absurd_thread_counts_are_refused_before_any_thread_starts():
     # The engine checks too, for callers of the boundary itself.
     spec, _ = load_files(TINY_GPT2)
     with pytest.raises(ValueError, match="threads must be at most"):
-        _native.Engine(spec.arch, spec.config, spec.engine_tensors(), _native.MAX_THREADS + 1)
+        _native.Engine(spec.config, spec.engine_tensors(), _native.MAX_THREADS + 1)
     out = run_cli("generate", "hi", *MODEL, "-n", "1", "--threads", "100000")
     assert out.returncode != 0 and b"threads must be between 1 and" in out.stderr and b"Traceback" not in out.stderr
 
@@ -177,7 +181,7 @@ def test_engine_errors_that_escape_the_checks_still_end_in_one_line(monkeypatch,
 
     def refuse(*args, **kwargs):
         # what the engine raises for input it rejects
-        _native.Engine("gpt2", {}, {}, 0)
+        _native.Engine(object(), {}, 0)
 
     monkeypatch.setattr(cli, "_load", refuse)
     monkeypatch.setattr("sys.argv", ["gptgen", "info", *MODEL])

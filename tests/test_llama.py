@@ -77,7 +77,7 @@ def test_gguf_llama_matches_numpy_reference(tmp_path, types):
     path = tmp_path / "tiny.gguf"
     stored = write_llama_gguf(path, weights, n_head=4, n_kv_head=2, rope_base=10000.0, n_ctx=64, types=types)
     model = gptgen.load(str(path), threads=2)
-    assert model.spec.config["rope_pairing"] == "adjacent"
+    assert model.spec.config.rope.pairing == "adjacent"
     tokens = rng.integers(0, 256, size=30).tolist()
     want = llama_logits(stored, tokens, n_head=4, n_kv_head=2, rope_base=10000.0, pairing="adjacent")
     got = model.new_session(len(tokens)).forward(tokens, all_logits=True)

@@ -9,9 +9,14 @@ MAX_THREADS: int
 def kernel_name() -> str:
     """The SIMD kernel family in use: "avx2+vnni", "avx2" or "scalar" (GPTGEN_FORCE_SCALAR=1)."""
 
+def storage_types() -> list[tuple[str, int, int, int]]:
+    """Every storage type the engine reads, from its one table (rust/tensor.rs): (name,
+    elements per block, bytes per block, alignment in bytes), floats being blocks of one.
+    Names are "f32", "f16", "bf16", "q4_0", ..., "q4_k", "q6_k"; ggml's are their upper case."""
+
 def dequantize(data: npt.NDArray[np.uint8], dtype: str, row_len: int) -> npt.NDArray[np.float32]:
-    """Rows of `row_len` elements stored as `dtype` (f32, f16, bf16, q4_0, q4_1, q5_0, q5_1,
-    q8_0, q4_k, q6_k), widened to float32 by the engine's kernels."""
+    """Rows of `row_len` elements stored as `dtype` (any name in `storage_types()`), widened
+    to float32 by the engine's kernels."""
 
 class Engine:
     """A loaded model on its own thread pool (threads=0: one per physical core).

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import GptgenError
+from .paths import models_dir
 
 
 @dataclass(frozen=True)
@@ -54,20 +55,6 @@ REGISTRY: dict[str, KnownModel] = {
 }
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _HF_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def cache_dir() -> Path:
-    """$GPTGEN_HOME, else the platform's user cache directory (XDG on Linux) + gptgen."""
-    home = os.environ.get("GPTGEN_HOME")
-    if home:
-        return Path(home).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("gptgen"))
-
-
-def models_dir() -> Path:
-    return cache_dir() / "models"
 
 
 def cached_file(model: KnownModel) -> Path:

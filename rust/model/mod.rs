@@ -2,11 +2,13 @@
 //! (`Session`), and the `Engine` that runs one on its own thread pool.
 
 pub mod gpt2;
+pub mod layers;
 pub mod llama;
 pub mod session;
 
 use crate::bail;
 use crate::error::{EngineError, Result};
+use crate::ops::attention::Heads;
 use crate::ops::rope::Rope;
 use crate::tensor::WeightSet;
 pub use session::{Batch, Scratch, Segment, Session};
@@ -29,9 +31,16 @@ pub struct Config {
     pub rope: Option<Rope>,
     /// Store the KV cache in f16 (as llama.cpp does) instead of f32.
     pub kv_f16: bool,
+    /// Biases on the Q, K and V projections (Qwen2).
+    pub qkv_bias: bool,
+    /// RMSNorm of each query and key head before RoPE (Qwen3).
+    pub qk_norm: bool,
 }
 
 impl Config {
+    pub fn heads(&self) -> Heads {
+        Heads { n_head: self.n_head, n_kv_head: self.n_kv_head, head_dim: self.head_dim }
+    }
 
     /// Rejects sizes no model can have, before any buffer is sized from them.
     pub fn validate(&self) -> Result<()> {
@@ -98,6 +107,8 @@ impl Arch {
 /// (one forward pass at a time: callers on several threads take turns).
 pub struct Engine {
     model: Box<dyn Model>,
+    /// What error messages call the model (its path).
+    name: String,
     pool: rayon::ThreadPool,
     scratch: Mutex<Scratch>,
 }
@@ -107,8 +118,8 @@ pub struct Engine {
 pub const MAX_THREADS: usize = 512;
 
 impl Engine {
-    /// `threads` = 0 means one per physical core.
-    pub fn new(arch: Arch, config: Config, weights: &WeightSet, threads: usize) -> Result<Self> {
+    /// `threads` = 0 means one per physical core; `name` is what error messages call the model.
+    pub fn new(arch: Arch, config: Config, weights: &WeightSet, threads: usize, name: &str) -> Result<Self> {
         if threads > MAX_THREADS {
             bail!("threads must be at most {MAX_THREADS}, not {threads}");
         }
@@ -124,7 +135,7 @@ impl Engine {
             .thread_name(|i| format!("gptgen-{i}"))
             .build()
             .map_err(|e| EngineError(format!("cannot start {threads} threads: {e}")))?;
-        Ok(Engine { model, pool, scratch: Mutex::new(Scratch::default()) })
+        Ok(Engine { model, name: name.to_string(), pool, scratch: Mutex::new(Scratch::default()) })
     }
 
     pub fn config(&self) -> &Config {
@@ -186,6 +197,16 @@ impl Engine {
         for (session, toks) in sessions.iter_mut().zip(tokens) {
             session.pos += toks.len();
         }
+        if !all_finite(&logits) {
+            bail!("{}: the forward pass produced NaN or infinite logits (broken weights, or activations beyond float32's range)", self.name);
+        }
         Ok(logits)
     }
+}
+
+/// Whether no value is NaN or infinite: a branch-free pass over the exponent bits, cheaper
+/// than an early-exit search over a vocabulary's logits.
+fn all_finite(values: &[f32]) -> bool {
+    const EXPONENT: u32 = 0x7f80_0000;
+    values.iter().fold(0u32, |non_finite, v| non_finite | u32::from(v.to_bits() & EXPONENT == EXPONENT)) == 0
 }

@@ -2,10 +2,10 @@
 //! of one forward call (`Batch`: token rows of one or more sessions), and the engine's
 //! activation buffers (`Scratch`: grown once to the largest batch, never per token).
 
+use super::layers::BlockScratch;
 use super::Config;
 use crate::kernels::{narrow, Elem};
 use crate::ops::attention::{attention, Heads, Sequence};
-use crate::ops::matmul::MatmulScratch;
 use half::f16;
 use std::any::Any;
 use std::ops::Range;
@@ -102,22 +102,9 @@ pub struct Scratch {
     pub x: Vec<f32>,
     /// normalised input / sublayer output [n, n_embd]
     pub h: Vec<f32>,
-    /// queries [n, n_head * head_dim] (GPT-2: fused q|k|v [n, 3 * n_embd])
-    pub q: Vec<f32>,
-    /// keys [n, n_kv_head * head_dim]
-    pub k: Vec<f32>,
-    /// values [n, n_kv_head * head_dim]
-    pub v: Vec<f32>,
-    /// attention output [n, n_head * head_dim]
-    pub att: Vec<f32>,
-    /// feed-forward hidden [n, n_ff] (SwiGLU: the gate)
-    pub ff: Vec<f32>,
-    /// SwiGLU's up projection [n, n_ff]
-    pub ff_up: Vec<f32>,
-    /// RoPE cos and sin [n, rope_dims / 2]
-    pub rope_cos: Vec<f32>,
-    pub rope_sin: Vec<f32>,
-    pub matmul: MatmulScratch,
+    /// the rows whose logits are wanted [rows, n_embd]
+    pub logit_rows: Vec<f32>,
+    pub blocks: BlockScratch,
 }
 
 impl Session {

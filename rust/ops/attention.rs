@@ -20,6 +20,18 @@ pub struct Heads {
     pub head_dim: usize,
 }
 
+impl Heads {
+    /// Width of a row of queries (and of the attention output).
+    pub fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+
+    /// Width of a row of keys or values.
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_head * self.head_dim
+    }
+}
+
 /// How llama.cpp spreads a sum over SIMD lanes: several tokens at once go through tinyBLAS
 /// (8 lanes), a single token through ggml_vec_dot_f16 (4 x 8 lanes).
 #[derive(Clone, Copy, PartialEq, Eq)]

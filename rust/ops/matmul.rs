@@ -86,42 +86,47 @@ pub fn matmul(y: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f32]>, scratc
     )
 }
 
-/// ys[i] = x · W_iᵀ for several matrices reading the same input x (Q, K and V; gate and up).
-/// For quantized weights of one type the activation rows are quantized once for all the
-/// matrices, and one token's dot products run in one parallel region; otherwise each matrix
-/// is a `matmul`. Results are identical either way.
-pub fn matmul_group(ys: &mut [&mut [f32]], x: &[f32], ws: &[&Matrix], scratch: &mut MatmulScratch) {
-    assert_eq!(ys.len(), ws.len(), "matmul_group: one output per matrix");
+/// ys[i] = x · W_iᵀ + b_i for several matrices reading the same input x (Q, K and V; gate and
+/// up), each with an optional bias. For quantized weights of one type the activation rows are
+/// quantized once for all the matrices, and one token's dot products run in one parallel
+/// region; otherwise each matrix is a `matmul`. Results are identical either way.
+pub fn matmul_group(ys: &mut [&mut [f32]], x: &[f32], ws: &[&Matrix], biases: &[Option<&[f32]>], scratch: &mut MatmulScratch) {
+    assert!(ys.len() == ws.len() && biases.len() == ws.len(), "matmul_group: one output and one bias per matrix");
+    for (w, bias) in ws.iter().zip(biases) {
+        if let Some(b) = bias {
+            assert_eq!(b.len(), w.n_out, "matmul_group: bias has the wrong size");
+        }
+    }
     let (dtype, n_in) = (ws[0].tensor.dtype(), ws[0].n_in);
     let shared = dtype.is_quantized() && ws.iter().all(|w| w.tensor.dtype() == dtype && w.n_in == n_in && w.layout == Layout::OutIn);
     if !shared {
-        for (y, w) in ys.iter_mut().zip(ws) {
-            matmul(y, x, w, None, scratch);
+        for ((y, w), bias) in ys.iter_mut().zip(ws).zip(biases) {
+            matmul(y, x, w, *bias, scratch);
         }
         return;
     }
     assert!(n_in > 0 && x.len().is_multiple_of(n_in), "matmul_group: x is not a whole number of rows");
     with_elems!(ws[0].tensor.elems(), first =>
         float unreachable!("shared groups are quantized: {}", first.len()),
-        quant quant_group(ys, x, ws, scratch, first)
+        quant quant_group(ys, x, ws, biases, scratch, first)
     )
 }
 
 /// `matmul_group` for quantized matrices of block type B (the type of `of_type`).
-fn quant_group<B: QuantBlock>(ys: &mut [&mut [f32]], x: &[f32], ws: &[&Matrix], scratch: &mut MatmulScratch, of_type: &[B]) {
+fn quant_group<B: QuantBlock>(ys: &mut [&mut [f32]], x: &[f32], ws: &[&Matrix], biases: &[Option<&[f32]>], scratch: &mut MatmulScratch, of_type: &[B]) {
     let MatmulScratch { tiles, act, packs8, packs4 } = scratch;
     let rows = quantize_rows(x, ws[0].n_in, act, packs8, packs4, of_type);
     for (y, w) in ys.iter().zip(ws) {
         assert_eq!(y.len(), rows.n * w.n_out, "matmul_group: output has the wrong size");
     }
     if split_by_tokens(rows.n) {
-        for (y, w) in ys.iter_mut().zip(ws) {
-            quant_matmul(y, w.tensor.as_slice::<B>(), w, None, tiles, &rows);
+        for ((y, w), bias) in ys.iter_mut().zip(ws).zip(biases) {
+            quant_matmul(y, w.tensor.as_slice::<B>(), w, *bias, tiles, &rows);
         }
         return;
     }
     if rows.n > 1 {
-        run_tiles(ys, rows.n, TILE_OUT_IN, tiles, |m, col0, out| quant_tile(out, ws[m].tensor.as_slice::<B>(), None, col0, &rows));
+        run_tiles(ys, rows.n, TILE_OUT_IN, tiles, |m, col0, out| quant_tile(out, ws[m].tensor.as_slice::<B>(), biases[m], col0, &rows));
         return;
     }
     // One token: every chunk of every output, as (chunk index, matrix, first row, output
@@ -135,7 +140,7 @@ fn quant_group<B: QuantBlock>(ys: &mut [&mut [f32]], x: &[f32], ws: &[&Matrix], 
         tasks.extend(y.chunks_mut(chunk).enumerate().map(|(k, out)| (k, m, k * chunk, out)));
     }
     tasks.sort_by_key(|&(k, m, ..)| (k, m));
-    tasks.into_par_iter().for_each(|(_, m, row0, out)| one_token_dots(out, ws[m].tensor.as_slice::<B>(), rows.per_row, row0, rows.act));
+    tasks.into_par_iter().for_each(|(_, m, row0, out)| one_token_dots(out, ws[m].tensor.as_slice::<B>(), rows.per_row, row0, rows.act, biases[m]));
 }
 
 /// Rows per task when one token meets a quantized matrix: each thread takes one contiguous
@@ -145,11 +150,11 @@ fn one_token_chunk(n_out: usize, threads: usize) -> usize {
     n_out.div_ceil(chunks).next_multiple_of(4)
 }
 
-/// out[j] = W[row0 + j] · act for one activation row, W [n_out, per_row] blocks. Four rows a
-/// quarter of the chunk apart go through each kernel call: their running sums are
-/// independent (one row's blocks form a chain of dependent multiply-adds), and each quarter
-/// is read as one long sequential stream (four adjacent rows in step stream badly here).
-fn one_token_dots<B: QuantBlock>(out: &mut [f32], blocks: &[B], per_row: usize, row0: usize, act: &[B::Act]) {
+/// out[j] = W[row0 + j] · act (+ bias[row0 + j]) for one activation row, W [n_out, per_row]
+/// blocks. Four rows a quarter of the chunk apart go through each kernel call: their running
+/// sums are independent (one row's blocks form a chain of dependent multiply-adds), and each
+/// quarter is read as one long sequential stream (four adjacent rows in step stream badly here).
+fn one_token_dots<B: QuantBlock>(out: &mut [f32], blocks: &[B], per_row: usize, row0: usize, act: &[B::Act], bias: Option<&[f32]>) {
     let row = |j: usize| &blocks[(row0 + j) * per_row..(row0 + j + 1) * per_row];
     let quarter = if out.len() / 4 >= MIN_QUARTER_ROWS { out.len() / 4 } else { 0 };
     for j in 0..quarter {
@@ -160,6 +165,9 @@ fn one_token_dots<B: QuantBlock>(out: &mut [f32], blocks: &[B], per_row: usize, 
     }
     for (j, o) in out.iter_mut().enumerate().skip(4 * quarter) {
         *o = B::dot(row(j), act);
+    }
+    if let Some(b) = bias {
+        add_in_place(out, &b[row0..row0 + out.len()]);
     }
 }
 
@@ -346,12 +354,7 @@ fn quant_matmul<B: QuantBlock>(y: &mut [f32], ws: &[B], w: &Matrix, bias: Option
     let &QuantizedRows { n, per_row, act, .. } = rows;
     if n == 1 {
         let chunk = one_token_chunk(w.n_out, rayon::current_num_threads());
-        y.par_chunks_mut(chunk).enumerate().for_each(|(k, out)| {
-            one_token_dots(out, ws, per_row, k * chunk, act);
-            if let Some(b) = bias {
-                add_in_place(out, &b[k * chunk..k * chunk + out.len()]);
-            }
-        });
+        y.par_chunks_mut(chunk).enumerate().for_each(|(k, out)| one_token_dots(out, ws, per_row, k * chunk, act, bias));
         return;
     }
     if split_by_tokens(n) {

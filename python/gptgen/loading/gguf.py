@@ -5,28 +5,19 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from .. import families
 from ..errors import GptgenError
 from ..tokenizer import Tokenizer
+from .gguf_metadata import GGUFMetadata
 from .mapping import map_file
-from .spec import ModelSpec, TensorView, storage_bytes
+from .spec import ModelSpec, TensorView, storage_bytes, storage_types
 
-# ggml type names (gguf.GGMLQuantizationType) -> engine dtype names.
-_GGML_TYPES = {
-    "F32": "f32",
-    "F16": "f16",
-    "BF16": "bf16",
-    "Q4_0": "q4_0",
-    "Q4_1": "q4_1",
-    "Q5_0": "q5_0",
-    "Q5_1": "q5_1",
-    "Q8_0": "q8_0",
-    "Q4_K": "q4_k",
-    "Q6_K": "q6_k",
-}
+# ggml type names (gguf.GGMLQuantizationType) -> engine dtype names: the engine's types,
+# whose ggml names are their upper case.
+_GGML_TYPES = {name.upper(): name for name in storage_types()}
 
 
 def is_gguf_file(path: Path) -> bool:
@@ -34,45 +25,6 @@ def is_gguf_file(path: Path) -> bool:
         return False
     with path.open("rb") as f:
         return f.read(4) == b"GGUF"
-
-
-class _Metadata:
-    """GGUF key/values with typed, checked accessors."""
-
-    def __init__(self, path: Path, reader):
-        self.path = path
-        self.fields = reader.fields
-
-    def get(self, key: str, default: Any = None) -> Any:
-        field = self.fields.get(key)
-        if field is None:
-            return default
-        try:
-            return field.contents()
-        except Exception:
-            raise GptgenError(f"{self.path}: metadata {key} cannot be read") from None
-
-    def positive_int(self, key: str, default: int | None = None) -> int:
-        value = self.get(key, default)
-        if value is None:
-            raise GptgenError(f"{self.path}: metadata {key} is missing")
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise GptgenError(f"{self.path}: metadata {key} must be a positive integer, not {value!r}")
-        return int(value)
-
-    def positive_float(self, key: str, default: float | None = None) -> float:
-        value = self.get(key, default)
-        if value is None:
-            raise GptgenError(f"{self.path}: metadata {key} is missing")
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 < value < float("inf"):
-            raise GptgenError(f"{self.path}: metadata {key} must be a positive number, not {value!r}")
-        return float(value)
-
-    def string_list(self, key: str, default: list[str] | None = None) -> list[str]:
-        value = self.get(key, default)
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise GptgenError(f"{self.path}: metadata {key} must be a list of strings")
-        return value
 
 
 @functools.cache
@@ -119,51 +71,42 @@ def load_gguf(path: Path) -> tuple[ModelSpec, Tokenizer]:
 def _parse(path: Path) -> tuple[ModelSpec, Tokenizer, dict[str, int]]:
     """Reads and checks the whole file; also returns each tensor's first byte in the file."""
     reader = _open(path)
-    meta = _Metadata(path, reader)
-    arch = meta.get("general.architecture")
-    if arch not in ("llama", "gpt2"):
-        raise GptgenError(f"{path}: architecture {arch!r} is not supported (supported: llama, gpt2)")
-    n_embd = meta.positive_int(f"{arch}.embedding_length")
-    n_head = meta.positive_int(f"{arch}.attention.head_count")
+    meta = GGUFMetadata(path, reader.fields)
+    family = families.by_gguf_arch(meta.arch)
+    if family is None or family.gguf_config is None:
+        raise GptgenError(f"{path}: architecture {meta.arch!r} is not supported (supported: {', '.join(families.gguf_archs())})")
     tokenizer = _tokenizer(meta)
-    config: dict[str, Any] = {
-        "n_ctx": meta.positive_int(f"{arch}.context_length"),
-        "n_embd": n_embd,
-        "n_layer": meta.positive_int(f"{arch}.block_count"),
-        "n_head": n_head,
-        "n_kv_head": meta.positive_int(f"{arch}.attention.head_count_kv", n_head),
-        "n_ff": meta.positive_int(f"{arch}.feed_forward_length"),
-        "head_dim": n_embd // n_head,
-        # f16 keys and values, as llama.cpp keeps them: same memory, same numerics.
-        "kv_cache": "f16",
-    }
-    if arch == "llama":
-        config["norm_eps"] = meta.positive_float("llama.attention.layer_norm_rms_epsilon")
-        config["rope_base"] = meta.positive_float("llama.rope.freq_base", 10000.0)
-        config["rope_dims"] = meta.positive_int("llama.rope.dimension_count", config["head_dim"])
-        config["rope_pairing"] = "adjacent"
-        if meta.get("llama.rope.scaling.type", "none") not in ("none", "linear") or meta.get("llama.rope.scaling.factor", 1.0) != 1.0:
-            raise GptgenError(f"{path}: RoPE scaling is not supported")
-    else:
-        config["norm_eps"] = meta.positive_float("gpt2.attention.layer_norm_epsilon", 1e-5)
     tensors, offsets = _tensors(path, reader)
+    _check_disjoint(path, tensors, offsets)
     embd = tensors.get("token_embd.weight")
     if embd is None or len(embd.shape) != 2:
         raise GptgenError(f"{path}: token_embd.weight is missing or not 2-D")
-    config["n_vocab"] = embd.shape[0]
-    if tokenizer.vocab_size > config["n_vocab"]:
-        raise GptgenError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but token_embd only {config['n_vocab']} rows")
+    n_vocab = embd.shape[0]
+    if tokenizer.vocab_size > n_vocab:
+        raise GptgenError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but token_embd only {n_vocab} rows")
+    # f16 keys and values, as llama.cpp keeps them: same memory, same numerics.
+    common = {"n_vocab": n_vocab, "kv_cache": "f16", **meta.sizes()}
     spec = ModelSpec(
-        arch=arch,
-        config=config,
+        arch=family.name,
+        config=family.gguf_config(meta, common),
         tensors=tensors,
         path=path,
         format="gguf",
         eos_token_ids=tokenizer.eos_ids,
         bos_token_id=tokenizer.bos_id,
-        chat_template=meta.get("tokenizer.chat_template"),
+        chat_template=meta.get("tokenizer.chat_template") or family.chat_template,
     )
     return spec, tokenizer, offsets
+
+
+def _check_disjoint(path: Path, tensors: dict[str, TensorView], offsets: dict[str, int]) -> None:
+    """Each tensor's bytes must end before the next tensor's begin (llama.cpp requires each
+    offset to follow the previous tensor's padded end): a tensor whose declared type or shape
+    was changed would otherwise read its neighbour's bytes as its own."""
+    spans = sorted((offsets[name], offsets[name] + t.data.nbytes, name) for name, t in tensors.items())
+    for (_, end, name), (start, _, following) in zip(spans, spans[1:]):
+        if start < end:
+            raise GptgenError(f"{path}: tensor {name} overlaps tensor {following} (its type or shape does not match its data)")
 
 
 def _tensors(path: Path, reader) -> tuple[dict[str, TensorView], dict[str, int]]:
@@ -198,31 +141,7 @@ def _tensors(path: Path, reader) -> tuple[dict[str, TensorView], dict[str, int]]
     return tensors, offsets
 
 
-# llama.cpp's pre-tokenizer names -> how the text is split before BPE.
-_LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-
-
-def _pre_tokenizer(pre: str):
-    from tokenizers import Regex, pre_tokenizers
-
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    if pre in ("gpt-2", "default"):
-        return byte_level
-    if pre == "smollm":
-        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-    if pre in ("llama-bpe", "llama3"):
-        return pre_tokenizers.Sequence(
-            [
-                pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), behavior="isolated"),
-                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-            ]
-        )
-    return None
-
-
-def _tokenizer(meta: _Metadata) -> Tokenizer:
+def _tokenizer(meta: GGUFMetadata) -> Tokenizer:
     """A `tokenizers` byte-level BPE built from the GGUF vocabulary and merges."""
     from tokenizers import AddedToken, decoders, models
     from tokenizers import Tokenizer as HFTokenizer
@@ -231,9 +150,9 @@ def _tokenizer(meta: _Metadata) -> Tokenizer:
     if kind != "gpt2":
         raise GptgenError(f"{meta.path}: tokenizer model {kind!r} is not supported (byte-level BPE, 'gpt2')")
     pre = meta.get("tokenizer.ggml.pre", "default")
-    pre_tokenizer = _pre_tokenizer(pre)
+    pre_tokenizer = families.pre_tokenizer(pre)
     if pre_tokenizer is None:
-        raise GptgenError(f"{meta.path}: tokenizer pre-type {pre!r} is not supported (gpt-2, smollm, llama-bpe)")
+        raise GptgenError(f"{meta.path}: tokenizer pre-type {pre!r} is not supported ({', '.join(families.pre_tokenizer_names())})")
     tokens = meta.string_list("tokenizer.ggml.tokens")
     merges = meta.string_list("tokenizer.ggml.merges", [])
     types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
@@ -249,10 +168,10 @@ def _tokenizer(meta: _Metadata) -> Tokenizer:
     if len(vocab) != len(tokens):
         raise GptgenError(f"{meta.path}: the vocabulary has duplicate tokens")
     try:
-        backend = HFTokenizer(models.BPE(vocab=vocab, merges=pairs, ignore_merges=pre in ("llama-bpe", "llama3")))
+        backend = HFTokenizer(models.BPE(vocab=vocab, merges=pairs, ignore_merges=pre_tokenizer.ignore_merges))
     except Exception as e:  # the tokenizers library raises plain Exceptions
         raise GptgenError(f"{meta.path}: inconsistent vocabulary and merges ({e})") from None
-    backend.pre_tokenizer = pre_tokenizer
+    backend.pre_tokenizer = pre_tokenizer.build()
     backend.decoder = decoders.ByteLevel()
     # Control tokens (type 3) are specials; user-defined ones (4) are matched whole but keep their text.
     backend.add_tokens([AddedToken(tokens[i], special=t == 3, normalized=False) for i, t in enumerate(types) if t in (3, 4)])

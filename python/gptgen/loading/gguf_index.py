@@ -18,12 +18,14 @@ import json
 import os
 from pathlib import Path
 
+from ..paths import gguf_index_dir
 from ..tokenizer import Tokenizer
+from .config import EngineConfig
 from .mapping import map_file
 from .spec import ModelSpec, TensorView
 
 # Bumped whenever what load_gguf derives changes shape.
-_FORMAT = 1
+_FORMAT = 2
 # Indexes kept (least recently used go first): a few MB each for 50k-token vocabularies.
 _KEEP = 16
 
@@ -33,12 +35,10 @@ def _identity(path: Path) -> dict:
     (gptgen's index format and version, and the gguf and tokenizers packages)."""
     from importlib.metadata import version
 
-    from .. import __version__
-
     st = path.stat()
     return {
         "format": _FORMAT,
-        "gptgen": __version__,
+        "gptgen": version("gptgen"),
         "gguf": version("gguf"),
         "tokenizers": version("tokenizers"),
         "path": str(path.resolve()),
@@ -49,10 +49,8 @@ def _identity(path: Path) -> dict:
 
 
 def _index_file(path: Path) -> Path:
-    from ..models import cache_dir
-
     digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
-    return cache_dir() / "gguf-index" / f"{digest}.json"
+    return gguf_index_dir() / f"{digest}.json"
 
 
 def save(path: Path, spec: ModelSpec, tokenizer: Tokenizer, offsets: dict[str, int]) -> None:
@@ -60,7 +58,7 @@ def save(path: Path, spec: ModelSpec, tokenizer: Tokenizer, offsets: dict[str, i
     record = {
         "identity": _identity(path),
         "arch": spec.arch,
-        "config": spec.config,
+        "config": spec.config.as_dict(),
         "eos_token_ids": spec.eos_token_ids,
         "bos_token_id": spec.bos_token_id,
         "chat_template": spec.chat_template,
@@ -111,7 +109,7 @@ def _from_record(path: Path, record: dict) -> tuple[ModelSpec, Tokenizer]:
     tokenizer = Tokenizer(HFTokenizer.from_str(t["json"]), bos_id=t["bos_id"], eos_ids=t["eos_ids"], add_bos=t["add_bos"])
     spec = ModelSpec(
         arch=record["arch"],
-        config=record["config"],
+        config=EngineConfig.from_dict(record["config"]),
         tensors=tensors,
         path=path,
         format="gguf",

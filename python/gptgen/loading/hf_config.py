@@ -29,6 +29,8 @@ class HFConfig:
     def __init__(self, path: Path):
         self.path = path
         self.values = read_json(path)
+        # The config key each size read through `sizes` came from, for messages.
+        self.size_keys: dict[str, str] = {}
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.values.get(key, default)
@@ -40,6 +42,12 @@ class HFConfig:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise GptgenError(f"{self.path}: {key} must be a positive integer, not {value!r}")
         return value
+
+    def sizes(self, keys: dict[str, str]) -> dict[str, int]:
+        """{field: the positive integer under config key keys[field]} (a family's names for the
+        sizes, as transformers' attribute_map)."""
+        self.size_keys.update(keys)
+        return {name: self.positive_int(key) for name, key in keys.items()}
 
     def positive_float(self, key: str, default: float | None = None) -> float:
         value = self.values.get(key, default)

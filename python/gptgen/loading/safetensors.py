@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import GptgenError
 from .mapping import map_file
-from .spec import DTYPE_SIZES, TensorView, storage_bytes
+from .spec import TensorView, storage_bytes, storage_types
 
 _DTYPES = {"F32": "f32", "F16": "f16", "BF16": "bf16"}
 # A header larger than this is not a model header (the format's own reference caps it too).
@@ -81,7 +81,7 @@ def _tensor_view(path: Path, name: str, info: object, mapped: np.ndarray, data_s
     if end - begin != n_bytes:
         raise GptgenError(f"{where}: shape {shape} needs {n_bytes} bytes, offsets give {end - begin}")
     data = mapped[data_start + begin : data_start + end]
-    if data.ctypes.data % DTYPE_SIZES[dtype]:
+    if data.ctypes.data % storage_types()[dtype].alignment:
         # The engine reads elements in place and needs them aligned; this copy is rare.
         data = data.copy()
         data.flags.writeable = False

@@ -3,21 +3,37 @@ named the GGUF way (`token_embd.weight`, `blk.0.attn_qkv.weight`, ...)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from ..errors import GptgenError
-from ..sampling import SamplingParams
+from ..options import SamplingParams
+from .config import EngineConfig
 
-# Bytes per element of the float storage types the engine reads.
-DTYPE_SIZES = {"f32": 4, "f16": 2, "bf16": 2}
-# (elements, bytes) per block of the quantized types the engine reads (ggml's layouts).
-QUANT_BLOCKS = {"q4_0": (32, 18), "q4_1": (32, 20), "q5_0": (32, 22), "q5_1": (32, 24), "q8_0": (32, 34), "q4_k": (256, 144), "q6_k": (256, 210)}
-# The engine reads float elements and the f16 scales inside quant blocks in place.
-_ALIGNMENT = {**DTYPE_SIZES, **{q: 2 for q in QUANT_BLOCKS}}
 _LAYOUTS = ("out_in", "in_out")
+
+
+class StorageType(NamedTuple):
+    """A storage type the engine reads: `block_elems` elements take `block_bytes` bytes
+    (plain floats are blocks of one), read in place at a multiple of `alignment`."""
+
+    name: str
+    block_elems: int
+    block_bytes: int
+    alignment: int
+
+
+@functools.cache
+def storage_types() -> dict[str, StorageType]:
+    """The engine's storage types by name ("f32", "q4_k", ...; ggml's name is the upper case),
+    read from the engine's one table (rust/tensor.rs) on first use."""
+    from .. import _native
+
+    return {row[0]: StorageType(*row) for row in _native.storage_types()}
 
 
 def storage_bytes(dtype: str, shape: tuple[int, ...] | list[int]) -> int:
@@ -26,14 +42,12 @@ def storage_bytes(dtype: str, shape: tuple[int, ...] | list[int]) -> int:
     count = 1
     for d in shape:
         count *= d
-    if dtype in QUANT_BLOCKS:
-        block_elems, block_bytes = QUANT_BLOCKS[dtype]
-        if not shape or shape[-1] % block_elems:
-            raise GptgenError(f"rows of {shape[-1] if shape else 0} are not whole {dtype} blocks")
-        return count // block_elems * block_bytes
-    if dtype not in DTYPE_SIZES:
+    stored = storage_types().get(dtype)
+    if stored is None:
         raise GptgenError(f"tensor type {dtype!r} is not supported")
-    return count * DTYPE_SIZES[dtype]
+    if stored.block_elems > 1 and (not shape or shape[-1] % stored.block_elems):
+        raise GptgenError(f"rows of {shape[-1] if shape else 0} are not whole {dtype} blocks")
+    return count // stored.block_elems * stored.block_bytes
 
 
 @dataclass(frozen=True)
@@ -62,8 +76,9 @@ class TensorView:
             raise GptgenError(f"tensor {name}: data must be a 1-D uint8 array")
         if not data.flags.c_contiguous:
             raise GptgenError(f"tensor {name}: data is not contiguous")
-        if data.ctypes.data % _ALIGNMENT.get(self.dtype, 1):
-            raise GptgenError(f"tensor {name}: data is not aligned to {_ALIGNMENT[self.dtype]} bytes")
+        stored = storage_types().get(self.dtype)
+        if stored is not None and data.ctypes.data % stored.alignment:
+            raise GptgenError(f"tensor {name}: data is not aligned to {stored.alignment} bytes")
         if self.layout not in _LAYOUTS:
             raise GptgenError(f"tensor {name}: layout {self.layout!r} is not one of {_LAYOUTS}")
         if not self.shape or any(not isinstance(d, int) or d <= 0 for d in self.shape):
@@ -92,23 +107,22 @@ class TensorView:
 class ModelSpec:
     """A model ready to hand to the engine."""
 
+    # The model family (gptgen.families), e.g. "llama".
     arch: str
-    # The engine's config: n_vocab, n_ctx, n_embd, n_layer, n_head, n_kv_head, n_ff, head_dim,
-    # norm_eps, kv_cache, and for RoPE models rope_base, rope_dims, rope_pairing.
-    config: dict[str, int | float | str]
+    config: EngineConfig
     tensors: dict[str, TensorView]
     path: Path
     format: str
     eos_token_ids: list[int] = field(default_factory=list)
     bos_token_id: int | None = None
     # What `generate` does when the user sets no sampling option.
-    sampling_defaults: SamplingParams = field(default_factory=SamplingParams)
+    sampling_defaults: SamplingParams = field(default_factory=SamplingParams)  # only what the files set; None: unset
     # Jinja chat template from the model files, if any.
     chat_template: str | None = None
 
     @property
     def n_ctx(self) -> int:
-        return int(self.config["n_ctx"])
+        return self.config.n_ctx
 
     @property
     def n_params(self) -> int:

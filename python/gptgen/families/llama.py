@@ -1,0 +1,114 @@
+"""Llama (llama.cpp src/models/llama.cpp, transformers modeling_llama.py), and the models
+built like it (SmolLM2): RMSNorm, RoPE, grouped-query attention, a SwiGLU feed-forward; the
+engine's `llama` forward (rust/model/llama.rs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import GptgenError
+from ..loading.config import EngineConfig, RopeConfig
+from ..loading.gguf_metadata import GGUFMetadata
+from ..loading.hf_config import HFConfig
+from .base import Family, HFTensorNames, PreTokenizer
+
+
+def gguf_rope(meta: GGUFMetadata, head_dim: int, pairing: str) -> RopeConfig:
+    """The file's RoPE settings; scaled RoPE is refused (not supported yet)."""
+    scaling = meta.get(meta.key("rope.scaling.type"), "none")
+    if scaling not in ("none", "linear") or meta.get(meta.key("rope.scaling.factor"), 1.0) != 1.0:
+        raise GptgenError(f"{meta.path}: RoPE scaling is not supported")
+    return RopeConfig(
+        base=meta.positive_float(meta.key("rope.freq_base"), 10000.0),
+        dims=meta.positive_int(meta.key("rope.dimension_count"), head_dim),
+        pairing=pairing,
+    )
+
+
+def _gguf_config(meta: GGUFMetadata, common: dict[str, Any]) -> EngineConfig:
+    return EngineConfig(
+        arch="llama",
+        **common,
+        norm_eps=meta.positive_float(meta.key("attention.layer_norm_rms_epsilon")),
+        # llama.cpp's converter permutes the Q and K rows of `llama` files into adjacent pairs.
+        rope=gguf_rope(meta, common["head_dim"], "adjacent"),
+    )
+
+
+def _hf_config(config: HFConfig) -> EngineConfig:
+    if config.get("hidden_act", "silu") != "silu":
+        raise GptgenError(f"{config.path}: hidden_act {config.get('hidden_act')!r} is not supported (silu)")
+    for flag in ("attention_bias", "mlp_bias"):
+        if config.get(flag):
+            raise GptgenError(f"{config.path}: {flag} = true is not supported")
+    rope_parameters = config.get("rope_parameters") or {}
+    rope_scaling = config.get("rope_scaling") or {}
+    rope_type = rope_parameters.get("rope_type", rope_scaling.get("rope_type", rope_scaling.get("type", "default")))
+    if rope_type != "default":
+        raise GptgenError(f"{config.path}: RoPE scaling {rope_type!r} is not supported")
+    rope_base = rope_parameters.get("rope_theta", config.get("rope_theta", 10000.0))
+    if isinstance(rope_base, bool) or not isinstance(rope_base, (int, float)) or not rope_base > 0:
+        raise GptgenError(f"{config.path}: rope_theta must be a positive number, not {rope_base!r}")
+    sizes = config.sizes(
+        {"n_vocab": "vocab_size", "n_ctx": "max_position_embeddings", "n_embd": "hidden_size", "n_layer": "num_hidden_layers", "n_head": "num_attention_heads", "n_ff": "intermediate_size"}
+    )
+    head_dim = config.positive_int("head_dim", sizes["n_embd"] // sizes["n_head"])
+    return EngineConfig(
+        arch="llama",
+        **sizes,
+        n_kv_head=config.positive_int("num_key_value_heads", sizes["n_head"]),
+        head_dim=head_dim,
+        norm_eps=config.positive_float("rms_norm_eps", 1e-6),
+        # Hugging Face checkpoints keep Q and K rows as trained: rotate_half pairs.
+        rope=RopeConfig(base=float(rope_base), dims=head_dim, pairing="halves"),
+    )
+
+
+# Llama 3's pre-tokenizer regex (llama.cpp's LLAMA_VOCAB_PRE_TYPE_LLAMA3).
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def _llama3():
+    from tokenizers import Regex, pre_tokenizers
+
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+
+
+def _smollm():
+    from tokenizers import pre_tokenizers
+
+    return pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+    )
+
+
+FAMILY = Family(
+    name="llama",
+    gguf_arch="llama",
+    hf_model_types=("llama",),
+    gguf_config=_gguf_config,
+    hf_config=_hf_config,
+    hf_names=HFTensorNames(
+        globals={"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"},
+        block_prefix=r"model\.layers\.(\d+)\.",
+        blocks={
+            "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+            "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
+            "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+        },
+        # A cached buffer, recomputed by the engine.
+        ignored=r".*rotary_emb\.inv_freq",
+    ),
+    pre_tokenizers={
+        "smollm": PreTokenizer(_smollm),
+        "llama-bpe": PreTokenizer(_llama3, ignore_merges=True),
+        "llama3": PreTokenizer(_llama3, ignore_merges=True),
+    },
+)

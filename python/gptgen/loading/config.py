@@ -1,0 +1,52 @@
+"""The engine's configuration: what a family's loader derives from a model file and
+`gptgen._native.Engine` reads, field by field (rust/py.rs), into the engine's `Config`. This
+class is its one description; the engine checks the values again (rust/model/mod.rs)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RopeConfig:
+    """Rotary position embeddings: pair i of a head's first `dims` dimensions turns by
+    pos * base^(-2i/dims). `pairing`: "adjacent" (elements 2i, 2i+1: GGUF `llama` weights,
+    whose Q/K rows the converter permuted) or "halves" (i, i + dims/2: rotate_half, NeoX)."""
+
+    base: float
+    dims: int
+    pairing: str
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    # The engine's forward pass (rust/model/): "gpt2" or "llama". Several families can share
+    # one forward, each setting the options below.
+    arch: str
+    n_vocab: int
+    # Longest sequence the model was trained for.
+    n_ctx: int
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_kv_head: int
+    n_ff: int
+    head_dim: int
+    norm_eps: float
+    # Element type of the KV cache: "f16" (llama.cpp's, for GGUF files) or "f32".
+    kv_cache: str = "f32"
+    # None: learned position embeddings (GPT-2).
+    rope: RopeConfig | None = None
+    # Biases on the Q, K and V projections (blk.N.attn_{q,k,v}.bias).
+    qkv_bias: bool = False
+    # RMSNorm of each query and key head before RoPE (blk.N.attn_{q,k}_norm.weight, [head_dim]).
+    qk_norm: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "EngineConfig":
+        rope = values.get("rope")
+        return cls(**{**values, "rope": None if rope is None else RopeConfig(**rope)})

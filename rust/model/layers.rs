@@ -1,0 +1,295 @@
+//! The pieces decoders are built from: linear maps with optional biases, norms, the attention
+//! block (separate or fused Q/K/V, optional biases, optional per-head Q/K norms, optional
+//! RoPE), the feed-forward variants, the pre-norm residual block, and the token embedding and
+//! LM head at either end. A family's forward (gpt2.rs, llama.rs) strings them together.
+
+use super::session::{sized, Batch};
+use super::Config;
+use crate::error::Result;
+use crate::ops::activation::{gelu_tanh, silu_mul};
+use crate::ops::add_in_place;
+use crate::ops::attention::Heads;
+use crate::ops::matmul::{matmul, matmul_group, MatmulScratch};
+use crate::ops::norm::{layer_norm, rms_norm};
+use crate::ops::rope::Rope;
+use crate::tensor::{Matrix, WeightSet};
+
+/// y = x Wᵀ (+ b).
+pub struct Linear {
+    /// [n_out, n_in]
+    pub weight: Matrix,
+    /// [n_out]
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    /// `{name}.weight`, and `{name}.bias` when `bias`.
+    pub fn load(w: &WeightSet, name: &str, n_out: usize, n_in: usize, bias: bool) -> Result<Self> {
+        Ok(Linear {
+            weight: w.matrix(&format!("{name}.weight"), n_out, n_in)?,
+            bias: if bias { Some(w.vector(&format!("{name}.bias"), n_out)?) } else { None },
+        })
+    }
+
+    /// y [n, n_out] from x [n, n_in].
+    pub fn forward(&self, y: &mut [f32], x: &[f32], scratch: &mut MatmulScratch) {
+        matmul(y, x, &self.weight, self.bias.as_deref(), scratch)
+    }
+}
+
+/// Linear maps reading the same input, run as one `matmul_group`.
+fn forward_group<const N: usize>(ys: [&mut [f32]; N], x: &[f32], linears: [&Linear; N], scratch: &mut MatmulScratch) {
+    let mut ys = ys;
+    matmul_group(&mut ys, x, &linears.map(|l| &l.weight), &linears.map(|l| l.bias.as_deref()), scratch)
+}
+
+/// A normalisation over each row of its width.
+pub enum Norm {
+    /// x / sqrt(mean(x²) + eps) · w
+    Rms { weight: Vec<f32>, eps: f32 },
+    /// (x - mean) / sqrt(var + eps) · w + b
+    Layer { weight: Vec<f32>, bias: Vec<f32>, eps: f32 },
+}
+
+impl Norm {
+    /// RMSNorm with weight `{name}.weight` [n].
+    pub fn rms(w: &WeightSet, name: &str, n: usize, eps: f32) -> Result<Self> {
+        Ok(Norm::Rms { weight: w.vector(&format!("{name}.weight"), n)?, eps })
+    }
+
+    /// LayerNorm with `{name}.weight` and `{name}.bias` [n].
+    pub fn layer(w: &WeightSet, name: &str, n: usize, eps: f32) -> Result<Self> {
+        Ok(Norm::Layer { weight: w.vector(&format!("{name}.weight"), n)?, bias: w.vector(&format!("{name}.bias"), n)?, eps })
+    }
+
+    /// out [rows, width] = the norm of each row of x [rows, width].
+    pub fn apply(&self, out: &mut [f32], x: &[f32]) {
+        match self {
+            Norm::Rms { weight, eps } => rms_norm(out, x, weight, *eps),
+            Norm::Layer { weight, bias, eps } => layer_norm(out, x, weight, bias, *eps),
+        }
+    }
+}
+
+/// How the queries, keys and values are projected from the block's input.
+pub enum QkvProjection {
+    /// Three matrices: [n_head * head_dim | n_kv_head * head_dim (twice), n_embd].
+    Separate { q: Linear, k: Linear, v: Linear },
+    /// One matrix [(n_head + 2 n_kv_head) * head_dim, n_embd], rows q | k | v (GPT-2's c_attn).
+    Fused(Linear),
+}
+
+/// Causal self-attention over the KV cache.
+pub struct Attention {
+    pub qkv: QkvProjection,
+    /// RMSNorm of each query and key head (weights [head_dim]) before RoPE.
+    pub q_norm: Option<Norm>,
+    pub k_norm: Option<Norm>,
+    pub rope: Option<Rope>,
+    /// [n_embd, n_head * head_dim]
+    pub output: Linear,
+    pub heads: Heads,
+}
+
+/// The attention block's buffers, each [rows, width] for the current call.
+#[derive(Default)]
+pub struct AttnScratch {
+    /// fused projections [n, q_dim + 2 kv_dim]
+    qkv: Vec<f32>,
+    /// [n, n_head * head_dim]
+    q: Vec<f32>,
+    /// [n, n_kv_head * head_dim]
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// attention output [n, n_head * head_dim]; also the per-head norms' staging buffer
+    out: Vec<f32>,
+    /// RoPE cos and sin of every row's position [n, rope_dims / 2]
+    rope_cos: Vec<f32>,
+    rope_sin: Vec<f32>,
+}
+
+impl AttnScratch {
+    /// The RoPE tables for this call's rows, at `positions`, shared by every layer.
+    pub fn rope_tables(&mut self, rope: &Rope, positions: &[usize]) {
+        let half = rope.dims / 2;
+        let cos = sized(&mut self.rope_cos, positions.len() * half);
+        let sin = sized(&mut self.rope_sin, positions.len() * half);
+        rope.tables(positions, cos, sin);
+    }
+}
+
+impl Attention {
+    /// The GGUF-named attention of block `layer` as `cfg` describes it (Llama-style: separate
+    /// Q/K/V as `blk.N.attn_{q,k,v}`, no output bias).
+    pub fn separate(w: &WeightSet, cfg: &Config, layer: usize) -> Result<Self> {
+        let name = |part: &str| format!("blk.{layer}.{part}");
+        let heads = cfg.heads();
+        let (d, q_dim, kv_dim) = (cfg.n_embd, heads.q_dim(), heads.kv_dim());
+        let head_norm = |part: &str| cfg.qk_norm.then(|| Norm::rms(w, &name(part), cfg.head_dim, cfg.norm_eps)).transpose();
+        Ok(Attention {
+            qkv: QkvProjection::Separate {
+                q: Linear::load(w, &name("attn_q"), q_dim, d, cfg.qkv_bias)?,
+                k: Linear::load(w, &name("attn_k"), kv_dim, d, cfg.qkv_bias)?,
+                v: Linear::load(w, &name("attn_v"), kv_dim, d, cfg.qkv_bias)?,
+            },
+            q_norm: head_norm("attn_q_norm")?,
+            k_norm: head_norm("attn_k_norm")?,
+            rope: cfg.rope,
+            output: Linear::load(w, &name("attn_output"), d, q_dim, false)?,
+            heads,
+        })
+    }
+
+    /// h [n, n_embd]: in, the normalised input; out, the attention block's output. Appends the
+    /// rows' keys and values to their sessions' caches at `layer`. RoPE tables come from
+    /// `AttnScratch::rope_tables` for this call.
+    pub fn forward(&self, layer: usize, batch: &mut Batch<'_>, h: &mut [f32], s: &mut AttnScratch, mm: &mut MatmulScratch) {
+        let n = batch.tokens.len();
+        let (q_dim, kv_dim, head_dim) = (self.heads.q_dim(), self.heads.kv_dim(), self.heads.head_dim);
+        let q = sized(&mut s.q, n * q_dim);
+        let k = sized(&mut s.k, n * kv_dim);
+        let v = sized(&mut s.v, n * kv_dim);
+        match &self.qkv {
+            QkvProjection::Separate { q: wq, k: wk, v: wv } => forward_group([&mut *q, &mut *k, &mut *v], h, [wq, wk, wv], mm),
+            QkvProjection::Fused(w) => {
+                let qkv = sized(&mut s.qkv, n * (q_dim + 2 * kv_dim));
+                w.forward(qkv, h, mm);
+                let rows = q.chunks_exact_mut(q_dim).zip(k.chunks_exact_mut(kv_dim)).zip(v.chunks_exact_mut(kv_dim));
+                for (row, ((q_t, k_t), v_t)) in qkv.chunks_exact(q_dim + 2 * kv_dim).zip(rows) {
+                    q_t.copy_from_slice(&row[..q_dim]);
+                    k_t.copy_from_slice(&row[q_dim..q_dim + kv_dim]);
+                    v_t.copy_from_slice(&row[q_dim + kv_dim..]);
+                }
+            }
+        }
+        let out = sized(&mut s.out, n * q_dim);
+        for (norm, x) in [(&self.q_norm, &mut *q), (&self.k_norm, &mut *k)] {
+            if let Some(norm) = norm {
+                // Rows of head_dim: every head of every token.
+                let staged = &mut out[..x.len()];
+                norm.apply(staged, x);
+                x.copy_from_slice(staged);
+            }
+        }
+        if let Some(rope) = &self.rope {
+            let (cos, sin) = (&s.rope_cos[..n * rope.dims / 2], &s.rope_sin[..n * rope.dims / 2]);
+            rope.apply(q, head_dim, cos, sin);
+            rope.apply(k, head_dim, cos, sin);
+        }
+        batch.store_kv(layer, k, v, kv_dim);
+        batch.attend(layer, out, q, q_dim, self.heads);
+        self.output.forward(h, out, mm);
+    }
+}
+
+/// The position-wise feed-forward network.
+pub enum FeedForward {
+    /// down(silu(gate x) · up x): SwiGLU (Llama).
+    SwiGlu { gate: Linear, up: Linear, down: Linear },
+    /// down(gelu(up x)), GELU's tanh approximation (GPT-2).
+    Gelu { up: Linear, down: Linear },
+}
+
+/// The feed-forward buffers [n, n_ff].
+#[derive(Default)]
+pub struct FfnScratch {
+    gate: Vec<f32>,
+    up: Vec<f32>,
+}
+
+impl FeedForward {
+    /// The GGUF-named SwiGLU of block `layer`: `blk.N.ffn_{gate,up,down}`, no biases.
+    pub fn swiglu(w: &WeightSet, cfg: &Config, layer: usize) -> Result<Self> {
+        let name = |part: &str| format!("blk.{layer}.{part}");
+        let (d, f) = (cfg.n_embd, cfg.n_ff);
+        Ok(FeedForward::SwiGlu {
+            gate: Linear::load(w, &name("ffn_gate"), f, d, false)?,
+            up: Linear::load(w, &name("ffn_up"), f, d, false)?,
+            down: Linear::load(w, &name("ffn_down"), d, f, false)?,
+        })
+    }
+
+    /// h [n, n_embd]: in, the normalised input; out, the network's output.
+    pub fn forward(&self, h: &mut [f32], s: &mut FfnScratch, mm: &mut MatmulScratch) {
+        match self {
+            FeedForward::SwiGlu { gate: w_gate, up: w_up, down } => {
+                let rows = h.len() / w_up.weight.n_in * w_up.weight.n_out;
+                let (gate, up) = (sized(&mut s.gate, rows), sized(&mut s.up, rows));
+                forward_group([&mut *gate, &mut *up], h, [w_gate, w_up], mm);
+                silu_mul(gate, up);
+                down.forward(h, gate, mm);
+            }
+            FeedForward::Gelu { up: w_up, down } => {
+                let up = sized(&mut s.up, h.len() / w_up.weight.n_in * w_up.weight.n_out);
+                w_up.forward(up, h, mm);
+                gelu_tanh(up);
+                down.forward(h, up, mm);
+            }
+        }
+    }
+}
+
+/// A pre-norm residual block: x += attn(norm(x)); x += ffn(norm(x)).
+pub struct Block {
+    pub attn_norm: Norm,
+    pub attn: Attention,
+    pub ffn_norm: Norm,
+    pub ffn: FeedForward,
+}
+
+/// The per-call buffers of the blocks.
+#[derive(Default)]
+pub struct BlockScratch {
+    pub attn: AttnScratch,
+    pub ffn: FfnScratch,
+    pub matmul: MatmulScratch,
+}
+
+impl Block {
+    /// Runs the blocks in order over the residual stream x [n, n_embd]; h [n, n_embd] is
+    /// working space.
+    pub fn run_all(blocks: &[Block], batch: &mut Batch<'_>, x: &mut [f32], h: &mut [f32], s: &mut BlockScratch) {
+        for (layer, b) in blocks.iter().enumerate() {
+            b.attn_norm.apply(h, x);
+            b.attn.forward(layer, batch, h, &mut s.attn, &mut s.matmul);
+            add_in_place(x, h);
+            b.ffn_norm.apply(h, x);
+            b.ffn.forward(h, &mut s.ffn, &mut s.matmul);
+            add_in_place(x, h);
+        }
+    }
+}
+
+/// x [n, n_embd] = the embedding rows of `tokens`.
+pub fn embed(token_embd: &Matrix, tokens: &[u32], x: &mut [f32]) {
+    for (&tok, x_t) in tokens.iter().zip(x.chunks_exact_mut(token_embd.n_in)) {
+        token_embd.read_row(tok as usize, x_t);
+    }
+}
+
+/// The final norm and the LM head.
+pub struct Head {
+    pub norm: Norm,
+    /// [n_vocab, n_embd]: the token embedding itself when tied.
+    pub output: Matrix,
+}
+
+impl Head {
+    /// `output.weight` if the file has one, else the head tied to `token_embd`.
+    pub fn load(w: &WeightSet, cfg: &Config, norm: Norm, token_embd: &Matrix) -> Result<Self> {
+        let output = if w.contains("output.weight") { w.matrix("output.weight", cfg.n_vocab, cfg.n_embd)? } else { token_embd.clone() };
+        Ok(Head { norm, output })
+    }
+
+    /// logits [rows, n_vocab] for the batch's logit rows of x [n, n_embd]: only those rows go
+    /// through the final norm and the head. `rows` and `h` are working space.
+    pub fn logits(&self, batch: &Batch<'_>, x: &[f32], rows: &mut Vec<f32>, h: &mut [f32], logits: &mut Vec<f32>, mm: &mut MatmulScratch) {
+        let d = self.output.n_in;
+        let gathered = sized(rows, x.len());
+        let count = batch.gather_logit_rows(x, d, gathered);
+        let (x_out, h_out) = (&gathered[..count * d], &mut h[..count * d]);
+        self.norm.apply(h_out, x_out);
+        logits.resize(count * self.output.n_out, 0.0);
+        matmul(logits, h_out, &self.output, None, mm);
+    }
+}
