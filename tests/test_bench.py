@@ -28,7 +28,7 @@ class FakeModel:
 
     def __init__(self, clock: FakeClock, n_vocab: int) -> None:
         self.clock, self.sessions, self.batch_calls = clock, [], []
-        self.spec = SimpleNamespace(config={"n_vocab": n_vocab})
+        self.spec = SimpleNamespace(config=SimpleNamespace(n_vocab=n_vocab))
         self.engine = SimpleNamespace(threads=3, forward_batch=self._forward_batch)
 
     def new_session(self, max_seq: int):

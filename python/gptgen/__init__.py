@@ -15,29 +15,30 @@ from typing import TYPE_CHECKING
 from .errors import GptgenError
 
 if TYPE_CHECKING:
-    from .api import GenerateOptions
+    from .api import LanguageModel as Model
     from .generate import GenerationRequest, GenerationResult, generate
-    from .model import Model
-    from .sampling import SamplingParams
+    from .options import GenerateOptions, SamplingParams
 
 __version__ = "0.1.0"
 
 # The public names, imported on first use: importing the package stays cheap and leaves NumPy
-# unloaded until needed (the CLI sets up its environment first).
+# unloaded until needed (the CLI sets up its environment first). name: (module, attribute).
 _LAZY = {
-    "GenerateOptions": "api",
-    "GenerationRequest": "generate",
-    "GenerationResult": "generate",
-    "generate": "generate",
-    "Model": "model",
-    "SamplingParams": "sampling",
+    "GenerateOptions": ("options", "GenerateOptions"),
+    "GenerationRequest": ("generate", "GenerationRequest"),
+    "GenerationResult": ("generate", "GenerationResult"),
+    "generate": ("generate", "generate"),
+    # What load returns: a model.Model (weights, tokenizer, engine) with the generation methods.
+    "Model": ("api", "LanguageModel"),
+    "SamplingParams": ("options", "SamplingParams"),
 }
 
 
 def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    module, attribute = _LAZY[name]
+    value = getattr(import_module(f".{module}", __name__), attribute)
     globals()[name] = value  # found directly from now on
     return value
 
@@ -45,9 +46,9 @@ def __getattr__(name: str):
 def load(model: str | None = None, threads: int | None = None) -> Model:
     """Loads a model: a .gguf file, a checkpoint directory, a known name such as
     "smollm2-135m-instruct", or a Hugging Face repo id. None: $GPTGEN_MODEL or the default."""
-    from .model import Model
+    from .api import LanguageModel
 
-    return Model.load(model, threads)
+    return LanguageModel.load(model, threads)
 
 
 __all__ = ["GenerateOptions", "GenerationRequest", "GenerationResult", "GptgenError", "Model", "SamplingParams", "generate", "load"]

@@ -91,7 +91,7 @@ def run(model: Model, *, n_prompt: int, n_gen: int, batches: list[int], repetiti
     """pp{n_prompt} and tg{n_gen} (per batch size) on `model` at its thread count, each after
     n_depth tokens in the cache."""
     rng = np.random.default_rng(seed)
-    vocab = model.spec.config["n_vocab"]
+    vocab = model.spec.config.n_vocab
     threads = model.engine.threads
     at_depth = f" @ d{n_depth}" if n_depth > 0 else ""
     results = []

@@ -8,13 +8,15 @@ argument errors are fast.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional, Sequence
 
 # gptgen makes no BLAS calls, but NumPy's OpenBLAS starts a thread per core when NumPy loads,
 # and they spin for a while, competing with the engine's threads on small machines. Set before
@@ -24,6 +26,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import typer  # noqa: E402
 
 from .errors import GptgenError  # noqa: E402
+from .options import GenerateOptions, SamplingParams  # noqa: E402  (no NumPy: --help stays fast)
 
 app = typer.Typer(
     name="gptgen",
@@ -68,10 +71,11 @@ def _log(message: str) -> None:
 
 
 def _load(model: Optional[str], threads: Optional[int], verbose: bool = False):
-    from .model import Model
+    """The model, with the Python API's generation methods (api.LanguageModel)."""
+    from .api import LanguageModel
 
     start = time.perf_counter()
-    m = Model.load(model, threads, log=_log)
+    m = LanguageModel.load(model, threads, log=_log)
     if verbose:
         _log(f"loaded {m.spec.path} ({m.spec.arch}, {m.engine.threads} threads) in {time.perf_counter() - start:.2f} s")
     return m
@@ -90,26 +94,66 @@ def _parse_logit_bias(values: list[str]) -> dict[int, float]:
     return bias
 
 
+def _seed(seed: int | None) -> int | None:
+    """llama.cpp's convention: --seed -1 asks for a random seed, as giving none does."""
+    return None if seed == -1 else seed
+
+
+# The sampling parameters the command line takes other than as a plain optional number:
+# name -> (option type, option default, the parameter's value from the option's).
+_CLI_INPUT: dict[str, tuple[Any, Any, Callable[[Any], Any]]] = {
+    "logit_bias": (list[str], [], lambda values: _parse_logit_bias(values) or None),
+    "seed": (Optional[int], None, _seed),
+}
+
+
+def _sampling_options(names: Sequence[str] | None = None, *, help: dict[str, str | None] | None = None, place: dict[str, str] | None = None):
+    """Gives a command options for the sampling parameters (all, or `names`) made from the
+    SamplingParams schema: flags and help from each field's metadata (`help` replaces texts),
+    listed in schema order where the command has its `sampling` parameter (`place`: parameter ->
+    the command's parameter it is listed before instead). The command receives one
+    SamplingParams, `sampling`, made and so checked before the command runs."""
+    chosen = [f for f in SamplingParams.fields() if names is None or f.name in names]
+    help, place = help or {}, place or {}
+
+    def option(f) -> inspect.Parameter:
+        kind, default, _ = _CLI_INPUT.get(f.name, (Optional[SamplingParams.value_type(f.name)], None, None))
+        info = typer.Option(default, *f.metadata["flags"], help=help.get(f.name, f.metadata["help"]))
+        return inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=info, annotation=kind)
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        options = [option(f) for f in chosen]
+        parameters: list[inspect.Parameter] = []
+        for p in inspect.signature(command, eval_str=True).parameters.values():
+            parameters += [o for o in options if place.get(o.name) == p.name]
+            parameters += [o for o in options if o.name not in place] if p.name == "sampling" else [p]
+
+        @functools.wraps(command)
+        def run(**values: Any) -> None:
+            sampling = {f.name: values.pop(f.name) for f in chosen}
+            for name, value in sampling.items():
+                if name in _CLI_INPUT:
+                    sampling[name] = _CLI_INPUT[name][2](value)
+            command(sampling=SamplingParams(**sampling), **values)
+
+        run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in parameters}
+        return run
+
+    return decorate
+
+
 # Keys a --jsonl record may set, besides "prompt", and their types.
 JSONL_OPTIONS = {
     "max_tokens": int,
-    "temperature": float,
-    "top_k": int,
-    "top_p": float,
-    "min_p": float,
-    "typical_p": float,
-    "repetition_penalty": float,
-    "presence_penalty": float,
-    "frequency_penalty": float,
-    "repeat_last_n": int,
-    "no_repeat_ngram_size": int,
-    "seed": int,
+    **{f.name: SamplingParams.value_type(f.name) for f in SamplingParams.fields() if f.metadata["jsonl"]},
     "stop": list,
     "ignore_eos": bool,
 }
 
 
 @app.command()
+@_sampling_options(place={"seed": "num_return_sequences"})
 def generate(
     prompt: Optional[str] = typer.Argument(None, help="Prompt text; omit or '-' to read stdin (piped stdin is appended to an argument)."),
     model: Optional[str] = ModelOption,
@@ -117,23 +161,8 @@ def generate(
         None, "--max-tokens", "-n", help="Tokens to generate (default: 128, or what the context has room for)."
     ),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Prompt plus new tokens, at most (Hugging Face's max_length)."),
-    temperature: Optional[float] = typer.Option(
-        None, "--temperature", "--temp", "-t", help="Sampling temperature; 0 is greedy. Default: the model's own."
-    ),
-    top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample from the k most likely tokens (0: all)."),
-    top_p: Optional[float] = typer.Option(None, "--top-p", help="Sample from the smallest set reaching this probability."),
-    min_p: Optional[float] = typer.Option(None, "--min-p", help="Drop tokens less likely than this fraction of the best."),
-    typical_p: Optional[float] = typer.Option(None, "--typical-p", help="Locally typical sampling mass (1: off)."),
-    repetition_penalty: Optional[float] = typer.Option(
-        None, "--repetition-penalty", "--repeat-penalty", help="Penalise tokens seen in the window (Hugging Face semantics; 1: off)."
-    ),
-    presence_penalty: Optional[float] = typer.Option(None, "--presence-penalty", help="Subtract from tokens seen in the window (OpenAI)."),
-    frequency_penalty: Optional[float] = typer.Option(None, "--frequency-penalty", help="Subtract per occurrence in the window (OpenAI)."),
-    repeat_last_n: Optional[int] = typer.Option(None, "--repeat-last-n", help="Window of the penalties, in tokens (default 64; -1: all)."),
-    no_repeat_ngram_size: Optional[int] = typer.Option(None, "--no-repeat-ngram-size", help="Never repeat an n-gram of this size (Hugging Face)."),
-    logit_bias: list[str] = typer.Option([], "--logit-bias", help="ID=VALUE added to that token's logit (repeatable; -inf bans it)."),
+    sampling: SamplingParams = SamplingParams(),  # the sampling options (--temperature ... --seed)
     stop: list[str] = typer.Option([], "--stop", help="End when the text contains this string, which is not printed (repeatable)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed, for reproducible sampling (-1: a random one, as in llama.cpp)."),
     num_return_sequences: int = typer.Option(
         1, "--num-return-sequences", help="Samples of the prompt, decoded together as a batch (seeds S, S+1, ...).", min=1
     ),
@@ -150,30 +179,12 @@ def generate(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Timings and details on stderr."),
 ) -> None:
     """Generate a continuation of PROMPT."""
-    from .api import GenerateOptions
-    from .sampling import SamplingParams
-
-    overrides = {
-        "temperature": temperature,
-        "top_k": top_k,
-        "top_p": top_p,
-        "min_p": min_p,
-        "typical_p": typical_p,
-        "repetition_penalty": repetition_penalty,
-        "presence_penalty": presence_penalty,
-        "frequency_penalty": frequency_penalty,
-        "repeat_last_n": repeat_last_n,
-        "no_repeat_ngram_size": no_repeat_ngram_size,
-        "logit_bias": _parse_logit_bias(logit_bias) or None,
-        "seed": _seed(seed),
-    }
-    SamplingParams().with_overrides(**overrides).validate()  # fail before loading
     if max_tokens is not None and max_length is not None:
         raise GptgenError("give --max-tokens or --max-length, not both")
     options = GenerateOptions(
         max_tokens=max_tokens,
         max_length=max_length,
-        sampling=overrides,
+        sampling=sampling,
         stop=list(stop),
         ignore_eos=ignore_eos,
         truncate=truncate,
@@ -184,45 +195,54 @@ def generate(
     if each_line or jsonl:
         if prompt is not None:
             raise GptgenError("--each-line and --jsonl read their prompts from stdin; give no PROMPT argument")
-        m = _load(model, threads, verbose)
-        _run_batch_lines(m, options, jsonl, batch_size)
+        _run_batch_lines(_load(model, threads, verbose), options, jsonl, batch_size)
         return
     text = _read_prompt(prompt)
     m = _load(model, threads, verbose)
     if num_return_sequences > 1:
-        results = m.generate_batch([text] * num_return_sequences, options=options)
-        if as_json:
-            _write(json.dumps([r.as_dict() for r in results], ensure_ascii=False) + "\n")
-        else:
-            for result in results:
-                _write(result.text + "\n")
-        if verbose:
-            _log_timings(results[0].timings)
+        _print_samples(m, text, options, num_return_sequences, as_json, verbose)
     elif as_json:
-        result = m.generate(text, options=options)
-        _write(json.dumps(result.as_dict(), ensure_ascii=False) + "\n")
-        if verbose:
-            _log_timings(result.timings)
+        _print_json(m, text, options, verbose)
     else:
-        run = m.start(text, options=options)
-        for piece in run.pieces():
-            _write(piece)
-        if sys.stdout.isatty():
-            _write("\n")
-        if run.ends_at_context:
-            _log(f"gptgen: generation stopped at the end of the model's context ({m.n_ctx} tokens)")
-        if verbose:
-            _log_timings(run.timings)
+        _stream_text(m, text, options, verbose)
+
+
+def _stream_text(m, text: str, options: GenerateOptions, verbose: bool) -> None:
+    """The generated text, written as it comes (a newline after it on a terminal)."""
+    run = m.start(text, options=options)
+    for piece in run.pieces():
+        _write(piece)
+    if sys.stdout.isatty():
+        _write("\n")
+    if run.ends_at_context:
+        _log(f"gptgen: generation stopped at the end of the model's context ({m.n_ctx} tokens)")
+    if verbose:
+        _log_timings(run.timings)
+
+
+def _print_json(m, text: str, options: GenerateOptions, verbose: bool) -> None:
+    """--json: one JSON object."""
+    result = m.generate(text, options=options)
+    _write(json.dumps(result.as_dict(), ensure_ascii=False) + "\n")
+    if verbose:
+        _log_timings(result.timings)
+
+
+def _print_samples(m, text: str, options: GenerateOptions, n: int, as_json: bool, verbose: bool) -> None:
+    """--num-return-sequences: n samples decoded as one batch, one a line or a JSON list."""
+    results = m.generate_batch([text] * n, options=options)
+    if as_json:
+        _write(json.dumps([r.as_dict() for r in results], ensure_ascii=False) + "\n")
+    else:
+        for result in results:
+            _write(result.text + "\n")
+    if verbose:
+        _log_timings(results[0].timings)
 
 
 class _ReaderGone(Exception):
     """stdout's reader went away (`| head`). Not an OSError, so that click does not turn it
     into its own exit status before main() can end the run quietly."""
-
-
-def _seed(seed: int | None) -> int | None:
-    """llama.cpp's convention: --seed -1 asks for a random seed, as giving none does."""
-    return None if seed == -1 else seed
 
 
 def _write(text: str) -> None:
@@ -253,7 +273,7 @@ def _write_record(record: dict) -> None:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _run_batch_lines(m, options, jsonl: bool, batch_size: int) -> None:
+def _run_batch_lines(m, options: GenerateOptions, jsonl: bool, batch_size: int) -> None:
     """One JSON record per input line, in input order, each written and flushed as soon as it
     and every line before it are done. Lines are decoded `batch_size` at a time as one batch;
     a bad line gives an error record and the rest still run."""
@@ -270,9 +290,10 @@ def _run_batch_lines(m, options, jsonl: bool, batch_size: int) -> None:
         for i, line in enumerate(chunk):
             record: dict = {"index": index + i}
             try:
-                prompt, line_options = _line_request(line, options, jsonl)
+                prompt, changes = _read_line(line, jsonl)
                 record["prompt"] = prompt
-                request = line_options.request(m, prompt)
+                line_options = options.with_changes(**changes)  # checks the values
+                request = m.request(prompt, options=line_options)
                 plan(m, request)  # context errors belong to this line alone
                 requests.append(request)
                 slots.append((i, record, line_options.top_logprobs))
@@ -296,9 +317,10 @@ def _run_batch_lines(m, options, jsonl: bool, batch_size: int) -> None:
         index += len(chunk)
 
 
-def _line_request(line: str, options, jsonl: bool):
+def _read_line(line: str, jsonl: bool) -> tuple[str, dict[str, Any]]:
+    """The line's prompt, and the options it sets (--jsonl) by name, each of its JSONL type."""
     if not jsonl:
-        return line, options
+        return line, {}
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
@@ -320,7 +342,7 @@ def _line_request(line: str, options, jsonl: bool):
         if not ok:
             raise GptgenError(f"option {key!r} must be {kind.__name__}, not {value!r}")
         changes[key] = value
-    return obj["prompt"], options.with_changes(**changes)
+    return obj["prompt"], changes
 
 
 def _log_timings(timings) -> None:
@@ -332,27 +354,21 @@ def _log_timings(timings) -> None:
 
 
 @app.command()
+@_sampling_options(
+    ("temperature", "top_k", "top_p", "seed"),
+    help={"temperature": "Sampling temperature; 0 is greedy.", "top_k": None, "top_p": None, "seed": "Random seed (-1: a random one)."},
+)
 def chat(
     model: Optional[str] = ModelOption,
     system: Optional[str] = typer.Option(None, "--system", help="System message."),
     max_tokens: int = typer.Option(512, "--max-tokens", "-n", help="Most tokens per reply."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", "--temp", "-t", help="Sampling temperature; 0 is greedy."),
-    top_k: Optional[int] = typer.Option(None, "--top-k"),
-    top_p: Optional[float] = typer.Option(None, "--top-p"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (-1: a random one)."),
+    sampling: SamplingParams = SamplingParams(),  # --temperature, --top-k, --top-p, --seed
     threads: Optional[int] = ThreadsOption,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Talk with the model, turn by turn (one line a message; Ctrl-D or /exit ends)."""
-    from .chat import render
-    from .generate import Conversation, Generation, GenerationRequest
-
-    overrides = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": _seed(seed)}
-    m = _load(model, threads, verbose)
-    sampling = m.spec.sampling_defaults.with_overrides(**overrides)
-    sampling.validate()
-    conversation = Conversation(m)
-    messages = [{"role": "system", "content": system}] if system else []
+    options = GenerateOptions(max_tokens=max_tokens, sampling=sampling, system=system)
+    session = _load(model, threads, verbose).chat_session(options=options)
     interactive = sys.stdin.isatty()
     while True:
         if interactive:
@@ -363,23 +379,11 @@ def chat(
             break
         if not line.strip():
             continue
-        messages.append({"role": "user", "content": line.rstrip("\n")})
-        ids = m.tokenizer.encode(render(m.spec.chat_template, messages, **m.special_strings()))
-        room = m.n_ctx - len(ids)
-        if room <= 0:
-            raise GptgenError(f"the conversation ({len(ids)} tokens) no longer fits the context of {m.n_ctx}")
-        run = Generation(m, GenerationRequest(ids, min(max_tokens, room), sampling), conversation)
-        reply = []
-        for event in run:
-            reply.append(event.text)
-            sys.stdout.write(event.text)
-            sys.stdout.flush()
-        reply.append(run.final_text())
-        sys.stdout.write(reply[-1] + "\n")
-        sys.stdout.flush()
-        messages.append({"role": "assistant", "content": "".join(reply)})
+        for piece in session.reply(line.rstrip("\n")):
+            _write(piece)
+        _write("\n")
         if verbose:
-            _log_timings(run.timings)
+            _log_timings(session.timings)
 
 
 @app.command()
@@ -531,15 +535,16 @@ def info(model: Optional[str] = ModelOption, threads: Optional[int] = ThreadsOpt
         ("format", spec.format),
         ("parameters", f"{spec.n_params:,}"),
         ("tensor types", ", ".join(f"{k}: {v}" for k, v in sorted(spec.dtype_counts().items()))),
-        ("vocabulary", str(cfg["n_vocab"])),
-        ("context", str(cfg["n_ctx"])),
-        ("embedding", str(cfg["n_embd"])),
-        ("layers", str(cfg["n_layer"])),
-        ("heads", f"{cfg['n_head']} (kv {cfg['n_kv_head']}, dim {cfg['head_dim']})"),
-        ("feed-forward", str(cfg["n_ff"])),
-        ("norm epsilon", f"{cfg['norm_eps']:g}"),
-        ("rope", f"base {cfg['rope_base']:g}, {cfg['rope_dims']} dims, {cfg['rope_pairing']} pairs" if "rope_base" in cfg else "none"),
-        ("kv cache", str(cfg["kv_cache"])),
+        ("vocabulary", str(cfg.n_vocab)),
+        ("context", str(cfg.n_ctx)),
+        ("embedding", str(cfg.n_embd)),
+        ("layers", str(cfg.n_layer)),
+        ("heads", f"{cfg.n_head} (kv {cfg.n_kv_head}, dim {cfg.head_dim})"),
+        ("attention", ", ".join(name for name, on in (("q/k/v biases", cfg.qkv_bias), ("q/k norms", cfg.qk_norm)) if on) or "plain"),
+        ("feed-forward", str(cfg.n_ff)),
+        ("norm epsilon", f"{cfg.norm_eps:g}"),
+        ("rope", f"base {cfg.rope.base:g}, {cfg.rope.dims} dims, {cfg.rope.pairing} pairs" if cfg.rope else "none"),
+        ("kv cache", cfg.kv_cache),
         ("eos / bos ids", f"{m.tokenizer.eos_ids} / {m.tokenizer.bos_id}"),
         ("chat template", "yes" if spec.chat_template else "no"),
         ("kernels", f"{_native.kernel_name()}, {m.engine.threads} threads"),
@@ -570,11 +575,6 @@ def main() -> None:
         code = app(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except GptgenError as e:
-        _log(f"error: {e}")
-        sys.exit(1)
-    except ValueError as e:
-        # The engine's errors (ValueError, with a message meant for the user) that no check
-        # on this side caught first: still one line, never a traceback.
         _log(f"error: {e}")
         sys.exit(1)
     except typer.Exit as e:

@@ -1,5 +1,8 @@
-"""The generation loop: prefill the prompt, then sample and step one token at a time,
-yielding each token with its text piece and log-probabilities as it is produced."""
+"""The generation loop over a Model: prefill the prompt, then sample and step one token at a
+time, yielding each token with its text piece and log-probabilities as it is produced. Its
+input is a GenerationRequest (token ids, lengths, sampling; session.py builds one from text or
+chat messages); `generate` and `generate_batch` collect GenerationResults, `TextRun` reads a
+run as text pieces, and a `Conversation` keeps the KV cache across runs (chat turns)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ import numpy as np
 
 from .errors import GptgenError
 from .model import Model
-from .sampling import Sampler, SamplingParams, log_softmax, token_logprob
+from .options import SamplingParams
+from .sampling import Sampler, log_softmax, token_logprob
 
 DEFAULT_MAX_TOKENS = 128
 
@@ -21,6 +25,7 @@ class GenerationRequest:
     prompt_tokens: list[int]
     # None: DEFAULT_MAX_TOKENS, or what the context has room for if that is less.
     max_tokens: int | None = None
+    # Unset parameters take llama.cpp's defaults (session.py puts the model's own beneath).
     sampling: SamplingParams = field(default_factory=SamplingParams)
     ignore_eos: bool = False
     # How many alternatives to report per token in `logprobs`.
@@ -260,6 +265,30 @@ class Generation:
         best = best[np.argsort(-logprobs[best], kind="stable")]
         top = [(int(i), float(logprobs[i])) for i in best]
         return TokenEvent(token=token, text=text, logprob=float(logprobs[token]), top=top)
+
+
+class TextRun:
+    """A generation in progress, read as text pieces: `pieces()` yields exactly the final text,
+    split as it becomes safe to show."""
+
+    def __init__(self, generation: Generation):
+        self.generation = generation
+
+    def pieces(self) -> Iterator[str]:
+        for event in self.generation:
+            if event.text:
+                yield event.text
+        tail = self.generation.final_text()
+        if tail:
+            yield tail
+
+    @property
+    def timings(self) -> Timings:
+        return self.generation.timings
+
+    @property
+    def ends_at_context(self) -> bool:
+        return self.generation.ends_at_context
 
 
 def generate(model: Model, request: GenerationRequest) -> GenerationResult:

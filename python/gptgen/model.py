@@ -1,4 +1,5 @@
-"""A loaded model: its spec (config and weight views), tokenizer, and Rust engine."""
+"""A loaded model: its spec (config and weight views), tokenizer, and Rust engine. Generation
+runs on top of it (generate.py, session.py, api.py); this module knows nothing of them."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from .errors import GptgenError
+from .errors import EngineError, GptgenError
 from .loading import ModelSpec
 from .tokenizer import Tokenizer
 
@@ -35,7 +36,8 @@ def check_threads(threads: int | None) -> None:
 
 
 class Model:
-    """Weights on the engine plus the tokenizer; `new_session` starts a sequence."""
+    """Weights on the engine plus the tokenizer; `new_session` starts a sequence (a KV cache).
+    `gptgen.load` returns an api.LanguageModel, this with the generation methods."""
 
     def __init__(self, spec: ModelSpec, tokenizer: Tokenizer, threads: int | None = None):
         from . import _native
@@ -43,13 +45,13 @@ class Model:
         check_threads(threads)
         self.spec = spec
         self.tokenizer = tokenizer
-        if tokenizer.vocab_size > spec.config["n_vocab"]:
+        if tokenizer.vocab_size > spec.config.n_vocab:
             raise GptgenError(
-                f"{spec.path}: the tokenizer has {tokenizer.vocab_size} tokens but the model only {spec.config['n_vocab']}"
+                f"{spec.path}: the tokenizer has {tokenizer.vocab_size} tokens but the model only {spec.config.n_vocab}"
             )
         try:
-            self.engine = _native.Engine(spec.arch, spec.config, spec.engine_tensors(), threads or 0)
-        except ValueError as e:
+            self.engine = _native.Engine(spec.config, spec.engine_tensors(), threads or 0, name=str(spec.path))
+        except EngineError as e:
             raise GptgenError(f"{spec.path}: {e}") from None
 
     @classmethod
@@ -67,8 +69,6 @@ class Model:
     def new_session(self, max_seq: int):
         return self.engine.new_session(max_seq)
 
-    # ---- the Python API ----
-
     def tokenize(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
 
@@ -82,44 +82,3 @@ class Model:
         t = self.tokenizer
         name = lambda i: t.backend.id_to_token(i) if i is not None else ""  # noqa: E731
         return {"bos_token": name(t.bos_id), "eos_token": name(t.eos_ids[0] if t.eos_ids else None)}
-
-    def start(self, prompt, *, options=None, **kwargs):
-        """A TextRun for `prompt` (text, or chat messages [{"role", "content"}])."""
-        from .api import GenerateOptions, TextRun
-        from .generate import Generation
-
-        options = (options or GenerateOptions()).with_changes(**kwargs)
-        return TextRun(Generation(self, options.request(self, prompt)))
-
-    def generate(self, prompt, *, options=None, **kwargs):
-        """Generates from `prompt` (text, or chat messages) and returns a GenerationResult
-        (str() of it is the text). Keyword arguments: GenerateOptions fields and
-        SamplingParams names, e.g. max_tokens=32, temperature=0, stop=["\\n"]."""
-        from .api import GenerateOptions
-        from .generate import generate
-
-        options = (options or GenerateOptions()).with_changes(**kwargs)
-        return generate(self, options.request(self, prompt))
-
-    def generate_batch(self, prompts: list, *, options=None, **kwargs) -> list:
-        """Generates from every prompt together (one forward pass per step for all of them) and
-        returns the GenerationResults in order. With greedy decoding the tokens are the same as
-        separate `generate` calls give; a seed s gives prompt i the seed s + i."""
-        from .api import GenerateOptions
-        from .generate import generate_batch
-
-        options = (options or GenerateOptions()).with_changes(**kwargs)
-        seed = options.sampling.get("seed")
-        requests = [options.with_seed(None if seed is None else seed + i).request(self, p) for i, p in enumerate(prompts)]
-        results: list = [None] * len(requests)
-        for i, result in generate_batch(self, requests):
-            results[i] = result
-        return results
-
-    def stream(self, prompt, *, options=None, **kwargs):
-        """Yields the generated text in pieces as it is produced."""
-        yield from self.start(prompt, options=options, **kwargs).pieces()
-
-    def chat(self, messages: list[dict[str, str]], **kwargs):
-        """One assistant reply to `messages`, rendered with the model's chat template."""
-        return self.generate(list(messages), **kwargs)

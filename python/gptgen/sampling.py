@@ -5,72 +5,18 @@ vector to its candidates: the processors after it see only those, in vocabulary 
 Order: logit bias; repetition, presence and frequency penalties over the last
 `repeat_last_n` tokens; no-repeat n-grams over the whole sequence (these also shape greedy
 decoding, as in Hugging Face); then, when sampling, temperature, top-k, typical-p, top-p and
-min-p (Hugging Face's warper order, min-p last as in llama.cpp's chain).
+min-p (Hugging Face's warper order, min-p last as in llama.cpp's chain). The parameters are
+`SamplingParams` (options.py).
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
-from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
 
-from .errors import GptgenError
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """temperature 0 means greedy; top_k 0, top_p 1, min_p 0, typical_p 1, penalties 1 / 0 and
-    no_repeat_ngram_size 0 mean "off". The defaults are llama.cpp's; a model's own defaults
-    (generation_config.json) take precedence over them."""
-
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.0
-    typical_p: float = 1.0
-    repetition_penalty: float = 1.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    repeat_last_n: int = 64
-    no_repeat_ngram_size: int = 0
-    logit_bias: dict[int, float] = field(default_factory=dict)
-    seed: int | None = None
-
-    def with_overrides(self, **values: object) -> "SamplingParams":
-        """These parameters with every value that is not None replaced."""
-        return replace(self, **{k: v for k, v in values.items() if v is not None})
-
-    def validate(self) -> None:
-        def finite(name: str, value: float) -> None:
-            if not math.isfinite(value):
-                raise GptgenError(f"{name} must be a finite number, not {value}")
-
-        for name in ("temperature", "top_p", "min_p", "typical_p", "repetition_penalty", "presence_penalty", "frequency_penalty"):
-            finite(name.replace("_", "-"), getattr(self, name))
-        if self.temperature < 0:
-            raise GptgenError(f"temperature must be a number >= 0, not {self.temperature}")
-        if self.top_k < 0:
-            raise GptgenError(f"top-k must be >= 0, not {self.top_k}")
-        if self.seed is not None and self.seed < 0:
-            raise GptgenError(f"seed must be >= 0 (or -1 on the command line: a random seed), not {self.seed}")
-        if not 0 < self.top_p <= 1:
-            raise GptgenError(f"top-p must be in (0, 1], not {self.top_p}")
-        if not 0 <= self.min_p <= 1:
-            raise GptgenError(f"min-p must be in [0, 1], not {self.min_p}")
-        if not 0 < self.typical_p <= 1:
-            raise GptgenError(f"typical-p must be in (0, 1], not {self.typical_p}")
-        if self.repetition_penalty <= 0:
-            raise GptgenError(f"repetition-penalty must be > 0, not {self.repetition_penalty}")
-        if self.repeat_last_n < -1:
-            raise GptgenError(f"repeat-last-n must be >= -1 (-1: the whole sequence), not {self.repeat_last_n}")
-        if self.no_repeat_ngram_size < 0:
-            raise GptgenError(f"no-repeat-ngram-size must be >= 0, not {self.no_repeat_ngram_size}")
-        for token, bias in self.logit_bias.items():
-            if not (math.isfinite(bias) or bias == -math.inf):
-                raise GptgenError(f"the logit bias of token {token} must be a number or -inf, not {bias}")
+from .options import SamplingParams
 
 
 # ---- processors: (logits, context) -> logits ----
@@ -218,12 +164,12 @@ def _shifted(logits: np.ndarray) -> np.ndarray:
 
 
 class Sampler:
-    """Draws tokens under `params` from its own seeded random stream."""
+    """Draws tokens under `params` (llama.cpp's defaults where they set nothing) from its own
+    seeded random stream."""
 
     def __init__(self, params: SamplingParams):
-        params.validate()
-        self.params = params
-        self.rng = np.random.default_rng(params.seed)
+        self.params = params.resolved()
+        self.rng = np.random.default_rng(self.params.seed)
 
     def process(self, logits: np.ndarray, sequence: Sequence[int]) -> np.ndarray:
         """The logits after every processor that applies to greedy decoding too; `sequence` is
