@@ -1,5 +1,7 @@
 """The Rust engine (rust/py.rs)."""
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -21,20 +23,19 @@ def dequantize(data: npt.NDArray[np.uint8], dtype: str, row_len: int) -> npt.NDA
 class Engine:
     """A loaded model on its own thread pool (threads=0: one per physical core).
 
-    arch: "gpt2" or "llama".
-    config: n_vocab, n_ctx, n_embd, n_layer, n_head, n_kv_head, n_ff, head_dim, norm_eps,
-    kv_cache ("f32" | "f16"), and for RoPE models rope_base, rope_dims, rope_pairing
-    ("adjacent" | "halves").
-    tensors: {name: (read-only contiguous uint8 buffer, dtype as in `dequantize`, shape
-    outermost first, "out_in" | "in_out")}. Raises ValueError for anything inconsistent.
+    config: a gptgen.loading.config.EngineConfig (read field by field; that class describes
+    them). tensors: {name: (read-only contiguous uint8 buffer, dtype as in `dequantize`, shape
+    outermost first, "out_in" | "in_out")}. name: what error messages call the model (its
+    path). Raises gptgen.errors.EngineError (a ValueError) for anything inconsistent, and from
+    a forward pass whose logits are NaN or infinite.
     """
 
     def __init__(
         self,
-        arch: str,
-        config: dict[str, int | float],
+        config: Any,  # gptgen.loading.config.EngineConfig (not imported: gptgen.loading imports this module)
         tensors: dict[str, tuple[npt.NDArray[np.uint8], str, list[int], str]],
         threads: int = 0,
+        name: str = "the model",
     ) -> None: ...
     @property
     def threads(self) -> int: ...
