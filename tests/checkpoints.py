@@ -243,8 +243,9 @@ def llama_logits(w: dict[str, np.ndarray], tokens: list[int], *, n_head, n_kv_he
     return x @ w.get("output.weight", w["token_embd.weight"]).T
 
 
-def random_llama_weights(rng, *, n_vocab, n_embd, n_layer, n_head, n_kv_head, n_ff) -> dict[str, np.ndarray]:
-    """GGUF-named Llama tensors ([out, in]) with random float32 values."""
+def random_llama_weights(rng, *, n_vocab, n_embd, n_layer, n_head, n_kv_head, n_ff, qkv_bias=False, qk_norm=False) -> dict[str, np.ndarray]:
+    """GGUF-named Llama tensors ([out, in]) with random float32 values; with Q/K/V biases
+    (Qwen2) and per-head Q/K norm weights (Qwen3) when asked."""
     head_dim = n_embd // n_head
 
     def normal(*shape, scale=0.2):
@@ -262,6 +263,12 @@ def random_llama_weights(rng, *, n_vocab, n_embd, n_layer, n_head, n_kv_head, n_
         w[p + "ffn_gate.weight"] = normal(n_ff, n_embd)
         w[p + "ffn_up.weight"] = normal(n_ff, n_embd)
         w[p + "ffn_down.weight"] = normal(n_embd, n_ff)
+        if qkv_bias:
+            for part, rows in (("attn_q", n_head), ("attn_k", n_kv_head), ("attn_v", n_kv_head)):
+                w[p + part + ".bias"] = normal(rows * head_dim, scale=1.0)
+        if qk_norm:
+            w[p + "attn_q_norm.weight"] = 1 + normal(head_dim, scale=0.1)
+            w[p + "attn_k_norm.weight"] = 1 + normal(head_dim, scale=0.1)
     return w
 
 

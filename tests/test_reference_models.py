@@ -1,0 +1,156 @@
+"""Known models against llama.cpp on the same file: the built-in default (fixtures/smollm2) and
+Qwen2.5-Coder-0.5B-Instruct (fixtures/qwen2.5-coder, made by its make_reference.py). Each model
+is pulled into the cache as a user would get it (once; later runs reuse it)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURES
+
+import gptgen
+from gptgen.chat import render
+from gptgen.generate import GenerationRequest, generate
+from gptgen.models import REGISTRY, resolve
+from gptgen.perplexity import perplexity
+from gptgen.sampling import SamplingParams
+
+
+@dataclass(frozen=True)
+class Known:
+    name: str
+    fixtures: str
+    # Teacher-forced argmax predictions that must agree with llama.cpp's.
+    forced_agreement: float
+    # Relative tolerance on perplexity and on its standard error.
+    ppl_tolerance: float
+    stderr_tolerance: float
+    # ggml types whose real blocks are dequantized against gguf-py.
+    block_types: frozenset[str]
+    # Checks known not to hold yet (marked xfail, strict: they fail the run once they pass).
+    gaps: frozenset[str] = frozenset()
+
+
+# Qwen's Q4_K and Q6_K tensors: gptgen's K-quant dot products do not yet sum in llama.cpp's
+# order (its AVX2 q6_K kernel keeps eight float lanes across blocks; its Q4_K weights are
+# repacked 8x8 and multiplied by other kernels), which moves logits by ~0.1 (issue 16).
+K_QUANT_ORDER = "K-quant dot products not yet in llama.cpp's summation order (issue 16)"
+
+KNOWN = [
+    Known("smollm2-135m-instruct", "smollm2", 0.99, 0.01, 0.05, frozenset({"Q4_1", "Q8_0"})),
+    # The issue's bar for Qwen: identical predictions, perplexity equal to 4 significant digits.
+    Known(
+        "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder", 1.0, 5e-5, 5e-4, frozenset({"Q5_0", "Q8_0", "Q6_K", "Q4_K"}),
+        gaps=frozenset({"greedy-3", "logits", "forced", "perplexity"}),
+    ),
+]
+
+
+def _unless_gap(request, spec: Known, check: str) -> None:
+    if check in spec.gaps:
+        request.applymarker(pytest.mark.xfail(reason=K_QUANT_ORDER, strict=True))
+
+
+def _reference(known: Known) -> dict:
+    return json.loads((FIXTURES / known.fixtures / "llama.cpp-reference.json").read_text())
+
+
+@pytest.fixture(scope="module", params=KNOWN, ids=lambda k: k.name)
+def known(request):
+    model = gptgen.load(str(resolve(request.param.name)), threads=2)
+    return request.param, model, _reference(request.param)
+
+
+def test_pulled_file_is_the_published_one(known):
+    spec, model, _ = known
+    digest = hashlib.sha256(model.spec.path.read_bytes()).hexdigest()
+    assert digest == REGISTRY[spec.name].sha256
+
+
+def test_tokenization_matches_llama_cpp(known):
+    spec, model, _ = known
+    cases = json.loads((FIXTURES / spec.fixtures / "tokenization.json").read_text())
+    assert len(cases) == 20
+    for case in cases:
+        assert model.tokenizer.encode(case["text"]) == case["ids_special"], case["text"]
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_prompt_ids_and_greedy_continuation_match_llama_cpp(request, known, i):
+    spec, model, reference = known
+    _unless_gap(request, spec, f"greedy-{i}")
+    p = reference["prompts"][i]
+    assert model.tokenizer.encode(p["prompt"]) == p["ids"]
+    result = generate(model, GenerationRequest(p["ids"], 48, SamplingParams(temperature=0), ignore_eos=True))
+    assert result.tokens == p["greedy48"]
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_last_position_logits_close_to_llama_cpp(request, known, i):
+    spec, model, reference = known
+    _unless_gap(request, spec, "logits")
+    p = reference["prompts"][i]
+    logits = model.new_session(len(p["ids"])).forward(p["ids"])[0]
+    assert int(np.argmax(logits)) == p["last_top10_ids"][0]
+    # The engine repeats llama.cpp's arithmetic (see rust/ops/attention.rs): on an AVX2 machine
+    # the logits agree to the last bit; the tolerance only absorbs a different summation order.
+    np.testing.assert_allclose(logits[p["last_top10_ids"]], p["last_top10_logits"], atol=1e-3)
+
+
+def test_chat_template_and_reply_match_llama_cpp(known):
+    _, model, reference = known
+    chat = reference["chats"][0]
+    rendered = render(model.spec.chat_template, chat["messages"], **model.special_strings())
+    assert rendered == chat["rendered"]
+    ids = model.tokenizer.encode(rendered)
+    assert ids == chat["ids"]
+    result = generate(model, GenerationRequest(ids, 40, SamplingParams(temperature=0), ignore_eos=True))
+    assert result.tokens == chat["greedy40"]
+    assert result.text == chat["greedy40_text"]
+
+
+def test_teacher_forced_top1_agrees_with_llama_cpp(request, known):
+    spec, model, reference = known
+    _unless_gap(request, spec, "forced")
+    forced = reference["teacher_forced"]
+    ids = forced["ids"]
+    text = (FIXTURES / "texts" / f"{forced['text']}.txt").read_text()
+    assert model.tokenizer.encode(text)[: len(ids)] == ids
+    logits = model.new_session(len(ids)).forward(ids, all_logits=True)
+    agreement = (logits.argmax(axis=1) == np.array(forced["argmax"])).mean()
+    assert agreement >= spec.forced_agreement, agreement
+
+
+@pytest.mark.parametrize("name", ["apache-2.0", "mpl-2.0"])
+def test_perplexity_agrees_with_llama_cpp(request, known, name):
+    spec, model, reference = known
+    _unless_gap(request, spec, "perplexity")
+    ref = reference["perplexity"][name]
+    result = perplexity(model, (FIXTURES / "texts" / f"{name}.txt").read_text(), n_ctx=512)
+    assert (result.n_tokens, result.chunks, result.scored) == (ref["n_tokens"], ref["chunks"], ref["scored"])
+    assert abs(result.ppl - ref["ppl"]) / ref["ppl"] < spec.ppl_tolerance, (result.ppl, ref["ppl"])
+    assert abs(result.ppl_stderr - ref["ppl_stderr"]) / ref["ppl_stderr"] < spec.stderr_tolerance
+
+
+def test_real_blocks_dequantize_like_gguf_py(known):
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    from gptgen import _native
+
+    spec, model, _ = known
+    reader = GGUFReader(model.spec.path)
+    seen = set()
+    for t in reader.tensors:
+        name = t.tensor_type.name
+        if name in spec.block_types and name not in seen:
+            seen.add(name)
+            rows = np.asarray(t.data)[:64]
+            ours = _native.dequantize(rows.reshape(-1).view(np.uint8), name.lower(), int(t.shape[0]))
+            np.testing.assert_array_equal(ours.reshape(64, -1), dequantize(rows, t.tensor_type))
+    assert seen == spec.block_types
