@@ -387,12 +387,16 @@ unsafe fn q6_high_bits<const SHIFT: i32>(qh: __m256i) -> __m256i {
     _mm256_slli_epi16::<4>(two)
 }
 
+/// `scalar::dot_q6_k`'s order: eight integer lanes per block, scaled by d into eight float
+/// accumulators (llama.cpp's AVX2 q6_K kernel).
+///
 /// # Safety
 /// `w.len() == a.len()`; AVX2, FMA and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     let low4 = _mm256_set1_epi8(0xF);
-    let mut sum = 0.0f32;
+    let thirty_two = _mm256_set1_epi8(32);
+    let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
         let mut sumi = _mm256_setzero_si256();
         for half in 0..2 {
@@ -409,19 +413,16 @@ pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
             for (k, q) in quarters.into_iter().enumerate() {
                 let start = 128 * half + 32 * k;
                 let g = start / 16;
-                let scales = _mm256_set_m128i(
-                    _mm_set1_epi16(x.scales[g + 1] as i16),
-                    _mm_set1_epi16(x.scales[g] as i16),
-                );
-                let p = _mm256_maddubs_epi16(q, load32(y.qs.as_ptr().add(start)));
+                let scales = _mm256_set_m128i(_mm_set1_epi16(x.scales[g + 1] as i16), _mm_set1_epi16(x.scales[g] as i16));
+                let a8 = load32(y.qs.as_ptr().add(start));
+                // (q + 32) * a - 32 * a, pairwise: exact in i16.
+                let p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, a8), _mm256_maddubs_epi16(thirty_two, a8));
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scales));
             }
         }
-        // The values carried +32: take 32 * scale * (sum of activations) back out.
-        let offset: i32 = (0..16).map(|g| x.scales[g] as i32 * y.bsums[g] as i32).sum::<i32>() * 32;
-        sum += h(x.d) * y.d * (hsum_i32(sumi) - offset) as f32;
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y.d * h(x.d)), _mm256_cvtepi32_ps(sumi), acc);
     }
-    sum
+    hsum(acc)
 }
 
 /// Blocks per pass of the packed kernels: a pass first writes the scale products of its

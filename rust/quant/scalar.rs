@@ -2,6 +2,7 @@
 //! the integer dot products, written for clarity. The AVX2 twins in `avx2.rs` must agree.
 
 use super::blocks::*;
+use crate::kernels::scalar::lanes8_at;
 use super::ActPack;
 use half::f16;
 
@@ -257,16 +258,21 @@ pub fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     sum
 }
 
+/// In llama.cpp's AVX2 order: per block, eight integer lanes, lane k summing elements 4k..4k+3
+/// of each run of 32 values (times their sub-block scale); each lane then multiplied by the
+/// block's d and added (fused) to its own float accumulator, block after block; the eight
+/// accumulators summed at the end as an `_mm256` horizontal sum.
 pub fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
-    let mut sum = 0.0;
+    let mut acc = [0.0f32; 8];
     for (x, y) in w.iter().zip(a) {
-        let q = q6k_values(x);
-        let mut sumi = 0i32;
-        for g in 0..16 {
-            let r = 16 * g..16 * g + 16;
-            sumi += x.scales[g] as i32 * dot_i8(q[r.clone()].iter().map(|&v| v as i32), &y.qs[r]);
+        let mut lanes = [0i32; 8];
+        for (i, (q, &v)) in q6k_values(x).into_iter().zip(&y.qs).enumerate() {
+            lanes[i % 32 / 4] += x.scales[i / 16] as i32 * q as i32 * v as i32;
         }
-        sum += x.d.to_f32() * y.d * sumi as f32;
+        let d = y.d * x.d.to_f32();
+        for (sum, lane) in acc.iter_mut().zip(lanes) {
+            *sum = d.mul_add(lane as f32, *sum);
+        }
     }
-    sum
+    lanes8_at(|k| acc[k])
 }
