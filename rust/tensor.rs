@@ -49,7 +49,10 @@ macro_rules! storage_types {
                     qk: 32, act: BlockQ8_1, dequantize: dequantize_q4_1, dot: dot_q4_1 [avx2],
                     dot_w4: dot_w4_q4_1 [avx2], dot_packed: dot_packed_q4_1 [avx2],
                 },
-                Q5_0 "q5_0" BlockQ5_0 { qk: 32, act: BlockQ8_0, dequantize: dequantize_q5_0, dot: dot_q5_0 [avx2] },
+                Q5_0 "q5_0" BlockQ5_0 {
+                    qk: 32, act: BlockQ8_0, dequantize: dequantize_q5_0, dot: dot_q5_0 [avx2],
+                    dot_packed: dot_packed_q5_0 [avx2],
+                },
                 Q5_1 "q5_1" BlockQ5_1 { qk: 32, act: BlockQ8_1, dequantize: dequantize_q5_1, dot: dot_q5_1 [avx2] },
                 Q8_0 "q8_0" BlockQ8_0 {
                     qk: 32, act: BlockQ8_0, dequantize: dequantize_q8_0, dot: dot_q8_0 [avx2],

@@ -177,6 +177,9 @@ fn packed_avx2_and_vnni_variants_equal_dot_bit_for_bit() {
     let q8_0 = |b: &mut BlockQ8_0, r: &mut Rng| b.d = r.scale();
     check_packed_variants::<BlockQ8_0, 8>(q8_0, avx2::dot_packed_q8_0_avx2, avx2::dot_packed_q8_0_vnni);
     check_packed_variants::<BlockQ8_0, 4>(q8_0, avx2::dot_packed_q8_0_avx2, avx2::dot_packed_q8_0_vnni);
+    let q5_0 = |b: &mut BlockQ5_0, r: &mut Rng| b.d = r.scale();
+    check_packed_variants::<BlockQ5_0, 8>(q5_0, avx2::dot_packed_q5_0_avx2, avx2::dot_packed_q5_0_vnni);
+    check_packed_variants::<BlockQ5_0, 4>(q5_0, avx2::dot_packed_q5_0_avx2, avx2::dot_packed_q5_0_vnni);
 }
 
 /// The packed Q8_0 kernels at the byte extremes (weights -128 and ±127, activations ±127),
@@ -327,6 +330,12 @@ fn scalar_packed_dots_equal_scalar_dot_bit_for_bit() {
         let want: Vec<u32> = acts.iter().map(|a| scalar::dot_q8_0(&w, a).to_bits()).collect();
         assert_eq!(scalar::dot_packed_q8_0::<8>(&w, &packs(&acts)).map(f32::to_bits), want[..], "q8_0, {n_blocks} blocks");
         assert_eq!(scalar::dot_packed_q8_0::<4>(&w, &packs(&acts)).map(f32::to_bits), want[..4], "q8_0 x4, {n_blocks} blocks");
+
+        let w: Vec<BlockQ5_0> = random_blocks(&mut rng, n_blocks, |b: &mut BlockQ5_0, r| b.d = r.scale());
+        let acts = random_acts::<BlockQ8_0>(&mut rng, n_blocks);
+        let want: Vec<u32> = acts.iter().map(|a| scalar::dot_q5_0(&w, a).to_bits()).collect();
+        assert_eq!(scalar::dot_packed_q5_0::<8>(&w, &packs(&acts)).map(f32::to_bits), want[..], "q5_0, {n_blocks} blocks");
+        assert_eq!(scalar::dot_packed_q5_0::<4>(&w, &packs(&acts)).map(f32::to_bits), want[..4], "q5_0 x4, {n_blocks} blocks");
     }
 }
 

@@ -276,13 +276,18 @@ pub unsafe fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
         let d = scale_product(f16_pair(x.d, y.d));
-        // q - 16 as i8: where the fifth bit is clear, set the high nibble (nibble - 16).
-        let high = _mm256_andnot_si256(bit_mask_bytes(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0xF0u8 as i8));
-        let qx = _mm256_or_si256(nibbles(x.qs.as_ptr()), high);
-        let p = _mm256_cvtepi32_ps(dot_i8_i8(qx, load32(y.qs.as_ptr())));
+        let p = _mm256_cvtepi32_ps(dot_i8_i8(q5_0_values(x), load32(y.qs.as_ptr())));
         acc = _mm256_fmadd_ps(d, p, acc);
     }
     hsum(acc)
+}
+
+/// A Q5_0 block's 32 values q - 16 as i8: where the fifth bit is clear, the high nibble is set
+/// (nibble - 16).
+#[inline(always)]
+unsafe fn q5_0_values(x: &BlockQ5_0) -> __m256i {
+    let high = _mm256_andnot_si256(bit_mask_bytes(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0xF0u8 as i8));
+    _mm256_or_si256(nibbles(x.qs.as_ptr()), high)
 }
 
 /// # Safety
@@ -611,6 +616,23 @@ unsafe fn dot_packed_q8_0_with<D: ByteDot, const R: usize>(w: &[BlockQ8_0], a: &
     // A 32-bit load for the one scale, as in `dot_packed_q4_1`.
     let scales = |x: &BlockQ8_0, pack: &ActPack<R>| times_rows(widen_dm(f16_pair(x.d, x.d)), &pack.d);
     let acc = packed_passes(w, a, scales, |x| D::signed(load32(x.qs.as_ptr())), |x, y| D::signed_dot(x, y));
+    row_sums(&acc, |_, sums| sums)
+}
+
+vnni_variants! {
+    /// `dot_q5_0` of one weight row with the R activation rows packed in `a` (as
+    /// `dot_packed_q8_0`); bit-identical to `dot_q5_0` per row.
+    ///
+    /// # Safety
+    /// `a.len() == w.len()`; AVX2, FMA and F16C available.
+    fn dot_packed_q5_0<const R: usize>, dot_packed_q5_0_avx2, dot_packed_q5_0_vnni = dot_packed_q5_0_with(w: &[BlockQ5_0], a: &[ActPack<R>]) -> [f32; R]
+}
+
+/// The body of both `dot_packed_q5_0` variants, inlined into each with its target features.
+#[inline(always)]
+unsafe fn dot_packed_q5_0_with<D: ByteDot, const R: usize>(w: &[BlockQ5_0], a: &[ActPack<R>]) -> [f32; R] {
+    let scales = |x: &BlockQ5_0, pack: &ActPack<R>| times_rows(widen_dm(f16_pair(x.d, x.d)), &pack.d);
+    let acc = packed_passes(w, a, scales, |x| D::signed(q5_0_values(x)), |x, y| D::signed_dot(x, y));
     row_sums(&acc, |_, sums| sums)
 }
 

@@ -211,12 +211,18 @@ pub fn dot_packed_q4_1<const R: usize>(w: &[BlockQ4_1], a: &[ActPack<R>]) -> [f3
 }
 
 pub fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
-    let mut sum = 0.0;
-    for (x, y) in w.iter().zip(a) {
-        let q = q5_values(x.qh, &x.qs);
-        sum += dot_i8(q.iter().map(|&v| v - 16), &y.qs) as f32 * (x.d.to_f32() * y.d.to_f32());
-    }
-    sum
+    w.iter().zip(a).fold(0.0, |sum, (x, y)| sum + q5_0_term(x, y.d.to_f32(), &y.qs))
+}
+
+/// One Q5_0 block times an activation block given as (d, quants).
+fn q5_0_term(x: &BlockQ5_0, d: f32, qs: &[i8; 32]) -> f32 {
+    let q = q5_values(x.qh, &x.qs);
+    dot_i8(q.iter().map(|&v| v - 16), qs) as f32 * (x.d.to_f32() * d)
+}
+
+/// `dot_q5_0` of one weight row with R packed activation rows.
+pub fn dot_packed_q5_0<const R: usize>(w: &[BlockQ5_0], a: &[ActPack<R>]) -> [f32; R] {
+    std::array::from_fn(|k| w.iter().zip(a).fold(0.0, |sum, (x, p)| sum + q5_0_term(x, p.d[k], &p.qs[k])))
 }
 
 pub fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
