@@ -40,11 +40,7 @@ def _byte_level():
 
 
 FAMILY = Family(
-    name="gpt2",
-    gguf_arch="gpt2",
-    hf_model_types=("gpt2",),
-    gguf_config=_gguf_config,
-    hf_config=_hf_config,
+    name="gpt2", gguf_arch="gpt2", hf_model_types=("gpt2",), gguf_config=_gguf_config, hf_config=_hf_config,
     hf_names=HFTensorNames(
         globals={"wte": "token_embd", "wpe": "position_embd", "ln_f": "output_norm", "lm_head": "output"},
         block_prefix=r"h\.(\d+)\.",

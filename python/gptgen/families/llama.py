@@ -119,11 +119,7 @@ HF_NAMES = HFTensorNames(
 
 
 FAMILY = Family(
-    name="llama",
-    gguf_arch="llama",
-    hf_model_types=("llama",),
-    gguf_config=_gguf_config,
-    hf_config=_hf_config,
+    name="llama", gguf_arch="llama", hf_model_types=("llama",), gguf_config=_gguf_config, hf_config=_hf_config,
     hf_names=HF_NAMES,
     pre_tokenizers={
         "smollm": PreTokenizer(_smollm),

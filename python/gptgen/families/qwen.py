@@ -52,22 +52,11 @@ def _qwen3_hf(config: HFConfig) -> EngineConfig:
 
 _PRE_TOKENIZERS = {"qwen2": PreTokenizer(_qwen2_pre_tokenizer)}
 
-QWEN2 = Family(
-    name="qwen2",
-    gguf_arch="qwen2",
-    hf_model_types=("qwen2",),
-    gguf_config=_qwen2_gguf,
-    hf_config=_qwen2_hf,
-    hf_names=llama.HF_NAMES,
-    pre_tokenizers=_PRE_TOKENIZERS,
-)
+def _family(name: str, gguf_config, hf_config) -> Family:
+    """A Qwen generation: GGUF architecture and model_type `name`, Llama's Hugging Face tensor
+    names (with Qwen3's Q/K norms), the qwen2 pre-tokenizer, its own configuration readers."""
+    return Family(name, name, (name,), gguf_config, hf_config, hf_names=llama.HF_NAMES, pre_tokenizers=_PRE_TOKENIZERS)
 
-QWEN3 = Family(
-    name="qwen3",
-    gguf_arch="qwen3",
-    hf_model_types=("qwen3",),
-    gguf_config=_qwen3_gguf,
-    hf_config=_qwen3_hf,
-    hf_names=llama.HF_NAMES,
-    pre_tokenizers=_PRE_TOKENIZERS,
-)
+
+QWEN2 = _family("qwen2", _qwen2_gguf, _qwen2_hf)
+QWEN3 = _family("qwen3", _qwen3_gguf, _qwen3_hf)
