@@ -77,6 +77,8 @@ fn config_from(obj: &Bound<'_, PyAny>) -> PyResult<(Arch, Config)> {
                 "halves" => RopePairing::Halves,
                 other => return Err(refuse(format!("unknown rope pairing {other:?}"))),
             },
+            freq_scale: field(&rope_obj, "freq_scale")?,
+            factors: field::<Option<Vec<f32>>>(&rope_obj, "factors")?.unwrap_or_default(),
         })
     };
     let kv_f16 = match field::<String>(obj, "kv_cache")?.as_str() {

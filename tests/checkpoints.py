@@ -175,11 +175,14 @@ def _rms_norm(x, w, eps):
     return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
 
 
-def _rope(x, n_heads, head_dim, base, pairing):
-    """Rotates [n, n_heads * head_dim] by position; pairing "adjacent" (GGUF) or "halves" (HF)."""
+def _rope(x, n_heads, head_dim, base, pairing, inv_freq=None):
+    """Rotates [n, n_heads * head_dim] by position; pairing "adjacent" (GGUF) or "halves" (HF);
+    `inv_freq` [head_dim / 2]: each pair's angle per position (default base^(-2i/head_dim))."""
     n = x.shape[0]
     half = head_dim // 2
-    angles = np.arange(n)[:, None] * base ** (-np.arange(half) * 2.0 / head_dim)[None]
+    if inv_freq is None:
+        inv_freq = base ** (-np.arange(half) * 2.0 / head_dim)
+    angles = np.arange(n)[:, None] * np.asarray(inv_freq, dtype=np.float64)[None]
     cos, sin = np.cos(angles)[:, None, :], np.sin(angles)[:, None, :]
     heads = x.reshape(n, n_heads, head_dim)
     if pairing == "adjacent":
@@ -210,9 +213,9 @@ def _head_norm(x, w, name, n_heads, eps):
     return _rms_norm(x.reshape(n, n_heads, -1), w[name + ".weight"], eps).reshape(n, -1)
 
 
-def llama_logits(w: dict[str, np.ndarray], tokens: list[int], *, n_head, n_kv_head, rope_base, pairing, eps=1e-5) -> np.ndarray:
+def llama_logits(w: dict[str, np.ndarray], tokens: list[int], *, n_head, n_kv_head, rope_base, pairing, eps=1e-5, inv_freq=None) -> np.ndarray:
     """Logits [len(tokens), n_vocab] of a Llama with weights named the GGUF way ([out, in]);
-    Q/K/V biases (`blk.N.attn_q.bias`, ...) and per-head Q/K RMSNorms before RoPE
+    `inv_freq` as in `_rope` (scaled RoPE); Q/K/V biases (`blk.N.attn_q.bias`, ...) and per-head Q/K RMSNorms before RoPE
     (`blk.N.attn_q_norm.weight`, ...) apply where the weights have them."""
     w = {k: v.astype(np.float64) for k, v in w.items()}
     n = len(tokens)
@@ -225,8 +228,8 @@ def llama_logits(w: dict[str, np.ndarray], tokens: list[int], *, n_head, n_kv_he
         h = _rms_norm(x, w[p + "attn_norm.weight"], eps)
         q = _head_norm(_project(h, w, p + "attn_q"), w, p + "attn_q_norm", n_head, eps)
         k = _head_norm(_project(h, w, p + "attn_k"), w, p + "attn_k_norm", n_kv_head, eps)
-        q = _rope(q, n_head, head_dim, rope_base, pairing)
-        k = _rope(k, n_kv_head, head_dim, rope_base, pairing)
+        q = _rope(q, n_head, head_dim, rope_base, pairing, inv_freq)
+        k = _rope(k, n_kv_head, head_dim, rope_base, pairing, inv_freq)
         v = _project(h, w, p + "attn_v")
         heads = []
         for hh in range(n_head):
@@ -296,6 +299,7 @@ def write_llama_gguf(
     types: dict[str, object],
     merges: list[str] | None = None,
     arch: str = "llama",
+    linear_rope_factor: float | None = None,
 ) -> dict[str, np.ndarray]:
     """A GGUF file of a Llama-shaped model (architecture `arch`) written with gguf-py's
     GGUFWriter; `types` maps tensor names to gguf.GGMLQuantizationType (default F32). Returns
@@ -315,6 +319,9 @@ def write_llama_gguf(
     writer.add_rope_freq_base(rope_base)
     writer.add_rope_dimension_count(n_embd // n_head)
     writer.add_layer_norm_rms_eps(1e-5)
+    if linear_rope_factor is not None:
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(linear_rope_factor)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("gpt-2")
     writer.add_token_list(vocab)

@@ -124,3 +124,98 @@ def test_conversation_reuses_the_cached_prefix(tiny_llama):
     # A prompt that diverges earlier rewinds the cache to the common prefix.
     other = first[:5] + tiny_llama.tokenizer.encode(" something else")
     np.testing.assert_array_equal(conversation.prefill(other), tiny_llama.new_session(len(other)).forward(other)[0])
+
+
+# Llama 3.1's rope_scaling, with a short original context so that the test's positions reach
+# every kind of pair (kept, divided by the factor, blended).
+LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+
+
+def _llama3_inv_freq(base: float, dims: int, scaling: dict) -> np.ndarray:
+    """transformers' `llama3` inverse frequencies (modeling_rope_utils), in float64."""
+    inv_freq = 1.0 / base ** (np.arange(0, dims, 2) / dims)
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old = scaling["original_max_position_embeddings"]
+    wavelen = 2 * np.pi / inv_freq
+    scaled = np.where(wavelen > old / low, inv_freq / factor, inv_freq)
+    smooth = (old / wavelen - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old / high) & (wavelen <= old / low)
+    return np.where(medium, blended, scaled)
+
+
+def test_gguf_rope_freqs_and_linear_scaling_match_numpy_reference(tmp_path):
+    rng = np.random.default_rng(17)
+    weights = random_llama_weights(rng, n_vocab=257, n_embd=64, n_layer=2, n_head=4, n_kv_head=2, n_ff=96)
+    inv_freq = _llama3_inv_freq(10000.0, 16, LLAMA3_SCALING)
+    base_freq = 1.0 / 10000.0 ** (np.arange(0, 16, 2) / 16)
+    # GGUF carries llama3 scaling as divisors of each pair's angle.
+    weights["rope_freqs.weight"] = (base_freq / inv_freq).astype(np.float32)
+    tokens = rng.integers(0, 256, size=40).tolist()
+    for linear in (None, 4.0):
+        path = tmp_path / f"scaled-{linear}.gguf"
+        stored = write_llama_gguf(path, weights, n_head=4, n_kv_head=2, rope_base=10000.0, n_ctx=64, types={}, linear_rope_factor=linear)
+        del stored["rope_freqs.weight"]
+        want_freq = base_freq / stored_factors(path) / (linear or 1.0)
+        want = llama_logits(stored, tokens, n_head=4, n_kv_head=2, rope_base=10000.0, pairing="adjacent", inv_freq=want_freq)
+        got = gptgen.load(str(path), threads=2).new_session(len(tokens)).forward(tokens, all_logits=True)
+        relative = np.sqrt(((got - want) ** 2).mean() / (want**2).mean())
+        assert relative < 0.002, (linear, relative)
+        plain = llama_logits(stored, tokens, n_head=4, n_kv_head=2, rope_base=10000.0, pairing="adjacent")
+        assert np.sqrt(((plain - want) ** 2).mean() / (want**2).mean()) > 0.01  # the scaling is visible
+
+
+def stored_factors(path) -> np.ndarray:
+    reader = gguf.GGUFReader(path)
+    return np.asarray(next(t for t in reader.tensors if t.name == "rope_freqs.weight").data, dtype=np.float64)
+
+
+def _with_rope(tmp_path, name: str, scaling: dict, style: str):
+    """tiny-llama with `scaling` written as transformers 5 writes it (rope_parameters) or as
+    earlier versions did (rope_theta and rope_scaling)."""
+    import shutil
+
+    directory = tmp_path / name
+    shutil.copytree(TINY_LLAMA, directory)
+    config = json.loads((directory / "config.json").read_text())
+    theta = config.pop("rope_parameters")["rope_theta"]
+    if style == "rope_parameters":
+        config["rope_parameters"] = {**scaling, "rope_theta": theta}
+    else:
+        config.update(rope_theta=theta, rope_scaling=scaling)
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory, config
+
+
+@pytest.mark.parametrize("style", ["rope_parameters", "rope_scaling"])
+def test_hf_llama3_rope_scaling_matches_numpy_reference(tmp_path, style):
+    directory, config = _with_rope(tmp_path, "llama3", LLAMA3_SCALING, style)
+    from safetensors.numpy import load_file
+
+    raw = load_file(str(TINY_LLAMA / "model.safetensors"))
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
+    parts = {
+        "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+    }
+    weights = {names.get(n) or f"blk.{n.split('.')[2]}.{parts['.'.join(n.split('.')[3:-1])]}.weight": v for n, v in raw.items()}
+    head_dim = config["hidden_size"] // config["num_attention_heads"]
+    inv_freq = _llama3_inv_freq(10000.0, head_dim, LLAMA3_SCALING)
+    tokens = list(range(100, 160))
+    want = llama_logits(weights, tokens, n_head=4, n_kv_head=2, rope_base=10000.0, pairing="halves", inv_freq=inv_freq)
+    model = gptgen.load(str(directory), threads=2)
+    got = model.new_session(len(tokens)).forward(tokens, all_logits=True)
+    np.testing.assert_allclose(got, want, atol=2e-4 * np.abs(want).max())
+    plain = llama_logits(weights, tokens, n_head=4, n_kv_head=2, rope_base=10000.0, pairing="halves")
+    assert np.abs(plain - want).max() > 10 * 2e-4 * np.abs(want).max()  # the scaling is visible
+
+
+@pytest.mark.parametrize("style", ["rope_parameters", "rope_scaling"])
+def test_unknown_rope_scaling_is_one_line_error(tmp_path, style):
+    from conftest import run_cli
+
+    directory, _ = _with_rope(tmp_path, "dynamic", {"rope_type": "dynamic", "factor": 2.0}, style)
+    out = run_cli("generate", "hi", "-m", str(directory), "-n", "1")
+    err = out.stderr.decode()
+    assert out.returncode == 1 and err.startswith("error: ") and err.count("\n") == 1 and "'dynamic' is not supported" in err, err

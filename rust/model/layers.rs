@@ -134,7 +134,7 @@ impl Attention {
             },
             q_norm: head_norm("attn_q_norm")?,
             k_norm: head_norm("attn_k_norm")?,
-            rope: cfg.rope,
+            rope: cfg.rope.clone(),
             output: Linear::load(w, &name("attn_output"), d, q_dim, false)?,
             heads,
         })

@@ -22,7 +22,7 @@ pub struct Llama {
 
 impl Llama {
     pub fn new(cfg: Config, w: &WeightSet) -> Result<Self> {
-        let Some(rope) = cfg.rope else { bail!("a Llama model needs RoPE settings") };
+        let Some(rope) = cfg.rope.clone() else { bail!("a Llama model needs RoPE settings") };
         let (d, eps) = (cfg.n_embd, cfg.norm_eps);
         let blocks = (0..cfg.n_layer)
             .map(|i| {

@@ -66,6 +66,15 @@ impl Config {
             if !(rope.base.is_finite() && rope.base > 0.0) {
                 bail!("rope base {} must be a positive number", rope.base);
             }
+            if !(rope.freq_scale.is_finite() && rope.freq_scale > 0.0) {
+                bail!("rope frequency scale {} must be a positive number", rope.freq_scale);
+            }
+            if !rope.factors.is_empty() && rope.factors.len() != rope.dims / 2 {
+                bail!("{} rope frequency factors for {} rotated dimensions (want {})", rope.factors.len(), rope.dims, rope.dims / 2);
+            }
+            if rope.factors.iter().any(|f| !(f.is_finite() && *f > 0.0)) {
+                bail!("rope frequency factors must be positive numbers");
+            }
         }
         if !self.n_head.is_multiple_of(self.n_kv_head) {
             bail!("n_head {} is not divisible by n_kv_head {}", self.n_head, self.n_kv_head);

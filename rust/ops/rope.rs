@@ -12,12 +12,17 @@ pub enum RopePairing {
     Halves,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rope {
     pub base: f32,
     /// Leading dimensions of each head that rotate (the rest pass through).
     pub dims: usize,
     pub pairing: RopePairing,
+    /// Every angle times this (linear RoPE scaling: 1 / factor; 1 without scaling).
+    pub freq_scale: f32,
+    /// [dims / 2] divisors of each pair's angle (Llama 3's `llama3` scaling, GGUF's
+    /// `rope_freqs.weight`); empty without.
+    pub factors: Vec<f32>,
 }
 
 impl Rope {
@@ -33,8 +38,11 @@ impl Rope {
         for (t, &pos) in positions.iter().enumerate() {
             let mut theta = pos as f32;
             for i in 0..half {
-                cos[t * half + i] = theta.cos();
-                sin[t * half + i] = theta.sin();
+                // As ggml: freq_scale * (theta / factor), both exact no-ops at 1.
+                let factor = self.factors.get(i).copied().unwrap_or(1.0);
+                let angle = self.freq_scale * (theta / factor);
+                cos[t * half + i] = angle.cos();
+                sin[t * half + i] = angle.sin();
                 theta *= theta_scale;
             }
         }

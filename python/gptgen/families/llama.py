@@ -4,7 +4,11 @@ engine's `llama` forward (rust/model/llama.rs)."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from typing import Any
+
+import numpy as np
 
 from ..errors import GptgenError
 from ..loading.config import EngineConfig, RopeConfig
@@ -14,15 +18,38 @@ from .base import Family, HFTensorNames, PreTokenizer
 
 
 def gguf_rope(meta: GGUFMetadata, head_dim: int, pairing: str) -> RopeConfig:
-    """The file's RoPE settings; scaled RoPE is refused (not supported yet)."""
+    """The file's RoPE settings: linear scaling as a frequency scale (Llama 3's per-pair
+    factors come as the `rope_freqs.weight` tensor, which the GGUF loader reads); YaRN and the
+    others are refused (not supported yet)."""
     scaling = meta.get(meta.key("rope.scaling.type"), "none")
-    if scaling not in ("none", "linear") or meta.get(meta.key("rope.scaling.factor"), 1.0) != 1.0:
-        raise GptgenError(f"{meta.path}: RoPE scaling is not supported")
+    factor = meta.positive_float(meta.key("rope.scaling.factor"), 1.0)
+    if scaling not in ("none", "linear") or (scaling == "none" and factor != 1.0):
+        raise GptgenError(f"{meta.path}: RoPE scaling {scaling!r} is not supported (linear, and Llama 3's rope_freqs)")
     return RopeConfig(
         base=meta.positive_float(meta.key("rope.freq_base"), 10000.0),
         dims=meta.positive_int(meta.key("rope.dimension_count"), head_dim),
         pairing=pairing,
+        freq_scale=1.0 / factor,
     )
+
+
+def llama3_factors(scaling: dict, base: float, dims: int) -> tuple[float, ...]:
+    """Llama 3.1's per-pair divisors of the RoPE angle, as llama.cpp's converter derives
+    `rope_freqs.weight` from config.json's rope_scaling (transformers' `llama3` rope_type):
+    1 for high frequencies, `factor` for low ones, a smooth blend between."""
+    factor, low, high = (float(scaling[k]) for k in ("factor", "low_freq_factor", "high_freq_factor"))
+    old_context = float(scaling["original_max_position_embeddings"])
+    factors = []
+    for i in range(0, dims, 2):
+        wavelen = 2 * math.pi * base ** (i / dims)
+        if wavelen < old_context / high:
+            factors.append(1.0)
+        elif wavelen > old_context / low:
+            factors.append(factor)
+        else:
+            smooth = (old_context / wavelen - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return tuple(float(np.float32(f)) for f in factors)
 
 
 def gguf_config(meta: GGUFMetadata, common: dict[str, Any], *, pairing: str, **options: bool) -> EngineConfig:
@@ -55,10 +82,11 @@ def hf_config(config: HFConfig, **options: bool) -> EngineConfig:
     if config.get("hidden_act", "silu") != "silu":
         raise GptgenError(f"{config.path}: hidden_act {config.get('hidden_act')!r} is not supported (silu)")
     rope_parameters = config.get("rope_parameters") or {}
-    rope_scaling = config.get("rope_scaling") or {}
-    rope_type = rope_parameters.get("rope_type", rope_scaling.get("rope_type", rope_scaling.get("type", "default")))
-    if rope_type != "default":
-        raise GptgenError(f"{config.path}: RoPE scaling {rope_type!r} is not supported")
+    # transformers 5 keeps the scaling in rope_parameters, earlier versions in rope_scaling.
+    rope_scaling = rope_parameters or config.get("rope_scaling") or {}
+    if not isinstance(rope_scaling, dict):
+        raise GptgenError(f"{config.path}: rope_scaling must be an object, not {rope_scaling!r}")
+    rope_type = rope_scaling.get("rope_type", rope_scaling.get("type", "default"))
     rope_base = rope_parameters.get("rope_theta", config.get("rope_theta", 10000.0))
     if isinstance(rope_base, bool) or not isinstance(rope_base, (int, float)) or not rope_base > 0:
         raise GptgenError(f"{config.path}: rope_theta must be a positive number, not {rope_base!r}")
@@ -73,9 +101,23 @@ def hf_config(config: HFConfig, **options: bool) -> EngineConfig:
         head_dim=head_dim,
         norm_eps=config.positive_float("rms_norm_eps", 1e-6),
         # Hugging Face checkpoints keep Q and K rows as trained: rotate_half pairs.
-        rope=RopeConfig(base=float(rope_base), dims=head_dim, pairing="halves"),
+        rope=_hf_rope(config, rope_type, rope_scaling, float(rope_base), head_dim),
         **options,
     )
+
+
+def _hf_rope(config: HFConfig, rope_type: object, scaling: dict, base: float, dims: int) -> RopeConfig:
+    rope = RopeConfig(base=base, dims=dims, pairing="halves")
+    try:
+        if rope_type == "default":
+            return rope
+        if rope_type == "linear":
+            return replace(rope, freq_scale=1.0 / float(scaling["factor"]))
+        if rope_type == "llama3":
+            return replace(rope, factors=llama3_factors(scaling, base, dims))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+        raise GptgenError(f"{config.path}: rope_scaling {scaling!r} is not valid ({type(e).__name__}: {e})") from None
+    raise GptgenError(f"{config.path}: RoPE scaling {rope_type!r} is not supported (linear, llama3)")
 
 
 # Llama 3's pre-tokenizer regex (llama.cpp's LLAMA_VOCAB_PRE_TYPE_LLAMA3).

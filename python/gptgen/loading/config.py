@@ -11,12 +11,17 @@ from typing import Any
 @dataclass(frozen=True)
 class RopeConfig:
     """Rotary position embeddings: pair i of a head's first `dims` dimensions turns by
-    pos * base^(-2i/dims). `pairing`: "adjacent" (elements 2i, 2i+1: GGUF `llama` weights,
+    freq_scale * pos * base^(-2i/dims) / factors[i]. `pairing`: "adjacent" (elements 2i, 2i+1: GGUF `llama` weights,
     whose Q/K rows the converter permuted) or "halves" (i, i + dims/2: rotate_half, NeoX)."""
 
     base: float
     dims: int
     pairing: str
+    # Every angle times this: linear RoPE scaling's 1 / factor.
+    freq_scale: float = 1.0
+    # [dims / 2] divisors of each pair's angle: Llama 3's `llama3` scaling (GGUF's
+    # `rope_freqs.weight`); None without.
+    factors: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -49,4 +54,7 @@ class EngineConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "EngineConfig":
         rope = values.get("rope")
-        return cls(**{**values, "rope": None if rope is None else RopeConfig(**rope)})
+        if rope is not None:
+            factors = rope.get("factors")
+            rope = RopeConfig(**{**rope, "factors": None if factors is None else tuple(factors)})
+        return cls(**{**values, "rope": rope})

@@ -4,6 +4,7 @@ byte length is checked against the metadata before a view of it can reach the en
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import numpy as np
 from .. import families
 from ..errors import GptgenError
 from ..tokenizer import Tokenizer
+from .config import EngineConfig
 from .gguf_metadata import GGUFMetadata
 from .mapping import map_file
 from .spec import ModelSpec, TensorView, storage_bytes, storage_types
@@ -86,9 +88,12 @@ def _parse(path: Path) -> tuple[ModelSpec, Tokenizer, dict[str, int]]:
         raise GptgenError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but token_embd only {n_vocab} rows")
     # f16 keys and values, as llama.cpp keeps them: same memory, same numerics.
     common = {"n_vocab": n_vocab, "kv_cache": "f16", **meta.sizes()}
+    config = family.gguf_config(meta, common)
+    if "rope_freqs.weight" in tensors:
+        config = _with_rope_factors(path, config, tensors.pop("rope_freqs.weight"))
     spec = ModelSpec(
         arch=family.name,
-        config=family.gguf_config(meta, common),
+        config=config,
         tensors=tensors,
         path=path,
         format="gguf",
@@ -97,6 +102,20 @@ def _parse(path: Path) -> tuple[ModelSpec, Tokenizer, dict[str, int]]:
         chat_template=meta.get("tokenizer.chat_template") or family.chat_template,
     )
     return spec, tokenizer, offsets
+
+
+def _with_rope_factors(path: Path, config: EngineConfig, freqs: TensorView) -> EngineConfig:
+    """`config` with the file's `rope_freqs.weight` (llama.cpp's per-pair divisors of the RoPE
+    angle, how GGUF carries Llama 3's rope scaling) as its RoPE factors."""
+    if config.rope is None:
+        raise GptgenError(f"{path}: rope_freqs.weight is given but the model has no RoPE")
+    want = config.rope.dims // 2
+    if freqs.dtype != "f32" or freqs.shape != (want,):
+        raise GptgenError(f"{path}: rope_freqs.weight is {freqs.dtype} {list(freqs.shape)}; RoPE over {config.rope.dims} dimensions needs f32 [{want}]")
+    factors = freqs.to_numpy()
+    if not (np.isfinite(factors).all() and (factors > 0).all()):
+        raise GptgenError(f"{path}: rope_freqs.weight holds values that are not positive numbers")
+    return replace(config, rope=replace(config.rope, factors=tuple(float(f) for f in factors)))
 
 
 def _check_disjoint(path: Path, tensors: dict[str, TensorView], offsets: dict[str, int]) -> None:
