@@ -25,30 +25,43 @@ fn avx2() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
 }
 
-/// Checks one type: SIMD == scalar (to float rounding), and quantized dot ~ f32 dot.
-fn check<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng), simd: unsafe fn(&[B], &[B::Act]) -> f32, reference: fn(&[B], &[B::Act]) -> f32) {
-    assert!(avx2(), "run these tests on an AVX2 machine");
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+/// One random row: weights, activations, and the activations quantized.
+type Case<B> = (Vec<B>, Vec<f32>, Vec<<B as QuantBlock>::Act>);
+
+/// Random rows of 1 to 18 blocks, 20 of each length.
+fn cases<B: QuantBlock>(seed: u64, fix: impl Fn(&mut B, &mut Rng)) -> Vec<Case<B>> {
+    let mut rng = Rng(seed);
+    let mut out = Vec::new();
     for &n_blocks in &[1usize, 2, 3, 8, 18] {
         for _ in 0..20 {
             let w: Vec<B> = random_blocks(&mut rng, n_blocks, &fix);
             let x = rng.vec(n_blocks * B::QK, 1.0);
             let mut act: Vec<B::Act> = vec![bytemuck::Zeroable::zeroed(); n_blocks * B::QK / <B::Act as ActBlock>::QK];
             B::Act::quantize(&x, &mut act);
-            let want = reference(&w, &act);
-            // SAFETY: equal block counts; AVX2/FMA/F16C asserted.
-            let got = unsafe { simd(&w, &act) };
-            let mut wf = vec![0.0; n_blocks * B::QK];
-            B::dequantize(&w, &mut wf);
-            let magnitude: f32 = wf.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum::<f32>().max(1e-3);
-            assert!((got - want).abs() <= 1e-5 * magnitude, "{name}: simd {got} vs scalar {want}");
-            assert_eq!(B::dot(&w, &act), got, "{name}: dispatch picks the SIMD path");
-            // Quantizing x to 8 bits moves each element by at most half a step (amax / 254),
-            // plus the f16 rounding of the activation scale.
-            let exact: f32 = wf.iter().zip(&x).map(|(a, b)| a * b).sum();
-            let step_error: f32 = wf.iter().map(|v| v.abs()).sum::<f32>() * (1.0 / 254.0 + 1e-3);
-            assert!((got - exact).abs() <= step_error + 1e-4, "{name}: quantized {got} vs f32 {exact} (bound {step_error})");
+            out.push((w, x, act));
         }
+    }
+    out
+}
+
+/// Checks one type: SIMD == scalar (to float rounding), and quantized dot ~ f32 dot.
+fn check<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng), simd: unsafe fn(&[B], &[B::Act]) -> f32, reference: fn(&[B], &[B::Act]) -> f32) {
+    assert!(avx2(), "run these tests on an AVX2 machine");
+    for (w, x, act) in cases(0x9E37_79B9_7F4A_7C15, &fix) {
+        let n_blocks = w.len();
+        let want = reference(&w, &act);
+        // SAFETY: equal block counts; AVX2/FMA/F16C asserted.
+        let got = unsafe { simd(&w, &act) };
+        let mut wf = vec![0.0; n_blocks * B::QK];
+        B::dequantize(&w, &mut wf);
+        let magnitude: f32 = wf.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum::<f32>().max(1e-3);
+        assert!((got - want).abs() <= 1e-5 * magnitude, "{name}: simd {got} vs scalar {want}");
+        assert_eq!(B::dot(&w, &act), got, "{name}: dispatch picks the SIMD path");
+        // Quantizing x to 8 bits moves each element by at most half a step (amax / 254),
+        // plus the f16 rounding of the activation scale.
+        let exact: f32 = wf.iter().zip(&x).map(|(a, b)| a * b).sum();
+        let step_error: f32 = wf.iter().map(|v| v.abs()).sum::<f32>() * (1.0 / 254.0 + 1e-3);
+        assert!((got - exact).abs() <= step_error + 1e-4, "{name}: quantized {got} vs f32 {exact} (bound {step_error})");
     }
 }
 
@@ -247,6 +260,27 @@ fn q4_k() {
 }
 
 #[test]
+fn q5_k() {
+    check::<BlockQ5K>("q5_k", |b, r| (b.d, b.dmin) = (r.scale(), r.scale()), _native::quant::avx2::dot_q5_k, scalar::dot_q5_k);
+}
+
+/// The K-quant kernels that follow llama.cpp's AVX2 summation order have scalar twins in the
+/// same order: equal bit for bit, not just to rounding.
+#[test]
+fn k_quant_avx2_dots_equal_scalar_bit_for_bit() {
+    fn same<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng), simd: unsafe fn(&[B], &[B::Act]) -> f32, reference: fn(&[B], &[B::Act]) -> f32) {
+        assert!(avx2(), "run these tests on an AVX2 machine");
+        for (w, _, act) in cases(0x2545_F491_4F6C_DD1D, fix) {
+            // SAFETY: equal block counts; AVX2/FMA/F16C asserted.
+            let got = unsafe { simd(&w, &act) };
+            assert_eq!(got.to_bits(), reference(&w, &act).to_bits(), "{name}: {} blocks", w.len());
+        }
+    }
+    same::<BlockQ5K>("q5_k", |b, r| (b.d, b.dmin) = (r.scale(), r.scale()), _native::quant::avx2::dot_q5_k, scalar::dot_q5_k);
+    same::<BlockQ6K>("q6_k", |b, r| b.d = f16::from_f32(0.01 * r.scale().to_f32()), _native::quant::avx2::dot_q6_k, scalar::dot_q6_k);
+}
+
+#[test]
 fn q6_k() {
     check::<BlockQ6K>("q6_k", |b, r| b.d = f16::from_f32(0.01 * r.scale().to_f32()), _native::quant::avx2::dot_q6_k, scalar::dot_q6_k);
 }
@@ -355,6 +389,7 @@ fn storage_type_table_lists_every_type() {
         ("q5_1", 32, 24, 2),
         ("q8_0", 32, 34, 2),
         ("q4_k", 256, 144, 2),
+        ("q5_k", 256, 176, 2),
         ("q6_k", 256, 210, 2),
     ];
     let got: Vec<(&str, usize, usize, usize)> = DType::ALL.iter().map(|t| (t.name(), t.block().0, t.block().1, t.align())).collect();

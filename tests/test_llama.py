@@ -98,16 +98,17 @@ def test_dequantize_matches_gguf_py_on_quantized_blocks(qtype):
     np.testing.assert_array_equal(ours.reshape(6, 256), dequantize(blocks, qtype))
 
 
-@pytest.mark.parametrize("qtype, size", [(Q.Q4_K, 144), (Q.Q6_K, 210)])
+@pytest.mark.parametrize("qtype, size", [(Q.Q4_K, 144), (Q.Q5_K, 176), (Q.Q6_K, 210)])
 def test_dequantize_k_quants_matches_gguf_py(qtype, size):
     """gguf-py cannot quantize K-quants, so: random blocks with sane f16 scales."""
     rng = np.random.default_rng(size)
     raw = rng.integers(0, 256, size=(8, size), dtype=np.uint8)
-    scale_offset = 0 if qtype == Q.Q4_K else 208  # d (and dmin) are f16 fields
+    # d (and dmin, for Q4_K and Q5_K) are f16 fields
+    scale_offset, scale_bytes = (208, 2) if qtype == Q.Q6_K else (0, 4)
     scales = rng.uniform(1e-3, 0.05, size=(8, 2)).astype(np.float16).view(np.uint8)
-    raw[:, scale_offset : scale_offset + (4 if qtype == Q.Q4_K else 2)] = scales[:, : 4 if qtype == Q.Q4_K else 2]
+    raw[:, scale_offset : scale_offset + scale_bytes] = scales[:, :scale_bytes]
     ours = _native.dequantize(raw.reshape(-1), qtype.name.lower(), 256)
-    np.testing.assert_allclose(ours, dequantize(raw, qtype).reshape(-1), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(ours, dequantize(raw, qtype).reshape(-1))
 
 
 def test_conversation_reuses_the_cached_prefix(tiny_llama):

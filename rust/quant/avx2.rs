@@ -355,33 +355,76 @@ unsafe fn dot_w4_q8_0_with<D: ByteDot>(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_0]) ->
     acc.map(|a| hsum(a))
 }
 
+/// A Q4_K or Q5_K block's integer sums against `y`: its values times their sub-block scales
+/// as eight i32 lanes (lane k: elements 4k..4k+3 of each run of 32, as in llama.cpp's AVX2
+/// kernels), and its sub-block mins times their activations' sums. `qh`: Q5_K's high bits (bit
+/// j of byte l is bit 4 of sub-block j's element l), or None for Q4_K.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn k_block_sums(scales: &[u8; 12], qs: &[u8; 128], qh: Option<&[u8; 32]>, y: &BlockQ8K) -> (__m256i, i32) {
+    let low4 = _mm256_set1_epi8(0xF);
+    let mut sumi = _mm256_setzero_si256();
+    let mut mins = 0i32;
+    for chunk in 0..4 {
+        let (sc_lo, m_lo) = q4k_scale_min(2 * chunk, scales);
+        let (sc_hi, m_hi) = q4k_scale_min(2 * chunk + 1, scales);
+        mins += m_lo as i32 * (y.bsums[4 * chunk] as i32 + y.bsums[4 * chunk + 1] as i32);
+        mins += m_hi as i32 * (y.bsums[4 * chunk + 2] as i32 + y.bsums[4 * chunk + 3] as i32);
+        // 32 bytes: low nibbles are sub-block 2*chunk, high nibbles sub-block 2*chunk + 1.
+        let bytes = _mm256_loadu_si256(qs.as_ptr().add(32 * chunk) as *const __m256i);
+        let mut lo = _mm256_and_si256(bytes, low4);
+        let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), low4);
+        if let Some(bits) = qh {
+            let qh = _mm256_loadu_si256(bits.as_ptr() as *const __m256i);
+            lo = _mm256_or_si256(lo, q5_high_bit(qh, 2 * chunk));
+            hi = _mm256_or_si256(hi, q5_high_bit(qh, 2 * chunk + 1));
+        }
+        let y_lo = load32(y.qs.as_ptr().add(64 * chunk));
+        let y_hi = load32(y.qs.as_ptr().add(64 * chunk + 32));
+        let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y_lo), _mm256_set1_epi16(sc_lo as i16));
+        let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y_hi), _mm256_set1_epi16(sc_hi as i16));
+        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
+    }
+    (sumi, mins)
+}
+
+/// Bit `bit` (0..8) of each byte of `qh`, moved to bit 4 (a Q5_K value's high bit).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn q5_high_bit(qh: __m256i, bit: usize) -> __m256i {
+    // A 16-bit shift, then one bit kept per byte: each byte's bit 0 is its own bit `bit`.
+    let shifted = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(bit as i32));
+    _mm256_slli_epi16::<4>(_mm256_and_si256(shifted, _mm256_set1_epi8(1)))
+}
+
 /// # Safety
 /// `w.len() == a.len()`; AVX2, FMA and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
-    let low4 = _mm256_set1_epi8(0xF);
     let mut sum = 0.0f32;
     for (x, y) in w.iter().zip(a) {
-        let mut sumi = _mm256_setzero_si256();
-        let mut sumi_mins = 0i32;
-        for chunk in 0..4 {
-            let (sc_lo, m_lo) = q4k_scale_min(2 * chunk, &x.scales);
-            let (sc_hi, m_hi) = q4k_scale_min(2 * chunk + 1, &x.scales);
-            sumi_mins += m_lo as i32 * (y.bsums[4 * chunk] as i32 + y.bsums[4 * chunk + 1] as i32);
-            sumi_mins += m_hi as i32 * (y.bsums[4 * chunk + 2] as i32 + y.bsums[4 * chunk + 3] as i32);
-            // 32 bytes: low nibbles are sub-block 2*chunk, high nibbles sub-block 2*chunk + 1.
-            let bytes = _mm256_loadu_si256(x.qs.as_ptr().add(32 * chunk) as *const __m256i);
-            let lo = _mm256_and_si256(bytes, low4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), low4);
-            let y_lo = load32(y.qs.as_ptr().add(64 * chunk));
-            let y_hi = load32(y.qs.as_ptr().add(64 * chunk + 32));
-            let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y_lo), _mm256_set1_epi16(sc_lo as i16));
-            let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y_hi), _mm256_set1_epi16(sc_hi as i16));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
-        }
+        let (sumi, sumi_mins) = k_block_sums(&x.scales, &x.qs, None, y);
         sum += h(x.d) * y.d * hsum_i32(sumi) as f32 - h(x.dmin) * y.d * sumi_mins as f32;
     }
     sum
+}
+
+/// `scalar::dot_q5_k`'s order (llama.cpp's AVX2 q5_K kernel): eight integer lanes per block,
+/// scaled by d into eight float accumulators; the mins' integer sum times -dmin added, fused,
+/// to one float sum; the accumulators' horizontal sum plus that sum at the end.
+///
+/// # Safety
+/// `w.len() == a.len()`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0.0f32;
+    for (x, y) in w.iter().zip(a) {
+        let (sumi, mins) = k_block_sums(&x.scales, &x.qs, Some(&x.qh), y);
+        summs = (-y.d * h(x.dmin)).mul_add(mins as f32, summs);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y.d * h(x.d)), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum(acc) + summs
 }
 
 /// Bits SHIFT..SHIFT+2 of each byte of `qh`, moved to bits 4..6 (a Q6_K value's high part).

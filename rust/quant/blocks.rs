@@ -71,6 +71,19 @@ pub struct BlockQ4K {
     pub qs: [u8; 128],
 }
 
+/// 256 weights in 8 sub-blocks of 32, scales and mins packed as in Q4_K:
+/// x = d * sc * q - dmin * m, q 5 bits (low 4 in `qs` as in Q4_K, bit 4 of sub-block j's
+/// element l is bit j of `qh[l]`).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct BlockQ5K {
+    pub d: f16,
+    pub dmin: f16,
+    pub scales: [u8; 12],
+    pub qh: [u8; 32],
+    pub qs: [u8; 128],
+}
+
 /// 256 weights in 16 groups of 16, each with an 8-bit scale: x = d * sc * (q - 32), q 6 bits
 /// (low 4 in `ql`, high 2 in `qh`).
 #[repr(C)]
@@ -99,6 +112,7 @@ const _: () = {
     assert!(std::mem::size_of::<BlockQ8_0>() == 34);
     assert!(std::mem::size_of::<BlockQ8_1>() == 40);
     assert!(std::mem::size_of::<BlockQ4K>() == 144);
+    assert!(std::mem::size_of::<BlockQ5K>() == 176);
     assert!(std::mem::size_of::<BlockQ6K>() == 210);
     assert!(std::mem::size_of::<BlockQ8K>() == 292);
 };

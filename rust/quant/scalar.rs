@@ -66,12 +66,13 @@ pub fn dequantize_q8_0(blocks: &[BlockQ8_0], out: &mut [f32]) {
     }
 }
 
-/// The 4-bit values of a Q4_K block, 0..16, in element order.
-fn q4k_values(b: &BlockQ4K) -> [u8; 256] {
+/// The 4-bit values of a Q4_K (or the low bits of a Q5_K) block's `qs`, 0..16, in element
+/// order.
+fn q4k_values(qs: &[u8; 128]) -> [u8; 256] {
     let mut q = [0u8; 256];
     for chunk in 0..4 {
         for l in 0..32 {
-            let byte = b.qs[32 * chunk + l];
+            let byte = qs[32 * chunk + l];
             q[64 * chunk + l] = byte & 0xF;
             q[64 * chunk + 32 + l] = byte >> 4;
         }
@@ -79,17 +80,37 @@ fn q4k_values(b: &BlockQ4K) -> [u8; 256] {
     q
 }
 
+/// The 5-bit values of a Q5_K block, 0..32, in element order.
+fn q5k_values(b: &BlockQ5K) -> [u8; 256] {
+    let mut q = q4k_values(&b.qs);
+    for (i, v) in q.iter_mut().enumerate() {
+        *v |= ((b.qh[i % 32] >> (i / 32)) & 1) << 4;
+    }
+    q
+}
+
+/// One block of 256 values with Q4_K's packed sub-block scales and mins, as gguf-py computes
+/// it: x = (d * sc) * q - (dmin * m).
+fn dequantize_scale_min(d: f16, dmin: f16, scales: &[u8; 12], q: &[u8; 256], y: &mut [f32]) {
+    let (d, dmin) = (d.to_f32(), dmin.to_f32());
+    for sub in 0..8 {
+        let (sc, m) = q4k_scale_min(sub, scales);
+        let (scale, min) = (d * sc as f32, dmin * m as f32);
+        for l in 0..32 {
+            y[32 * sub + l] = scale * q[32 * sub + l] as f32 - min;
+        }
+    }
+}
+
 pub fn dequantize_q4_k(blocks: &[BlockQ4K], out: &mut [f32]) {
     for (b, y) in blocks.iter().zip(out.chunks_exact_mut(256)) {
-        let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
-        let q = q4k_values(b);
-        for sub in 0..8 {
-            let (sc, m) = q4k_scale_min(sub, &b.scales);
-            let (scale, min) = (d * sc as f32, dmin * m as f32);
-            for l in 0..32 {
-                y[32 * sub + l] = scale * q[32 * sub + l] as f32 - min;
-            }
-        }
+        dequantize_scale_min(b.d, b.dmin, &b.scales, &q4k_values(&b.qs), y);
+    }
+}
+
+pub fn dequantize_q5_k(blocks: &[BlockQ5K], out: &mut [f32]) {
+    for (b, y) in blocks.iter().zip(out.chunks_exact_mut(256)) {
+        dequantize_scale_min(b.d, b.dmin, &b.scales, &q5k_values(b), y);
     }
 }
 
@@ -251,7 +272,7 @@ pub fn dot_packed_q8_0<const R: usize>(w: &[BlockQ8_0], a: &[ActPack<R>]) -> [f3
 pub fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     let mut sum = 0.0;
     for (x, y) in w.iter().zip(a) {
-        let q = q4k_values(x);
+        let q = q4k_values(&x.qs);
         let (mut sumi, mut sumi_mins) = (0i32, 0i32);
         for sub in 0..8 {
             let (sc, m) = q4k_scale_min(sub, &x.scales);
@@ -271,14 +292,42 @@ pub fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
 pub fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     let mut acc = [0.0f32; 8];
     for (x, y) in w.iter().zip(a) {
-        let mut lanes = [0i32; 8];
-        for (i, (q, &v)) in q6k_values(x).into_iter().zip(&y.qs).enumerate() {
-            lanes[i % 32 / 4] += x.scales[i / 16] as i32 * q as i32 * v as i32;
-        }
-        let d = y.d * x.d.to_f32();
-        for (sum, lane) in acc.iter_mut().zip(lanes) {
-            *sum = d.mul_add(lane as f32, *sum);
-        }
+        let lanes = eight_lanes(q6k_values(x).into_iter().map(|q| q as i32), |i| x.scales[i / 16] as i32, &y.qs);
+        add_lanes(&mut acc, y.d * x.d.to_f32(), lanes);
     }
     lanes8_at(|k| acc[k])
+}
+
+/// The integer lanes of llama.cpp's AVX2 K-quant kernels: lane k sums elements 4k..4k+3 of
+/// each run of 32 values, each product times its element's scale.
+fn eight_lanes(q: impl Iterator<Item = i32>, scale: impl Fn(usize) -> i32, a: &[i8; 256]) -> [i32; 8] {
+    let mut lanes = [0i32; 8];
+    for (i, (q, &v)) in q.zip(a).enumerate() {
+        lanes[i % 32 / 4] += scale(i) * q * v as i32;
+    }
+    lanes
+}
+
+/// Each lane times d, added (fused) to its own float accumulator.
+fn add_lanes(acc: &mut [f32; 8], d: f32, lanes: [i32; 8]) {
+    for (sum, lane) in acc.iter_mut().zip(lanes) {
+        *sum = d.mul_add(lane as f32, *sum);
+    }
+}
+
+/// In llama.cpp's AVX2 order: the values' eight integer lanes per block scaled by d into eight
+/// float accumulators (as `dot_q6_k`); the mins' integer sum (sub-block min times the sum of
+/// its 32 activations) times -dmin (-d_y times the weight's dmin) added, fused, to one float
+/// sum, block after block; at the end the accumulators' `_mm256` horizontal sum plus that sum.
+pub fn dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let mut summs = 0.0f32;
+    for (x, y) in w.iter().zip(a) {
+        let scale_min: [(u8, u8); 8] = std::array::from_fn(|sub| q4k_scale_min(sub, &x.scales));
+        let mins: i32 = (0..8).map(|sub| scale_min[sub].1 as i32 * (y.bsums[2 * sub] as i32 + y.bsums[2 * sub + 1] as i32)).sum();
+        summs = (-y.d * x.dmin.to_f32()).mul_add(mins as f32, summs);
+        let lanes = eight_lanes(q5k_values(x).into_iter().map(|q| q as i32), |i| scale_min[i / 32].0 as i32, &y.qs);
+        add_lanes(&mut acc, y.d * x.d.to_f32(), lanes);
+    }
+    lanes8_at(|k| acc[k]) + summs
 }
