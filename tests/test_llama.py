@@ -38,8 +38,8 @@ def test_tiny_llama_matches_transformers(tiny_llama, i):
     assert result.tokens == p["greedy20"]
 
 
-def test_hf_llama_safetensors_match_numpy_reference(tiny_llama):
-    """The same weights through gptgen's loader and the NumPy reference (rotate-half pairs)."""
+def _tiny_llama_weights() -> dict[str, np.ndarray]:
+    """tiny-llama's weights under GGUF names, mapped by hand (not by the loader under test)."""
     from safetensors.numpy import load_file
 
     raw = load_file(str(TINY_LLAMA / "model.safetensors"))
@@ -56,6 +56,12 @@ def test_hf_llama_safetensors_match_numpy_reference(tiny_llama):
         else:
             layer, part = name.split(".")[2], ".".join(name.split(".")[3:-1])
             weights[f"blk.{layer}.{parts[part]}.weight"] = values
+    return weights
+
+
+def test_hf_llama_safetensors_match_numpy_reference(tiny_llama):
+    """The same weights through gptgen's loader and the NumPy reference (rotate-half pairs)."""
+    weights = _tiny_llama_weights()
     tokens = list(range(100, 140))
     want = llama_logits(weights, tokens, n_head=4, n_kv_head=2, rope_base=10000.0, pairing="halves")
     got = tiny_llama.new_session(len(tokens)).forward(tokens, all_logits=True)
@@ -191,16 +197,7 @@ def _with_rope(tmp_path, name: str, scaling: dict, style: str):
 @pytest.mark.parametrize("style", ["rope_parameters", "rope_scaling"])
 def test_hf_llama3_rope_scaling_matches_numpy_reference(tmp_path, style):
     directory, config = _with_rope(tmp_path, "llama3", LLAMA3_SCALING, style)
-    from safetensors.numpy import load_file
-
-    raw = load_file(str(TINY_LLAMA / "model.safetensors"))
-    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
-    parts = {
-        "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-        "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate",
-        "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
-    }
-    weights = {names.get(n) or f"blk.{n.split('.')[2]}.{parts['.'.join(n.split('.')[3:-1])]}.weight": v for n, v in raw.items()}
+    weights = _tiny_llama_weights()
     head_dim = config["hidden_size"] // config["num_attention_heads"]
     inv_freq = _llama3_inv_freq(10000.0, head_dim, LLAMA3_SCALING)
     tokens = list(range(100, 160))
