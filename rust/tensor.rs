@@ -58,7 +58,10 @@ macro_rules! storage_types {
                     qk: 32, act: BlockQ8_0, dequantize: dequantize_q8_0, dot: dot_q8_0 [avx2],
                     dot_w4: dot_w4_q8_0 [avx2], dot_packed: dot_packed_q8_0 [avx2],
                 },
-                Q4_K "q4_k" BlockQ4K { qk: 256, act: BlockQ8K, dequantize: dequantize_q4_k, dot: dot_q4_k [avx2] },
+                Q4_K "q4_k" BlockQ4K {
+                    qk: 256, act: BlockQ8K, dequantize: dequantize_q4_k, dot: dot_q4_k [avx2],
+                    dot_batched: dot_batched_q4_k [avx2],
+                },
                 Q5_K "q5_k" BlockQ5K { qk: 256, act: BlockQ8K, dequantize: dequantize_q5_k, dot: dot_q5_k [avx2] },
                 Q6_K "q6_k" BlockQ6K { qk: 256, act: BlockQ8K, dequantize: dequantize_q6_k, dot: dot_q6_k [avx2] },
             }

@@ -276,6 +276,9 @@ fn k_quant_avx2_dots_equal_scalar_bit_for_bit() {
             assert_eq!(got.to_bits(), reference(&w, &act).to_bits(), "{name}: {} blocks", w.len());
         }
     }
+    let q4k = |b: &mut BlockQ4K, r: &mut Rng| (b.d, b.dmin) = (r.scale(), r.scale());
+    same::<BlockQ4K>("q4_k", q4k, _native::quant::avx2::dot_q4_k, scalar::dot_q4_k);
+    same::<BlockQ4K>("q4_k batched", q4k, _native::quant::avx2::dot_batched_q4_k, scalar::dot_batched_q4_k);
     same::<BlockQ5K>("q5_k", |b, r| (b.d, b.dmin) = (r.scale(), r.scale()), _native::quant::avx2::dot_q5_k, scalar::dot_q5_k);
     same::<BlockQ6K>("q6_k", |b, r| b.d = f16::from_f32(0.01 * r.scale().to_f32()), _native::quant::avx2::dot_q6_k, scalar::dot_q6_k);
 }

@@ -249,6 +249,7 @@ impl Block {
     /// Runs the blocks in order over the residual stream x [n, n_embd]; h [n, n_embd] is
     /// working space.
     pub fn run_all(blocks: &[Block], batch: &mut Batch<'_>, x: &mut [f32], h: &mut [f32], s: &mut BlockScratch) {
+        s.matmul.group_rows(batch.segments.iter().map(|seg| seg.rows.len()));
         for (layer, b) in blocks.iter().enumerate() {
             b.attn_norm.apply(h, x);
             b.attn.forward(layer, batch, h, &mut s.attn, &mut s.matmul);
@@ -290,6 +291,7 @@ impl Head {
         let (x_out, h_out) = (&gathered[..count * d], &mut h[..count * d]);
         self.norm.apply(h_out, x_out);
         logits.resize(count * self.output.n_out, 0.0);
+        mm.group_rows(batch.logit_rows_per_segment());
         matmul(logits, h_out, &self.output, None, mm);
     }
 }

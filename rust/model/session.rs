@@ -59,6 +59,11 @@ impl Batch<'_> {
         count
     }
 
+    /// How many of `gather_logit_rows`' rows each segment has, segment after segment.
+    pub fn logit_rows_per_segment(&self) -> impl Iterator<Item = usize> + '_ {
+        self.segments.iter().map(|s| if self.all_logits { s.rows.len() } else { 1 })
+    }
+
     /// Writes row r's keys and values (each [kv_dim]) into its session's cache at its position.
     pub fn store_kv(&mut self, layer: usize, k: &[f32], v: &[f32], kv_dim: usize) {
         for seg in &mut self.segments {

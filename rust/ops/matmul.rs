@@ -58,6 +58,24 @@ pub struct MatmulScratch {
     packs8: Vec<ActPack<8>>,
     /// [blocks per row]: the four rows after the last group of eight, where n % 8 >= 4.
     packs4: Vec<ActPack<4>>,
+    /// [n] for the matmuls until the next `group_rows`: whether activation row t is in one of
+    /// its sequence's whole groups of four. Empty: every row alone.
+    in_group: Vec<bool>,
+}
+
+impl MatmulScratch {
+    /// Sets which activation rows of the next matmuls are multiplied as part of a group of
+    /// four, given the rows' sequences in order by their row counts. llama.cpp multiplies a
+    /// batch's rows four at a time from its first, in another summation order for some types
+    /// (`QuantBlock::dot_batched`), and the rest one at a time. Here the groups start at each
+    /// sequence's first row instead: one prompt is summed as llama.cpp sums it, and a sequence's
+    /// results do not depend on what else shares its batch.
+    pub fn group_rows(&mut self, sequences: impl IntoIterator<Item = usize>) {
+        self.in_group.clear();
+        for len in sequences {
+            self.in_group.extend((0..len).map(|i| i < len / 4 * 4));
+        }
+    }
 }
 
 /// y[n, n_out] = x[n, n_in] · Wᵀ + bias.
@@ -69,7 +87,7 @@ pub fn matmul(y: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f32]>, scratc
     if let Some(b) = bias {
         assert_eq!(b.len(), n_out, "matmul: bias has the wrong size");
     }
-    let MatmulScratch { tiles, act, packs8, packs4 } = scratch;
+    let MatmulScratch { tiles, act, packs8, packs4, in_group } = scratch;
     with_elems!(w.tensor.elems(), ws =>
         float {
             if w.layout == Layout::InOut && n == 1 {
@@ -80,7 +98,7 @@ pub fn matmul(y: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f32]>, scratc
             }
         },
         quant {
-            let rows = quantize_rows(x, n_in, act, packs8, packs4, ws);
+            let rows = quantize_rows(x, n_in, act, packs8, packs4, in_group, ws);
             quant_matmul(y, ws, w, bias, tiles, &rows)
         }
     )
@@ -114,8 +132,8 @@ pub fn matmul_group(ys: &mut [&mut [f32]], x: &[f32], ws: &[&Matrix], biases: &[
 
 /// `matmul_group` for quantized matrices of block type B (the type of `of_type`).
 fn quant_group<B: QuantBlock>(ys: &mut [&mut [f32]], x: &[f32], ws: &[&Matrix], biases: &[Option<&[f32]>], scratch: &mut MatmulScratch, of_type: &[B]) {
-    let MatmulScratch { tiles, act, packs8, packs4 } = scratch;
-    let rows = quantize_rows(x, ws[0].n_in, act, packs8, packs4, of_type);
+    let MatmulScratch { tiles, act, packs8, packs4, in_group } = scratch;
+    let rows = quantize_rows(x, ws[0].n_in, act, packs8, packs4, in_group, of_type);
     for (y, w) in ys.iter().zip(ws) {
         assert_eq!(y.len(), rows.n * w.n_out, "matmul_group: output has the wrong size");
     }
@@ -307,6 +325,9 @@ struct QuantizedRows<'a, B: QuantBlock> {
     packs8: &'a [ActPack<8>],
     /// [per_row] where n % 8 >= 4: the four rows after the last group of eight, for DOT4.
     packs4: &'a [ActPack<4>],
+    /// [n], or empty: whether row t goes through `QuantBlock::dot_batched` (see
+    /// `MatmulScratch::group_rows`).
+    in_group: &'a [bool],
 }
 
 /// Quantizes x [n, n_in] (and packs it) into the scratch buffers, for block type B (the type
@@ -317,9 +338,11 @@ fn quantize_rows<'a, B: QuantBlock>(
     act_words: &'a mut Vec<u64>,
     packs8: &'a mut Vec<ActPack<8>>,
     packs4: &'a mut Vec<ActPack<4>>,
+    in_group: &'a [bool],
     _of_type: &[B],
 ) -> QuantizedRows<'a, B> {
     let n = x.len() / n_in;
+    assert!(in_group.is_empty() || in_group.len() == n, "matmul: row groups set for {} rows, not {n}", in_group.len());
     let per_row = n_in / <B::Act as ActBlock>::QK;
     let act: &mut [B::Act] = words_as(act_words, n * per_row);
     let quantize_row = |(xr, ar): (&[f32], &mut [B::Act])| B::Act::quantize(xr, ar);
@@ -346,7 +369,7 @@ fn quantize_rows<'a, B: QuantBlock>(
     if four {
         packs4.extend((0..per_row).map(|b| ActPack::of_rows(act, per_row, 8 * groups, b)));
     }
-    QuantizedRows { n, per_row, act, packs8, packs4 }
+    QuantizedRows { n, per_row, act, packs8, packs4, in_group }
 }
 
 /// y[n, n_out] = rows · Wᵀ + bias for quantized W [n_out, n_in] of block type B.
@@ -389,7 +412,7 @@ fn quant_tile<B: QuantBlock>(out: &mut [f32], ws: &[B], bias: Option<&[f32]>, co
 /// out[t - tokens.start, j] += W[col0 + j] · act[t] for t in tokens, j < width; out is
 /// [tokens.len(), width] and tokens starts at a multiple of TOKEN_BLOCK.
 fn packed_dots<B: QuantBlock>(out: &mut [f32], width: usize, col0: usize, tokens: Range<usize>, ws: &[B], rows: &QuantizedRows<B>) {
-    let &QuantizedRows { n, per_row, act, packs8, packs4 } = rows;
+    let &QuantizedRows { n, per_row, act, packs8, packs4, in_group } = rows;
     let act_row = |t: usize| &act[t * per_row..(t + 1) * per_row];
     let w_row = |j: usize| &ws[(col0 + j) * per_row..(col0 + j + 1) * per_row];
     let at = |t: usize, j: usize| (t - tokens.start) * width + j;
@@ -414,7 +437,8 @@ fn packed_dots<B: QuantBlock>(out: &mut [f32], width: usize, col0: usize, tokens
             t += 4;
         }
         for t in t..tokens.end {
-            out[at(t, j)] += B::dot(w_row(j), act_row(t));
+            let dot = if in_group.get(t) == Some(&true) { B::dot_batched } else { B::dot };
+            out[at(t, j)] += dot(w_row(j), act_row(t));
         }
     }
 }

@@ -355,37 +355,33 @@ unsafe fn dot_w4_q8_0_with<D: ByteDot>(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_0]) ->
     acc.map(|a| hsum(a))
 }
 
-/// A Q4_K or Q5_K block's integer sums against `y`: its values times their sub-block scales
-/// as eight i32 lanes (lane k: elements 4k..4k+3 of each run of 32, as in llama.cpp's AVX2
-/// kernels), and its sub-block mins times their activations' sums. `qh`: Q5_K's high bits (bit
-/// j of byte l is bit 4 of sub-block j's element l), or None for Q4_K.
+/// A Q4_K or Q5_K block's integer sums against `y` over the 64-element chunk `chunk`
+/// (sub-blocks 2 * chunk and 2 * chunk + 1): its values times their sub-block scales as eight
+/// i32 lanes (lane k: elements 4k..4k+3 of each run of 32, as in llama.cpp's AVX2 kernels),
+/// and its sub-block mins times their activations' sums. `qh`: Q5_K's high bits (bit j of
+/// byte l is bit 4 of sub-block j's element l), or None for Q4_K.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn k_block_sums(scales: &[u8; 12], qs: &[u8; 128], qh: Option<&[u8; 32]>, y: &BlockQ8K) -> (__m256i, i32) {
+unsafe fn k_chunk_sums(scales: &[u8; 12], qs: &[u8; 128], qh: Option<&[u8; 32]>, y: &BlockQ8K, chunk: usize) -> (__m256i, i32) {
     let low4 = _mm256_set1_epi8(0xF);
-    let mut sumi = _mm256_setzero_si256();
-    let mut mins = 0i32;
-    for chunk in 0..4 {
-        let (sc_lo, m_lo) = q4k_scale_min(2 * chunk, scales);
-        let (sc_hi, m_hi) = q4k_scale_min(2 * chunk + 1, scales);
-        mins += m_lo as i32 * (y.bsums[4 * chunk] as i32 + y.bsums[4 * chunk + 1] as i32);
-        mins += m_hi as i32 * (y.bsums[4 * chunk + 2] as i32 + y.bsums[4 * chunk + 3] as i32);
-        // 32 bytes: low nibbles are sub-block 2*chunk, high nibbles sub-block 2*chunk + 1.
-        let bytes = _mm256_loadu_si256(qs.as_ptr().add(32 * chunk) as *const __m256i);
-        let mut lo = _mm256_and_si256(bytes, low4);
-        let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), low4);
-        if let Some(bits) = qh {
-            let qh = _mm256_loadu_si256(bits.as_ptr() as *const __m256i);
-            lo = _mm256_or_si256(lo, q5_high_bit(qh, 2 * chunk));
-            hi = _mm256_or_si256(hi, q5_high_bit(qh, 2 * chunk + 1));
-        }
-        let y_lo = load32(y.qs.as_ptr().add(64 * chunk));
-        let y_hi = load32(y.qs.as_ptr().add(64 * chunk + 32));
-        let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y_lo), _mm256_set1_epi16(sc_lo as i16));
-        let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y_hi), _mm256_set1_epi16(sc_hi as i16));
-        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
+    let (sc_lo, m_lo) = q4k_scale_min(2 * chunk, scales);
+    let (sc_hi, m_hi) = q4k_scale_min(2 * chunk + 1, scales);
+    let mins = m_lo as i32 * (y.bsums[4 * chunk] as i32 + y.bsums[4 * chunk + 1] as i32)
+        + m_hi as i32 * (y.bsums[4 * chunk + 2] as i32 + y.bsums[4 * chunk + 3] as i32);
+    // 32 bytes: low nibbles are sub-block 2*chunk, high nibbles sub-block 2*chunk + 1.
+    let bytes = _mm256_loadu_si256(qs.as_ptr().add(32 * chunk) as *const __m256i);
+    let mut lo = _mm256_and_si256(bytes, low4);
+    let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), low4);
+    if let Some(bits) = qh {
+        let qh = _mm256_loadu_si256(bits.as_ptr() as *const __m256i);
+        lo = _mm256_or_si256(lo, q5_high_bit(qh, 2 * chunk));
+        hi = _mm256_or_si256(hi, q5_high_bit(qh, 2 * chunk + 1));
     }
-    (sumi, mins)
+    let y_lo = load32(y.qs.as_ptr().add(64 * chunk));
+    let y_hi = load32(y.qs.as_ptr().add(64 * chunk + 32));
+    let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y_lo), _mm256_set1_epi16(sc_lo as i16));
+    let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y_hi), _mm256_set1_epi16(sc_hi as i16));
+    (_mm256_add_epi32(p_lo, p_hi), mins)
 }
 
 /// Bit `bit` (0..8) of each byte of `qh`, moved to bit 4 (a Q5_K value's high bit).
@@ -397,16 +393,52 @@ unsafe fn q5_high_bit(qh: __m256i, bit: usize) -> __m256i {
     _mm256_slli_epi16::<4>(_mm256_and_si256(shifted, _mm256_set1_epi8(1)))
 }
 
+/// A Q4_K block's integer sums against a Q8_K block per 64-element chunk, as
+/// `scalar::q4k_chunk_sums`: (values, mins).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn q4k_chunk_sums(x: &BlockQ4K, y: &BlockQ8K) -> [(i32, i32); 4] {
+    std::array::from_fn(|chunk| {
+        let (lanes, mins) = k_chunk_sums(&x.scales, &x.qs, None, y, chunk);
+        (hsum_i32(lanes), mins)
+    })
+}
+
+/// `scalar::add_q4k_sums`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn add_q4k_sums(acc: &mut (f32, f32), x: &BlockQ4K, d_y: f32, (values, mins): (i32, i32)) {
+    acc.0 = (h(x.d) * d_y).mul_add(values as f32, acc.0);
+    acc.1 = (h(x.dmin) * d_y).mul_add(mins as f32, acc.1);
+}
+
+/// `scalar::dot_q4_k`'s order (llama.cpp's AVX2 GEMV over repacked Q4_K).
+///
 /// # Safety
 /// `w.len() == a.len()`; AVX2, FMA and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
-    let mut sum = 0.0f32;
+    let mut acc = (0.0, 0.0);
     for (x, y) in w.iter().zip(a) {
-        let (sumi, sumi_mins) = k_block_sums(&x.scales, &x.qs, None, y);
-        sum += h(x.d) * y.d * hsum_i32(sumi) as f32 - h(x.dmin) * y.d * sumi_mins as f32;
+        let block = q4k_chunk_sums(x, y).into_iter().fold((0, 0), |s, c| (s.0 + c.0, s.1 + c.1));
+        add_q4k_sums(&mut acc, x, y.d, block);
     }
-    sum
+    acc.0 - acc.1
+}
+
+/// `scalar::dot_batched_q4_k`'s order (llama.cpp's AVX2 GEMM over repacked Q4_K).
+///
+/// # Safety
+/// `w.len() == a.len()`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_batched_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+    let mut acc = (0.0, 0.0);
+    for (x, y) in w.iter().zip(a) {
+        for chunk in q4k_chunk_sums(x, y) {
+            add_q4k_sums(&mut acc, x, y.d, chunk);
+        }
+    }
+    acc.0 - acc.1
 }
 
 /// `scalar::dot_q5_k`'s order (llama.cpp's AVX2 q5_K kernel): eight integer lanes per block,
@@ -420,7 +452,12 @@ pub unsafe fn dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut summs = 0.0f32;
     for (x, y) in w.iter().zip(a) {
-        let (sumi, mins) = k_block_sums(&x.scales, &x.qs, Some(&x.qh), y);
+        let (mut sumi, mut mins) = (_mm256_setzero_si256(), 0);
+        for chunk in 0..4 {
+            let (lanes, chunk_mins) = k_chunk_sums(&x.scales, &x.qs, Some(&x.qh), y, chunk);
+            sumi = _mm256_add_epi32(sumi, lanes);
+            mins += chunk_mins;
+        }
         summs = (-y.d * h(x.dmin)).mul_add(mins as f32, summs);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(y.d * h(x.d)), _mm256_cvtepi32_ps(sumi), acc);
     }

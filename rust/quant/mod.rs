@@ -75,6 +75,14 @@ pub trait QuantBlock: Pod + Send + Sync {
     /// sum over the row of w * a, for rows of equal block count.
     fn dot(w: &[Self], a: &[Self::Act]) -> f32;
 
+    /// `dot` for an activation row that a matmul takes in one of its whole groups of four rows
+    /// (rows 0..n - n % 4 of one sequence's rows): where llama.cpp repacks a type's weights, its
+    /// GEMM over such groups sums in another order than its one-row GEMV, and this is that order.
+    /// Equal to `dot` for the other types.
+    fn dot_batched(w: &[Self], a: &[Self::Act]) -> f32 {
+        Self::dot(w, a)
+    }
+
     /// `dot` of four weight rows with one activation row (equal results); types with a
     /// four-weight-row kernel keep the four running sums independent.
     fn dot_w4(w: [&[Self]; 4], a: &[Self::Act]) -> [f32; 4] {
@@ -83,7 +91,8 @@ pub trait QuantBlock: Pod + Send + Sync {
 
     /// `dot` of one weight row with the eight activation rows packed in `a` (one pack per
     /// block; equal results), for the types that have such a kernel: each weight block is
-    /// unpacked once for all eight rows. Matmuls pack activations only for these types.
+    /// unpacked once for all eight rows. Matmuls pack activations only for these types, and
+    /// use them for every row: a type with a `dot_batched` of its own has none.
     const DOT8: Option<DotPacked<Self, 8>> = None;
     /// `DOT8` for four rows (a batch's or a prefill's last rows).
     const DOT4: Option<DotPacked<Self, 4>> = None;
@@ -118,12 +127,14 @@ act_block!(BlockQ8K, 256, |b| (b.d, 0.0), quantize_q8_k);
 
 /// `impl QuantBlock` from one quantized row of `tensor::storage_types!`: QK, the activation
 /// format, and the kernels by their names in `scalar`, each marked `[avx2]` where `avx2` has
-/// a twin of the same name (a type may have scalar kernels only). `dot_w4` names a
+/// a twin of the same name (a type may have scalar kernels only). `dot_batched` names the
+/// kernel in llama.cpp's GEMM order where that differs from `dot`'s, `dot_w4` a
 /// four-weight-row SIMD kernel (its scalar fallback is four `dot`s, as the trait's default),
 /// `dot_packed` the R-row kernels behind `DOT8`/`DOT4`, where the type has them.
 macro_rules! quant_block {
     ($block:ty {
         qk: $qk:literal, act: $act:ty, dequantize: $dequantize:ident, dot: $dot:ident $([$simd:ident])?
+        $(, dot_batched: $dot_batched:ident $([$batched_simd:ident])?)?
         $(, dot_w4: $dot_w4:ident $([$w4_simd:ident])?)?
         $(, dot_packed: $dot_packed:ident $([$packed_simd:ident])?)? $(,)?
     }) => {
@@ -139,6 +150,13 @@ macro_rules! quant_block {
                 assert_eq!(w.len(), a.len(), "quantized dot: block count mismatch");
                 dispatch!($(avx2: $simd::$dot(w, a),)? scalar: scalar::$dot(w, a))
             }
+            $(
+            #[inline]
+            fn dot_batched(w: &[Self], a: &[$act]) -> f32 {
+                assert_eq!(w.len(), a.len(), "quantized dot: block count mismatch");
+                dispatch!($(avx2: $batched_simd::$dot_batched(w, a),)? scalar: scalar::$dot_batched(w, a))
+            }
+            )?
             $(
             #[inline]
             fn dot_w4(w: [&[Self]; 4], a: &[$act]) -> [f32; 4] {

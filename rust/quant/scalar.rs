@@ -269,20 +269,52 @@ pub fn dot_packed_q8_0<const R: usize>(w: &[BlockQ8_0], a: &[ActPack<R>]) -> [f3
     std::array::from_fn(|k| w.iter().zip(a).fold(0.0, |sum, (x, p)| sum + q8_0_term(x, p.d[k], &p.qs[k])))
 }
 
-pub fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
-    let mut sum = 0.0;
-    for (x, y) in w.iter().zip(a) {
-        let q = q4k_values(&x.qs);
-        let (mut sumi, mut sumi_mins) = (0i32, 0i32);
-        for sub in 0..8 {
+/// A Q4_K block against a Q8_K block, per 64-element chunk (sub-blocks 2c and 2c + 1): the
+/// values' sum sc * q * a and the mins' sum m * (sum of a), both exact integers.
+fn q4k_chunk_sums(x: &BlockQ4K, y: &BlockQ8K) -> [(i32, i32); 4] {
+    let q = q4k_values(&x.qs);
+    std::array::from_fn(|chunk| {
+        let mut sums = (0, 0);
+        for sub in [2 * chunk, 2 * chunk + 1] {
             let (sc, m) = q4k_scale_min(sub, &x.scales);
             let r = 32 * sub..32 * sub + 32;
-            sumi += sc as i32 * dot_i8(q[r.clone()].iter().map(|&v| v as i32), &y.qs[r]);
-            sumi_mins += m as i32 * (y.bsums[2 * sub] as i32 + y.bsums[2 * sub + 1] as i32);
+            sums.0 += sc as i32 * dot_i8(q[r.clone()].iter().map(|&v| v as i32), &y.qs[r]);
+            sums.1 += m as i32 * (y.bsums[2 * sub] as i32 + y.bsums[2 * sub + 1] as i32);
         }
-        sum += x.d.to_f32() * y.d * sumi as f32 - x.dmin.to_f32() * y.d * sumi_mins as f32;
+        sums
+    })
+}
+
+/// Adds integer sums (values, mins) times the block's d * d_y and dmin * d_y to the two float
+/// accumulators, fused, as llama.cpp's repacked Q4_K kernels do.
+fn add_q4k_sums(acc: &mut (f32, f32), x: &BlockQ4K, d_y: f32, (values, mins): (i32, i32)) {
+    acc.0 = (x.d.to_f32() * d_y).mul_add(values as f32, acc.0);
+    acc.1 = (x.dmin.to_f32() * d_y).mul_add(mins as f32, acc.1);
+}
+
+/// In the order of llama.cpp's AVX2 GEMV over Q4_K weights repacked 8x8 (how it multiplies one
+/// activation row by a matrix whose row count is a multiple of 8): per block, the integer sums
+/// of all 256 values and of the mins, each added (fused, times d * d_y and dmin * d_y) to its
+/// own float accumulator; the mins' accumulator subtracted at the end.
+pub fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+    let mut acc = (0.0, 0.0);
+    for (x, y) in w.iter().zip(a) {
+        let block = q4k_chunk_sums(x, y).into_iter().fold((0, 0), |s, c| (s.0 + c.0, s.1 + c.1));
+        add_q4k_sums(&mut acc, x, y.d, block);
     }
-    sum
+    acc.0 - acc.1
+}
+
+/// `dot_q4_k` in the order of llama.cpp's AVX2 GEMM over repacked Q4_K weights (activation
+/// rows in whole groups of four): the two accumulators take each 64-element chunk's sums.
+pub fn dot_batched_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+    let mut acc = (0.0, 0.0);
+    for (x, y) in w.iter().zip(a) {
+        for chunk in q4k_chunk_sums(x, y) {
+            add_q4k_sums(&mut acc, x, y.d, chunk);
+        }
+    }
+    acc.0 - acc.1
 }
 
 /// In llama.cpp's AVX2 order: per block, eight integer lanes, lane k summing elements 4k..4k+3
