@@ -472,17 +472,21 @@ unsafe fn q6_high_bits<const SHIFT: i32>(qh: __m256i) -> __m256i {
     _mm256_slli_epi16::<4>(two)
 }
 
-/// `scalar::dot_q6_k`'s order: eight integer lanes per block, scaled by d into eight float
-/// accumulators (llama.cpp's AVX2 q6_K kernel).
+/// `scalar::dot_q6_k`'s order: eight integer lanes per block (the unsigned values' products,
+/// less the offset from the bsums), scaled by d into eight float accumulators (llama.cpp's
+/// AVX2 q6_K kernel).
 ///
 /// # Safety
 /// `w.len() == a.len()`; AVX2, FMA and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     let low4 = _mm256_set1_epi8(0xF);
-    let thirty_two = _mm256_set1_epi8(32);
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
+        // Lane k: 32 * (scale * bsum) of groups 2k and 2k + 1.
+        let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+        let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr() as *const __m128i));
+        let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, scales16));
         let mut sumi = _mm256_setzero_si256();
         for half in 0..2 {
             let ql0 = _mm256_loadu_si256(x.ql.as_ptr().add(64 * half) as *const __m256i);
@@ -500,11 +504,11 @@ pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
                 let g = start / 16;
                 let scales = _mm256_set_m128i(_mm_set1_epi16(x.scales[g + 1] as i16), _mm_set1_epi16(x.scales[g] as i16));
                 let a8 = load32(y.qs.as_ptr().add(start));
-                // (q + 32) * a - 32 * a, pairwise: exact in i16.
-                let p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, a8), _mm256_maddubs_epi16(thirty_two, a8));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scales));
+                // (q + 32) * a, pairwise: at most 2 * 63 * 127, exact in i16.
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(q, a8), scales));
             }
         }
+        let sumi = _mm256_sub_epi32(sumi, offset);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(y.d * h(x.d)), _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum(acc)

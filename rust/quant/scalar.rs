@@ -318,13 +318,18 @@ pub fn dot_batched_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
 }
 
 /// In llama.cpp's AVX2 order: per block, eight integer lanes, lane k summing elements 4k..4k+3
-/// of each run of 32 values (times their sub-block scale); each lane then multiplied by the
-/// block's d and added (fused) to its own float accumulator, block after block; the eight
-/// accumulators summed at the end as an `_mm256` horizontal sum.
+/// of each run of 32 unsigned values q + 32 (times their group's scale), less 32 times the
+/// scaled activation sums of groups 2k and 2k + 1 (the offset, taken from the block's bsums);
+/// each lane then multiplied by the block's d and added (fused) to its own float accumulator,
+/// block after block; the eight accumulators summed at the end as an `_mm256` horizontal sum.
 pub fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     let mut acc = [0.0f32; 8];
     for (x, y) in w.iter().zip(a) {
-        let lanes = eight_lanes(q6k_values(x).into_iter().map(|q| q as i32), |i| x.scales[i / 16] as i32, &y.qs);
+        let scale = |g: usize| x.scales[g] as i32;
+        let mut lanes = eight_lanes(q6k_values(x).into_iter().map(|q| q as i32 + 32), |i| scale(i / 16), &y.qs);
+        for (k, lane) in lanes.iter_mut().enumerate() {
+            *lane -= 32 * (scale(2 * k) * y.bsums[2 * k] as i32 + scale(2 * k + 1) * y.bsums[2 * k + 1] as i32);
+        }
         add_lanes(&mut acc, y.d * x.d.to_f32(), lanes);
     }
     lanes8_at(|k| acc[k])
