@@ -278,9 +278,13 @@ fn k_quant_avx2_dots_equal_scalar_bit_for_bit() {
     }
     let q4k = |b: &mut BlockQ4K, r: &mut Rng| (b.d, b.dmin) = (r.scale(), r.scale());
     same::<BlockQ4K>("q4_k", q4k, _native::quant::avx2::dot_q4_k, scalar::dot_q4_k);
-    same::<BlockQ4K>("q4_k batched", q4k, _native::quant::avx2::dot_batched_q4_k, scalar::dot_batched_q4_k);
-    same::<BlockQ5K>("q5_k", |b, r| (b.d, b.dmin) = (r.scale(), r.scale()), _native::quant::avx2::dot_q5_k, scalar::dot_q5_k);
-    same::<BlockQ6K>("q6_k", |b, r| b.d = f16::from_f32(0.01 * r.scale().to_f32()), _native::quant::avx2::dot_q6_k, scalar::dot_q6_k);
+    same::<BlockQ4K>("q4_k gemm4", q4k, _native::quant::avx2::dot_gemm4_q4_k, scalar::dot_gemm4_q4_k);
+    let q5k = |b: &mut BlockQ5K, r: &mut Rng| (b.d, b.dmin) = (r.scale(), r.scale());
+    same::<BlockQ5K>("q5_k", q5k, _native::quant::avx2::dot_q5_k, scalar::dot_q5_k);
+    same::<BlockQ5K>("q5_k tiled", q5k, _native::quant::avx2::dot_tiled_q5_k, scalar::dot_tiled_q5_k);
+    let q6k = |b: &mut BlockQ6K, r: &mut Rng| b.d = f16::from_f32(0.01 * r.scale().to_f32());
+    same::<BlockQ6K>("q6_k", q6k, _native::quant::avx2::dot_q6_k, scalar::dot_q6_k);
+    same::<BlockQ6K>("q6_k tiled", q6k, _native::quant::avx2::dot_tiled_q6_k, scalar::dot_tiled_q6_k);
 }
 
 #[test]

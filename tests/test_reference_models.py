@@ -32,30 +32,14 @@ class Known:
     stderr_tolerance: float
     # ggml types whose real blocks are dequantized against gguf-py.
     block_types: frozenset[str]
-    # Checks known not to hold yet (marked xfail, strict: they fail the run once they pass).
-    gaps: frozenset[str] = frozenset()
 
 
-# Qwen's Q4_K tensors in prefill: llama.cpp repacks Q4_K weights (8x8) and multiplies several
-# tokens at once by activations quantized four rows at a time (ggml_quantize_mat_q8_K_4x8) in
-# its GEMM's order, which gptgen does not follow yet; one-token decode and every other type
-# agree bit for bit (a one-layer file of Qwen's shapes: Q4_K ffn_down prefill 2.9e-3 off, its
-# decode exact). Through 24 layers that moves logits by ~0.1 (issue 16).
-K_QUANT_ORDER = "Q4_K prefill not yet in llama.cpp's repacked GEMM order (issue 16)"
-
+# Both models' logits are bit-identical to llama.cpp's AVX2 build: identical predictions, and
+# perplexity equal to 4 significant digits (the issue's bar; the sums differ only in float64).
 KNOWN = [
-    Known("smollm2-135m-instruct", "smollm2", 0.99, 0.01, 0.05, frozenset({"Q4_1", "Q8_0"})),
-    # The issue's bar for Qwen: identical predictions, perplexity equal to 4 significant digits.
-    Known(
-        "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder", 1.0, 5e-5, 5e-4, frozenset({"Q5_0", "Q8_0", "Q6_K", "Q4_K"}),
-        gaps=frozenset({"greedy-3", "logits", "forced", "perplexity"}),
-    ),
+    Known("smollm2-135m-instruct", "smollm2", 1.0, 5e-5, 5e-4, frozenset({"Q4_1", "Q8_0"})),
+    Known("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder", 1.0, 5e-5, 5e-4, frozenset({"Q5_0", "Q8_0", "Q6_K", "Q4_K"})),
 ]
-
-
-def _unless_gap(request, spec: Known, check: str) -> None:
-    if check in spec.gaps:
-        request.applymarker(pytest.mark.xfail(reason=K_QUANT_ORDER, strict=True))
 
 
 def _reference(known: Known) -> dict:
@@ -83,9 +67,8 @@ def test_tokenization_matches_llama_cpp(known):
 
 
 @pytest.mark.parametrize("i", range(4))
-def test_prompt_ids_and_greedy_continuation_match_llama_cpp(request, known, i):
+def test_prompt_ids_and_greedy_continuation_match_llama_cpp(known, i):
     spec, model, reference = known
-    _unless_gap(request, spec, f"greedy-{i}")
     p = reference["prompts"][i]
     assert model.tokenizer.encode(p["prompt"]) == p["ids"]
     result = generate(model, GenerationRequest(p["ids"], 48, SamplingParams(temperature=0), ignore_eos=True))
@@ -93,9 +76,8 @@ def test_prompt_ids_and_greedy_continuation_match_llama_cpp(request, known, i):
 
 
 @pytest.mark.parametrize("i", range(4))
-def test_last_position_logits_close_to_llama_cpp(request, known, i):
+def test_last_position_logits_close_to_llama_cpp(known, i):
     spec, model, reference = known
-    _unless_gap(request, spec, "logits")
     p = reference["prompts"][i]
     logits = model.new_session(len(p["ids"])).forward(p["ids"])[0]
     assert int(np.argmax(logits)) == p["last_top10_ids"][0]
@@ -116,9 +98,8 @@ def test_chat_template_and_reply_match_llama_cpp(known):
     assert result.text == chat["greedy40_text"]
 
 
-def test_teacher_forced_top1_agrees_with_llama_cpp(request, known):
+def test_teacher_forced_top1_agrees_with_llama_cpp(known):
     spec, model, reference = known
-    _unless_gap(request, spec, "forced")
     forced = reference["teacher_forced"]
     ids = forced["ids"]
     text = (FIXTURES / "texts" / f"{forced['text']}.txt").read_text()
@@ -129,9 +110,8 @@ def test_teacher_forced_top1_agrees_with_llama_cpp(request, known):
 
 
 @pytest.mark.parametrize("name", ["apache-2.0", "mpl-2.0"])
-def test_perplexity_agrees_with_llama_cpp(request, known, name):
+def test_perplexity_agrees_with_llama_cpp(known, name):
     spec, model, reference = known
-    _unless_gap(request, spec, "perplexity")
     ref = reference["perplexity"][name]
     result = perplexity(model, (FIXTURES / "texts" / f"{name}.txt").read_text(), n_ctx=512)
     assert (result.n_tokens, result.chunks, result.scored) == (ref["n_tokens"], ref["chunks"], ref["scored"])

@@ -63,7 +63,7 @@ impl Model for Gpt2 {
             self.position_embd.read_row(pos, h_t);
             add_in_place(x_t, h_t);
         }
-        Block::run_all(&self.blocks, batch, x, h, &mut s.blocks);
-        self.head.logits(batch, x, &mut s.logit_rows, h, logits, &mut s.blocks.matmul);
+        let rows = Block::run_all(&self.blocks, batch, x, h, &mut s.blocks);
+        self.head.logits(batch, &x[..rows * d], h, logits, &mut s.blocks.matmul);
     }
 }

@@ -247,17 +247,28 @@ pub struct BlockScratch {
 
 impl Block {
     /// Runs the blocks in order over the residual stream x [n, n_embd]; h [n, n_embd] is
-    /// working space.
-    pub fn run_all(blocks: &[Block], batch: &mut Batch<'_>, x: &mut [f32], h: &mut [f32], s: &mut BlockScratch) {
-        s.matmul.group_rows(batch.segments.iter().map(|seg| seg.rows.len()));
+    /// working space. After the last block's attention only the rows whose logits are wanted
+    /// go on (as llama.cpp's graphs do): they end at the front of x, and their count is
+    /// returned.
+    pub fn run_all(blocks: &[Block], batch: &mut Batch<'_>, x: &mut [f32], h: &mut [f32], s: &mut BlockScratch) -> usize {
+        let width = x.len() / batch.tokens.len();
+        let mut rows = batch.tokens.len();
+        s.matmul.place_rows(batch.segments.iter().map(|seg| seg.rows.len()));
         for (layer, b) in blocks.iter().enumerate() {
-            b.attn_norm.apply(h, x);
-            b.attn.forward(layer, batch, h, &mut s.attn, &mut s.matmul);
+            b.attn_norm.apply(&mut h[..rows * width], &x[..rows * width]);
+            b.attn.forward(layer, batch, &mut h[..rows * width], &mut s.attn, &mut s.matmul);
+            if layer + 1 == blocks.len() {
+                rows = batch.keep_logit_rows(x, width);
+                batch.keep_logit_rows(h, width);
+                s.matmul.place_rows(batch.logit_rows_per_segment());
+            }
+            let (x, h) = (&mut x[..rows * width], &mut h[..rows * width]);
             add_in_place(x, h);
             b.ffn_norm.apply(h, x);
             b.ffn.forward(h, &mut s.ffn, &mut s.matmul);
             add_in_place(x, h);
         }
+        rows
     }
 }
 
@@ -282,16 +293,13 @@ impl Head {
         Ok(Head { norm, output })
     }
 
-    /// logits [rows, n_vocab] for the batch's logit rows of x [n, n_embd]: only those rows go
-    /// through the final norm and the head. `rows` and `h` are working space.
-    pub fn logits(&self, batch: &Batch<'_>, x: &[f32], rows: &mut Vec<f32>, h: &mut [f32], logits: &mut Vec<f32>, mm: &mut MatmulScratch) {
-        let d = self.output.n_in;
-        let gathered = sized(rows, x.len());
-        let count = batch.gather_logit_rows(x, d, gathered);
-        let (x_out, h_out) = (&gathered[..count * d], &mut h[..count * d]);
-        self.norm.apply(h_out, x_out);
-        logits.resize(count * self.output.n_out, 0.0);
-        mm.group_rows(batch.logit_rows_per_segment());
-        matmul(logits, h_out, &self.output, None, mm);
+    /// logits [rows, n_vocab] for x [rows, n_embd], the batch's logit rows (`Block::run_all`
+    /// leaves them). `h` is working space.
+    pub fn logits(&self, batch: &Batch<'_>, x: &[f32], h: &mut [f32], logits: &mut Vec<f32>, mm: &mut MatmulScratch) {
+        let h = &mut h[..x.len()];
+        self.norm.apply(h, x);
+        logits.resize(x.len() / self.output.n_in * self.output.n_out, 0.0);
+        mm.place_rows(batch.logit_rows_per_segment());
+        matmul(logits, h, &self.output, None, mm);
     }
 }

@@ -51,7 +51,7 @@ impl Model for Llama {
         s.blocks.attn.rope_tables(&self.rope, &s.positions);
         let (x, h) = (sized(&mut s.x, n), sized(&mut s.h, n));
         embed(&self.token_embd, &batch.tokens, x);
-        Block::run_all(&self.blocks, batch, x, h, &mut s.blocks);
-        self.head.logits(batch, x, &mut s.logit_rows, h, logits, &mut s.blocks.matmul);
+        let rows = Block::run_all(&self.blocks, batch, x, h, &mut s.blocks);
+        self.head.logits(batch, &x[..rows * self.cfg.n_embd], h, logits, &mut s.blocks.matmul);
     }
 }

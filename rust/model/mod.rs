@@ -91,7 +91,7 @@ pub trait Model: Send + Sync {
     fn config(&self) -> &Config;
 
     /// Runs the batch's rows (each segment at its session's next positions), appending keys and
-    /// values to the sessions' caches, and writes the logits of `batch.logit_rows()` into
+    /// values to the sessions' caches, and writes the logits of `batch.keep_logit_rows`' rows into
     /// `logits` [those rows, n_vocab]. Inputs were validated by `Engine::forward_batch`.
     fn forward(&self, batch: &mut Batch<'_>, scratch: &mut Scratch, logits: &mut Vec<f32>);
 }

@@ -43,23 +43,21 @@ impl Batch<'_> {
         }
     }
 
-    /// Copies the rows whose logits are wanted (every row, or the last of each segment) from
-    /// x [rows, width] into the front of `out`; returns how many.
-    pub fn gather_logit_rows(&self, x: &[f32], width: usize, out: &mut [f32]) -> usize {
-        let mut count = 0;
-        let mut copy = |r: usize| {
-            out[count * width..(count + 1) * width].copy_from_slice(&x[r * width..(r + 1) * width]);
-            count += 1;
-        };
+    /// Moves the rows whose logits are wanted (every row, or the last of each segment) of
+    /// x [rows, width] to its front, in order; returns how many.
+    pub fn keep_logit_rows(&self, x: &mut [f32], width: usize) -> usize {
         if self.all_logits {
-            (0..self.tokens.len()).for_each(&mut copy);
-        } else {
-            self.segments.iter().for_each(|s| copy(s.rows.end - 1));
+            return self.tokens.len();
         }
-        count
+        for (i, seg) in self.segments.iter().enumerate() {
+            // Row seg.rows.end - 1 >= i: each move is forward or in place.
+            let r = seg.rows.end - 1;
+            x.copy_within(r * width..(r + 1) * width, i * width);
+        }
+        self.segments.len()
     }
 
-    /// How many of `gather_logit_rows`' rows each segment has, segment after segment.
+    /// How many of `keep_logit_rows`' rows each segment has, segment after segment.
     pub fn logit_rows_per_segment(&self) -> impl Iterator<Item = usize> + '_ {
         self.segments.iter().map(|s| if self.all_logits { s.rows.len() } else { 1 })
     }
@@ -107,8 +105,6 @@ pub struct Scratch {
     pub x: Vec<f32>,
     /// normalised input / sublayer output [n, n_embd]
     pub h: Vec<f32>,
-    /// the rows whose logits are wanted [rows, n_embd]
-    pub logit_rows: Vec<f32>,
     pub blocks: BlockScratch,
 }
 

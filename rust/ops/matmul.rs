@@ -15,7 +15,7 @@
 
 use super::add_in_place;
 use crate::kernels::{axpy, axpy_block, dot, Elem};
-use crate::quant::{ActBlock, ActPack, QuantBlock};
+use crate::quant::{ActBlock, ActPack, QuantBlock, RowPlace};
 use crate::tensor::{with_elems, Layout, Matrix};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -58,22 +58,21 @@ pub struct MatmulScratch {
     packs8: Vec<ActPack<8>>,
     /// [blocks per row]: the four rows after the last group of eight, where n % 8 >= 4.
     packs4: Vec<ActPack<4>>,
-    /// [n] for the matmuls until the next `group_rows`: whether activation row t is in one of
-    /// its sequence's whole groups of four. Empty: every row alone.
-    in_group: Vec<bool>,
+    /// [n] for the matmuls until the next `place_rows`: where each activation row sits in its
+    /// sequence. Empty: every row alone.
+    places: Vec<RowPlace>,
 }
 
 impl MatmulScratch {
-    /// Sets which activation rows of the next matmuls are multiplied as part of a group of
-    /// four, given the rows' sequences in order by their row counts. llama.cpp multiplies a
-    /// batch's rows four at a time from its first, in another summation order for some types
-    /// (`QuantBlock::dot_batched`), and the rest one at a time. Here the groups start at each
-    /// sequence's first row instead: one prompt is summed as llama.cpp sums it, and a sequence's
-    /// results do not depend on what else shares its batch.
-    pub fn group_rows(&mut self, sequences: impl IntoIterator<Item = usize>) {
-        self.in_group.clear();
-        for len in sequences {
-            self.in_group.extend((0..len).map(|i| i < len / 4 * 4));
+    /// Sets where the activation rows of the next matmuls sit, given the rows' sequences in
+    /// order by their row counts. llama.cpp sums some types in another order when a row comes
+    /// with others (`QuantBlock::dot_at`), deciding by the whole batch; here each sequence is
+    /// taken as if alone: one prompt is summed as llama.cpp sums it, and a sequence's results
+    /// do not depend on what else shares its batch.
+    pub fn place_rows(&mut self, sequences: impl IntoIterator<Item = usize>) {
+        self.places.clear();
+        for seq_rows in sequences {
+            self.places.extend((0..seq_rows).map(|index| RowPlace { seq_rows, index }));
         }
     }
 }
@@ -87,7 +86,7 @@ pub fn matmul(y: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f32]>, scratc
     if let Some(b) = bias {
         assert_eq!(b.len(), n_out, "matmul: bias has the wrong size");
     }
-    let MatmulScratch { tiles, act, packs8, packs4, in_group } = scratch;
+    let MatmulScratch { tiles, act, packs8, packs4, places } = scratch;
     with_elems!(w.tensor.elems(), ws =>
         float {
             if w.layout == Layout::InOut && n == 1 {
@@ -98,7 +97,7 @@ pub fn matmul(y: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f32]>, scratc
             }
         },
         quant {
-            let rows = quantize_rows(x, n_in, act, packs8, packs4, in_group, ws);
+            let rows = quantize_rows(x, n_in, act, packs8, packs4, places, ws);
             quant_matmul(y, ws, w, bias, tiles, &rows)
         }
     )
@@ -132,8 +131,8 @@ pub fn matmul_group(ys: &mut [&mut [f32]], x: &[f32], ws: &[&Matrix], biases: &[
 
 /// `matmul_group` for quantized matrices of block type B (the type of `of_type`).
 fn quant_group<B: QuantBlock>(ys: &mut [&mut [f32]], x: &[f32], ws: &[&Matrix], biases: &[Option<&[f32]>], scratch: &mut MatmulScratch, of_type: &[B]) {
-    let MatmulScratch { tiles, act, packs8, packs4, in_group } = scratch;
-    let rows = quantize_rows(x, ws[0].n_in, act, packs8, packs4, in_group, of_type);
+    let MatmulScratch { tiles, act, packs8, packs4, places } = scratch;
+    let rows = quantize_rows(x, ws[0].n_in, act, packs8, packs4, places, of_type);
     for (y, w) in ys.iter().zip(ws) {
         assert_eq!(y.len(), rows.n * w.n_out, "matmul_group: output has the wrong size");
     }
@@ -325,9 +324,9 @@ struct QuantizedRows<'a, B: QuantBlock> {
     packs8: &'a [ActPack<8>],
     /// [per_row] where n % 8 >= 4: the four rows after the last group of eight, for DOT4.
     packs4: &'a [ActPack<4>],
-    /// [n], or empty: whether row t goes through `QuantBlock::dot_batched` (see
-    /// `MatmulScratch::group_rows`).
-    in_group: &'a [bool],
+    /// [n], or empty (every row alone): where each row sits, for `QuantBlock::dot_at` (see
+    /// `MatmulScratch::place_rows`).
+    places: &'a [RowPlace],
 }
 
 /// Quantizes x [n, n_in] (and packs it) into the scratch buffers, for block type B (the type
@@ -338,11 +337,11 @@ fn quantize_rows<'a, B: QuantBlock>(
     act_words: &'a mut Vec<u64>,
     packs8: &'a mut Vec<ActPack<8>>,
     packs4: &'a mut Vec<ActPack<4>>,
-    in_group: &'a [bool],
+    places: &'a [RowPlace],
     _of_type: &[B],
 ) -> QuantizedRows<'a, B> {
     let n = x.len() / n_in;
-    assert!(in_group.is_empty() || in_group.len() == n, "matmul: row groups set for {} rows, not {n}", in_group.len());
+    assert!(places.is_empty() || places.len() == n, "matmul: rows placed for {} rows, not {n}", places.len());
     let per_row = n_in / <B::Act as ActBlock>::QK;
     let act: &mut [B::Act] = words_as(act_words, n * per_row);
     let quantize_row = |(xr, ar): (&[f32], &mut [B::Act])| B::Act::quantize(xr, ar);
@@ -369,7 +368,7 @@ fn quantize_rows<'a, B: QuantBlock>(
     if four {
         packs4.extend((0..per_row).map(|b| ActPack::of_rows(act, per_row, 8 * groups, b)));
     }
-    QuantizedRows { n, per_row, act, packs8, packs4, in_group }
+    QuantizedRows { n, per_row, act, packs8, packs4, places }
 }
 
 /// y[n, n_out] = rows · Wᵀ + bias for quantized W [n_out, n_in] of block type B.
@@ -412,7 +411,7 @@ fn quant_tile<B: QuantBlock>(out: &mut [f32], ws: &[B], bias: Option<&[f32]>, co
 /// out[t - tokens.start, j] += W[col0 + j] · act[t] for t in tokens, j < width; out is
 /// [tokens.len(), width] and tokens starts at a multiple of TOKEN_BLOCK.
 fn packed_dots<B: QuantBlock>(out: &mut [f32], width: usize, col0: usize, tokens: Range<usize>, ws: &[B], rows: &QuantizedRows<B>) {
-    let &QuantizedRows { n, per_row, act, packs8, packs4, in_group } = rows;
+    let &QuantizedRows { n, per_row, act, packs8, packs4, places } = rows;
     let act_row = |t: usize| &act[t * per_row..(t + 1) * per_row];
     let w_row = |j: usize| &ws[(col0 + j) * per_row..(col0 + j + 1) * per_row];
     let at = |t: usize, j: usize| (t - tokens.start) * width + j;
@@ -437,8 +436,8 @@ fn packed_dots<B: QuantBlock>(out: &mut [f32], width: usize, col0: usize, tokens
             t += 4;
         }
         for t in t..tokens.end {
-            let dot = if in_group.get(t) == Some(&true) { B::dot_batched } else { B::dot };
-            out[at(t, j)] += dot(w_row(j), act_row(t));
+            let place = places.get(t).copied().unwrap_or(RowPlace::ALONE);
+            out[at(t, j)] += B::dot_at(w_row(j), act_row(t), place);
         }
     }
 }

@@ -7,6 +7,7 @@
 //! activations by 128 instead (`Vnni::signed_dot`).
 
 use super::blocks::*;
+use super::scalar::{add_q4k_sums, add_tiled_block, block_sums};
 use super::ActPack;
 use crate::kernels::avx2::hsum;
 use std::arch::x86_64::*;
@@ -404,14 +405,6 @@ unsafe fn q4k_chunk_sums(x: &BlockQ4K, y: &BlockQ8K) -> [(i32, i32); 4] {
     })
 }
 
-/// `scalar::add_q4k_sums`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn add_q4k_sums(acc: &mut (f32, f32), x: &BlockQ4K, d_y: f32, (values, mins): (i32, i32)) {
-    acc.0 = (h(x.d) * d_y).mul_add(values as f32, acc.0);
-    acc.1 = (h(x.dmin) * d_y).mul_add(mins as f32, acc.1);
-}
-
 /// `scalar::dot_q4_k`'s order (llama.cpp's AVX2 GEMV over repacked Q4_K).
 ///
 /// # Safety
@@ -420,22 +413,21 @@ unsafe fn add_q4k_sums(acc: &mut (f32, f32), x: &BlockQ4K, d_y: f32, (values, mi
 pub unsafe fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     let mut acc = (0.0, 0.0);
     for (x, y) in w.iter().zip(a) {
-        let block = q4k_chunk_sums(x, y).into_iter().fold((0, 0), |s, c| (s.0 + c.0, s.1 + c.1));
-        add_q4k_sums(&mut acc, x, y.d, block);
+        add_q4k_sums(&mut acc, h(x.d), h(x.dmin), y.d, block_sums(q4k_chunk_sums(x, y)));
     }
     acc.0 - acc.1
 }
 
-/// `scalar::dot_batched_q4_k`'s order (llama.cpp's AVX2 GEMM over repacked Q4_K).
+/// `scalar::dot_gemm4_q4_k`'s order (llama.cpp's AVX2 GEMM over repacked Q4_K).
 ///
 /// # Safety
 /// `w.len() == a.len()`; AVX2, FMA and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_batched_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+pub unsafe fn dot_gemm4_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     let mut acc = (0.0, 0.0);
     for (x, y) in w.iter().zip(a) {
         for chunk in q4k_chunk_sums(x, y) {
-            add_q4k_sums(&mut acc, x, y.d, chunk);
+            add_q4k_sums(&mut acc, h(x.d), h(x.dmin), y.d, chunk);
         }
     }
     acc.0 - acc.1
@@ -452,16 +444,37 @@ pub unsafe fn dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut summs = 0.0f32;
     for (x, y) in w.iter().zip(a) {
-        let (mut sumi, mut mins) = (_mm256_setzero_si256(), 0);
-        for chunk in 0..4 {
-            let (lanes, chunk_mins) = k_chunk_sums(&x.scales, &x.qs, Some(&x.qh), y, chunk);
-            sumi = _mm256_add_epi32(sumi, lanes);
-            mins += chunk_mins;
-        }
+        let (sumi, mins) = q5k_block_sums(x, y);
         summs = (-y.d * h(x.dmin)).mul_add(mins as f32, summs);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(y.d * h(x.d)), _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum(acc) + summs
+}
+
+/// `scalar::dot_tiled_q5_k`'s order (llama.cpp's tiled matmul).
+///
+/// # Safety
+/// `w.len() == a.len()`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_tiled_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
+    w.iter().zip(a).fold(0.0, |sum, (x, y)| {
+        let (sumi, mins) = q5k_block_sums(x, y);
+        add_tiled_block(sum, h(x.d), hsum_i32(sumi), Some((h(x.dmin), mins)), y.d)
+    })
+}
+
+/// A Q5_K block's integer sums against `y`: the values' eight lanes and the mins' sum
+/// (`k_chunk_sums` over the four chunks).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn q5k_block_sums(x: &BlockQ5K, y: &BlockQ8K) -> (__m256i, i32) {
+    let (mut sumi, mut mins) = (_mm256_setzero_si256(), 0);
+    for chunk in 0..4 {
+        let (lanes, chunk_mins) = k_chunk_sums(&x.scales, &x.qs, Some(&x.qh), y, chunk);
+        sumi = _mm256_add_epi32(sumi, lanes);
+        mins += chunk_mins;
+    }
+    (sumi, mins)
 }
 
 /// Bits SHIFT..SHIFT+2 of each byte of `qh`, moved to bits 4..6 (a Q6_K value's high part).
@@ -480,38 +493,53 @@ unsafe fn q6_high_bits<const SHIFT: i32>(qh: __m256i) -> __m256i {
 /// `w.len() == a.len()`; AVX2, FMA and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
-    let low4 = _mm256_set1_epi8(0xF);
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        // Lane k: 32 * (scale * bsum) of groups 2k and 2k + 1.
-        let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
-        let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr() as *const __m128i));
-        let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, scales16));
-        let mut sumi = _mm256_setzero_si256();
-        for half in 0..2 {
-            let ql0 = _mm256_loadu_si256(x.ql.as_ptr().add(64 * half) as *const __m256i);
-            let ql1 = _mm256_loadu_si256(x.ql.as_ptr().add(64 * half + 32) as *const __m256i);
-            let qh = _mm256_loadu_si256(x.qh.as_ptr().add(32 * half) as *const __m256i);
-            // The four runs of 32 values in this half, unsigned (q + 32 in 0..64).
-            let quarters = [
-                _mm256_or_si256(_mm256_and_si256(ql0, low4), q6_high_bits::<0>(qh)),
-                _mm256_or_si256(_mm256_and_si256(ql1, low4), q6_high_bits::<2>(qh)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low4), q6_high_bits::<4>(qh)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low4), q6_high_bits::<6>(qh)),
-            ];
-            for (k, q) in quarters.into_iter().enumerate() {
-                let start = 128 * half + 32 * k;
-                let g = start / 16;
-                let scales = _mm256_set_m128i(_mm_set1_epi16(x.scales[g + 1] as i16), _mm_set1_epi16(x.scales[g] as i16));
-                let a8 = load32(y.qs.as_ptr().add(start));
-                // (q + 32) * a, pairwise: at most 2 * 63 * 127, exact in i16.
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(q, a8), scales));
-            }
-        }
-        let sumi = _mm256_sub_epi32(sumi, offset);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(y.d * h(x.d)), _mm256_cvtepi32_ps(sumi), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y.d * h(x.d)), _mm256_cvtepi32_ps(q6k_block_lanes(x, y)), acc);
     }
     hsum(acc)
+}
+
+/// `scalar::dot_tiled_q6_k`'s order (llama.cpp's tiled matmul).
+///
+/// # Safety
+/// `w.len() == a.len()`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_tiled_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
+    w.iter().zip(a).fold(0.0, |sum, (x, y)| add_tiled_block(sum, h(x.d), hsum_i32(q6k_block_lanes(x, y)), None, y.d))
+}
+
+/// A Q6_K block's eight integer lanes against `y`, as `scalar::dot_q6_k` splits them.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn q6k_block_lanes(x: &BlockQ6K, y: &BlockQ8K) -> __m256i {
+    let low4 = _mm256_set1_epi8(0xF);
+    // Lane k: 32 * (scale * bsum) of groups 2k and 2k + 1.
+    let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+    let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr() as *const __m128i));
+    let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, scales16));
+    let mut sumi = _mm256_setzero_si256();
+    for half in 0..2 {
+        let ql0 = _mm256_loadu_si256(x.ql.as_ptr().add(64 * half) as *const __m256i);
+        let ql1 = _mm256_loadu_si256(x.ql.as_ptr().add(64 * half + 32) as *const __m256i);
+        let qh = _mm256_loadu_si256(x.qh.as_ptr().add(32 * half) as *const __m256i);
+        // The four runs of 32 values in this half, unsigned (q + 32 in 0..64).
+        let quarters = [
+            _mm256_or_si256(_mm256_and_si256(ql0, low4), q6_high_bits::<0>(qh)),
+            _mm256_or_si256(_mm256_and_si256(ql1, low4), q6_high_bits::<2>(qh)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low4), q6_high_bits::<4>(qh)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low4), q6_high_bits::<6>(qh)),
+        ];
+        for (k, q) in quarters.into_iter().enumerate() {
+            let start = 128 * half + 32 * k;
+            let g = start / 16;
+            let scales = _mm256_set_m128i(_mm_set1_epi16(x.scales[g + 1] as i16), _mm_set1_epi16(x.scales[g] as i16));
+            let a8 = load32(y.qs.as_ptr().add(start));
+            // (q + 32) * a, pairwise: at most 2 * 63 * 127, exact in i16.
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(q, a8), scales));
+        }
+    }
+    _mm256_sub_epi32(sumi, offset)
 }
 
 /// Blocks per pass of the packed kernels: a pass first writes the scale products of its

@@ -61,6 +61,33 @@ impl<const R: usize> ActPack<R> {
     }
 }
 
+/// Where an activation row sits among the rows a matmul multiplies: llama.cpp sums some types
+/// in another order when a row comes with others (see `QuantBlock::dot_at`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RowPlace {
+    /// Rows of the row's sequence in this matmul (1 for a row alone).
+    pub seq_rows: usize,
+    /// The row's index among them.
+    pub index: usize,
+}
+
+impl RowPlace {
+    /// A row multiplied on its own, as a decoding step's.
+    pub const ALONE: RowPlace = RowPlace { seq_rows: 1, index: 0 };
+
+    /// Rows from which llama.cpp multiplies the K-quant and IQ4_XS types with its tiled
+    /// kernels (ggml-cpu/tiled: `ggml_tiled_min_batch`).
+    pub const TILED_MIN_ROWS: usize = 8;
+
+    /// In one of the sequence's whole groups of four rows, from its first.
+    pub fn in_group_of_four(self) -> bool {
+        self.index < self.seq_rows / 4 * 4
+    }
+}
+
+/// A one-row dot product kernel.
+pub type Dot<B> = fn(&[B], &[<B as QuantBlock>::Act]) -> f32;
+
 /// An R-row kernel: one weight row against R packed activation rows.
 pub type DotPacked<B, const R: usize> = fn(&[B], &[ActPack<R>]) -> [f32; R];
 
@@ -75,13 +102,23 @@ pub trait QuantBlock: Pod + Send + Sync {
     /// sum over the row of w * a, for rows of equal block count.
     fn dot(w: &[Self], a: &[Self::Act]) -> f32;
 
-    /// `dot` for an activation row that a matmul takes in one of its whole groups of four rows
-    /// (rows 0..n - n % 4 of one sequence's rows): where llama.cpp repacks a type's weights, its
-    /// GEMM over such groups sums in another order than its one-row GEMV, and this is that order.
-    /// Equal to `dot` for the other types.
-    fn dot_batched(w: &[Self], a: &[Self::Act]) -> f32 {
-        Self::dot(w, a)
+    /// `dot` in the order of the kernel llama.cpp's AVX2 build uses for a row at `place`:
+    /// `DOT_TILED` for a sequence of at least `RowPlace::TILED_MIN_ROWS` rows, `DOT_GEMM4` for a
+    /// row in its sequence's whole groups of four, `dot` otherwise (and for a row alone).
+    fn dot_at(w: &[Self], a: &[Self::Act], place: RowPlace) -> f32 {
+        let kernel = match (Self::DOT_TILED, Self::DOT_GEMM4) {
+            (Some(tiled), _) if place.seq_rows >= RowPlace::TILED_MIN_ROWS => tiled,
+            (_, Some(gemm4)) if place.in_group_of_four() => gemm4,
+            _ => Self::dot,
+        };
+        kernel(w, a)
     }
+    /// The order of llama.cpp's GEMM over this type's repacked weights, for rows in whole
+    /// groups of four, where it differs from `dot`'s (its GEMV's).
+    const DOT_GEMM4: Option<Dot<Self>> = None;
+    /// The order of llama.cpp's tiled matmul of this type (a prefill of eight rows or more),
+    /// where it has one.
+    const DOT_TILED: Option<Dot<Self>> = None;
 
     /// `dot` of four weight rows with one activation row (equal results); types with a
     /// four-weight-row kernel keep the four running sums independent.
@@ -92,7 +129,7 @@ pub trait QuantBlock: Pod + Send + Sync {
     /// `dot` of one weight row with the eight activation rows packed in `a` (one pack per
     /// block; equal results), for the types that have such a kernel: each weight block is
     /// unpacked once for all eight rows. Matmuls pack activations only for these types, and
-    /// use them for every row: a type with a `dot_batched` of its own has none.
+    /// use them for every row: a type with `DOT_GEMM4` or `DOT_TILED` has none.
     const DOT8: Option<DotPacked<Self, 8>> = None;
     /// `DOT8` for four rows (a batch's or a prefill's last rows).
     const DOT4: Option<DotPacked<Self, 4>> = None;
@@ -127,14 +164,15 @@ act_block!(BlockQ8K, 256, |b| (b.d, 0.0), quantize_q8_k);
 
 /// `impl QuantBlock` from one quantized row of `tensor::storage_types!`: QK, the activation
 /// format, and the kernels by their names in `scalar`, each marked `[avx2]` where `avx2` has
-/// a twin of the same name (a type may have scalar kernels only). `dot_batched` names the
-/// kernel in llama.cpp's GEMM order where that differs from `dot`'s, `dot_w4` a
+/// a twin of the same name (a type may have scalar kernels only). `dot_gemm4` and `dot_tiled`
+/// name the kernels behind `DOT_GEMM4` and `DOT_TILED`, where the type has them, `dot_w4` a
 /// four-weight-row SIMD kernel (its scalar fallback is four `dot`s, as the trait's default),
 /// `dot_packed` the R-row kernels behind `DOT8`/`DOT4`, where the type has them.
 macro_rules! quant_block {
     ($block:ty {
         qk: $qk:literal, act: $act:ty, dequantize: $dequantize:ident, dot: $dot:ident $([$simd:ident])?
-        $(, dot_batched: $dot_batched:ident $([$batched_simd:ident])?)?
+        $(, dot_gemm4: $dot_gemm4:ident $([$gemm4_simd:ident])?)?
+        $(, dot_tiled: $dot_tiled:ident $([$tiled_simd:ident])?)?
         $(, dot_w4: $dot_w4:ident $([$w4_simd:ident])?)?
         $(, dot_packed: $dot_packed:ident $([$packed_simd:ident])?)? $(,)?
     }) => {
@@ -151,11 +189,10 @@ macro_rules! quant_block {
                 dispatch!($(avx2: $simd::$dot(w, a),)? scalar: scalar::$dot(w, a))
             }
             $(
-            #[inline]
-            fn dot_batched(w: &[Self], a: &[$act]) -> f32 {
-                assert_eq!(w.len(), a.len(), "quantized dot: block count mismatch");
-                dispatch!($(avx2: $batched_simd::$dot_batched(w, a),)? scalar: scalar::$dot_batched(w, a))
-            }
+            const DOT_GEMM4: Option<Dot<Self>> = Some(|w, a| one_row!(w, a, $dot_gemm4 $([$gemm4_simd])?));
+            )?
+            $(
+            const DOT_TILED: Option<Dot<Self>> = Some(|w, a| one_row!(w, a, $dot_tiled $([$tiled_simd])?));
             )?
             $(
             #[inline]
@@ -170,6 +207,14 @@ macro_rules! quant_block {
             )?
         }
     };
+}
+
+/// A one-row kernel's call: block counts checked, then dispatched.
+macro_rules! one_row {
+    ($w:ident, $a:ident, $kernel:ident $([$simd:ident])?) => {{
+        assert_eq!($w.len(), $a.len(), "quantized dot: block count mismatch");
+        dispatch!($(avx2: $simd::$kernel($w, $a),)? scalar: scalar::$kernel($w, $a))
+    }};
 }
 
 /// A packed kernel's call: block counts checked, then dispatched (the number of rows follows

@@ -269,14 +269,14 @@ pub fn dot_packed_q8_0<const R: usize>(w: &[BlockQ8_0], a: &[ActPack<R>]) -> [f3
     std::array::from_fn(|k| w.iter().zip(a).fold(0.0, |sum, (x, p)| sum + q8_0_term(x, p.d[k], &p.qs[k])))
 }
 
-/// A Q4_K block against a Q8_K block, per 64-element chunk (sub-blocks 2c and 2c + 1): the
-/// values' sum sc * q * a and the mins' sum m * (sum of a), both exact integers.
-fn q4k_chunk_sums(x: &BlockQ4K, y: &BlockQ8K) -> [(i32, i32); 4] {
-    let q = q4k_values(&x.qs);
+/// A block of 256 values with Q4_K's packed sub-block scales and mins (Q4_K's, Q5_K's) against
+/// a Q8_K block, per 64-element chunk (sub-blocks 2c and 2c + 1): the values' sum sc * q * a
+/// and the mins' sum m * (sum of a), both exact integers.
+fn scale_min_chunk_sums(scales: &[u8; 12], q: &[u8; 256], y: &BlockQ8K) -> [(i32, i32); 4] {
     std::array::from_fn(|chunk| {
         let mut sums = (0, 0);
         for sub in [2 * chunk, 2 * chunk + 1] {
-            let (sc, m) = q4k_scale_min(sub, &x.scales);
+            let (sc, m) = q4k_scale_min(sub, scales);
             let r = 32 * sub..32 * sub + 32;
             sums.0 += sc as i32 * dot_i8(q[r.clone()].iter().map(|&v| v as i32), &y.qs[r]);
             sums.1 += m as i32 * (y.bsums[2 * sub] as i32 + y.bsums[2 * sub + 1] as i32);
@@ -285,11 +285,31 @@ fn q4k_chunk_sums(x: &BlockQ4K, y: &BlockQ8K) -> [(i32, i32); 4] {
     })
 }
 
+/// The block totals of `scale_min_chunk_sums`.
+pub(super) fn block_sums(chunks: [(i32, i32); 4]) -> (i32, i32) {
+    chunks.into_iter().fold((0, 0), |s, c| (s.0 + c.0, s.1 + c.1))
+}
+
+fn q4k_chunk_sums(x: &BlockQ4K, y: &BlockQ8K) -> [(i32, i32); 4] {
+    scale_min_chunk_sums(&x.scales, &q4k_values(&x.qs), y)
+}
+
 /// Adds integer sums (values, mins) times the block's d * d_y and dmin * d_y to the two float
 /// accumulators, fused, as llama.cpp's repacked Q4_K kernels do.
-fn add_q4k_sums(acc: &mut (f32, f32), x: &BlockQ4K, d_y: f32, (values, mins): (i32, i32)) {
-    acc.0 = (x.d.to_f32() * d_y).mul_add(values as f32, acc.0);
-    acc.1 = (x.dmin.to_f32() * d_y).mul_add(mins as f32, acc.1);
+pub(super) fn add_q4k_sums(acc: &mut (f32, f32), d: f32, dmin: f32, d_y: f32, (values, mins): (i32, i32)) {
+    acc.0 = (d * d_y).mul_add(values as f32, acc.0);
+    acc.1 = (dmin * d_y).mul_add(mins as f32, acc.1);
+}
+
+/// One block's term in the order of llama.cpp's tiled matmul (ggml-cpu/tiled, a prefill of
+/// eight rows or more): d times the values' exact integer sum, less dmin times the mins' sum
+/// (fused, for the types with mins), times d_y added (fused) to the running sum.
+pub(super) fn add_tiled_block(sum: f32, d: f32, values: i32, dmin_mins: Option<(f32, i32)>, d_y: f32) -> f32 {
+    let mut r = d * values as f32;
+    if let Some((dmin, mins)) = dmin_mins {
+        r = (-dmin).mul_add(mins as f32, r);
+    }
+    r.mul_add(d_y, sum)
 }
 
 /// In the order of llama.cpp's AVX2 GEMV over Q4_K weights repacked 8x8 (how it multiplies one
@@ -299,19 +319,18 @@ fn add_q4k_sums(acc: &mut (f32, f32), x: &BlockQ4K, d_y: f32, (values, mins): (i
 pub fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     let mut acc = (0.0, 0.0);
     for (x, y) in w.iter().zip(a) {
-        let block = q4k_chunk_sums(x, y).into_iter().fold((0, 0), |s, c| (s.0 + c.0, s.1 + c.1));
-        add_q4k_sums(&mut acc, x, y.d, block);
+        add_q4k_sums(&mut acc, x.d.to_f32(), x.dmin.to_f32(), y.d, block_sums(q4k_chunk_sums(x, y)));
     }
     acc.0 - acc.1
 }
 
 /// `dot_q4_k` in the order of llama.cpp's AVX2 GEMM over repacked Q4_K weights (activation
 /// rows in whole groups of four): the two accumulators take each 64-element chunk's sums.
-pub fn dot_batched_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+pub fn dot_gemm4_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     let mut acc = (0.0, 0.0);
     for (x, y) in w.iter().zip(a) {
         for chunk in q4k_chunk_sums(x, y) {
-            add_q4k_sums(&mut acc, x, y.d, chunk);
+            add_q4k_sums(&mut acc, x.d.to_f32(), x.dmin.to_f32(), y.d, chunk);
         }
     }
     acc.0 - acc.1
@@ -333,6 +352,22 @@ pub fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
         add_lanes(&mut acc, y.d * x.d.to_f32(), lanes);
     }
     lanes8_at(|k| acc[k])
+}
+
+/// In the order of llama.cpp's tiled matmul (`add_tiled_block`), from the first block.
+pub fn dot_tiled_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
+    w.iter().zip(a).fold(0.0, |sum, (x, y)| {
+        let (values, mins) = block_sums(scale_min_chunk_sums(&x.scales, &q5k_values(x), y));
+        add_tiled_block(sum, x.d.to_f32(), values, Some((x.dmin.to_f32(), mins)), y.d)
+    })
+}
+
+/// In the order of llama.cpp's tiled matmul (`add_tiled_block`), from the first block.
+pub fn dot_tiled_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
+    w.iter().zip(a).fold(0.0, |sum, (x, y)| {
+        let values = q6k_values(x).iter().zip(&y.qs).enumerate().map(|(i, (&q, &v))| x.scales[i / 16] as i32 * q as i32 * v as i32).sum();
+        add_tiled_block(sum, x.d.to_f32(), values, None, y.d)
+    })
 }
 
 /// The integer lanes of llama.cpp's AVX2 K-quant kernels: lane k sums elements 4k..4k+3 of
