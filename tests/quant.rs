@@ -264,10 +264,10 @@ fn q5_k() {
     check::<BlockQ5K>("q5_k", |b, r| (b.d, b.dmin) = (r.scale(), r.scale()), _native::quant::avx2::dot_q5_k, scalar::dot_q5_k);
 }
 
-/// The K-quant kernels that follow llama.cpp's AVX2 summation order have scalar twins in the
-/// same order: equal bit for bit, not just to rounding.
+/// The kernels that follow llama.cpp's AVX2 summation order (K-quants, IQ4) have scalar twins
+/// in the same order: equal bit for bit, not just to rounding.
 #[test]
-fn k_quant_avx2_dots_equal_scalar_bit_for_bit() {
+fn llama_cpp_order_avx2_dots_equal_scalar_bit_for_bit() {
     fn same<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng), simd: unsafe fn(&[B], &[B::Act]) -> f32, reference: fn(&[B], &[B::Act]) -> f32) {
         assert!(avx2(), "run these tests on an AVX2 machine");
         for (w, _, act) in cases(0x2545_F491_4F6C_DD1D, fix) {
@@ -285,6 +285,30 @@ fn k_quant_avx2_dots_equal_scalar_bit_for_bit() {
     let q6k = |b: &mut BlockQ6K, r: &mut Rng| b.d = f16::from_f32(0.01 * r.scale().to_f32());
     same::<BlockQ6K>("q6_k", q6k, _native::quant::avx2::dot_q6_k, scalar::dot_q6_k);
     same::<BlockQ6K>("q6_k tiled", q6k, _native::quant::avx2::dot_tiled_q6_k, scalar::dot_tiled_q6_k);
+    same::<BlockQ2K>("q2_k", |b, r| (b.d, b.dmin) = (r.scale(), r.scale()), _native::quant::avx2::dot_q2_k, scalar::dot_q2_k);
+    same::<BlockQ3K>("q3_k", |b, r| b.d = r.scale(), _native::quant::avx2::dot_q3_k, scalar::dot_q3_k);
+    same::<BlockIQ4XS>("iq4_xs", |b, r| b.d = r.scale(), _native::quant::avx2::dot_iq4_xs, scalar::dot_iq4_xs);
+    same::<BlockIQ4NL>("iq4_nl", |b, r| b.d = r.scale(), _native::quant::avx2::dot_iq4_nl, scalar::dot_iq4_nl);
+}
+
+#[test]
+fn q2_k() {
+    check::<BlockQ2K>("q2_k", |b, r| (b.d, b.dmin) = (r.scale(), r.scale()), _native::quant::avx2::dot_q2_k, scalar::dot_q2_k);
+}
+
+#[test]
+fn q3_k() {
+    check::<BlockQ3K>("q3_k", |b, r| b.d = r.scale(), _native::quant::avx2::dot_q3_k, scalar::dot_q3_k);
+}
+
+#[test]
+fn iq4_nl() {
+    check::<BlockIQ4NL>("iq4_nl", |b, r| b.d = r.scale(), _native::quant::avx2::dot_iq4_nl, scalar::dot_iq4_nl);
+}
+
+#[test]
+fn iq4_xs() {
+    check::<BlockIQ4XS>("iq4_xs", |b, r| b.d = r.scale(), _native::quant::avx2::dot_iq4_xs, scalar::dot_iq4_xs);
 }
 
 #[test]
@@ -398,6 +422,10 @@ fn storage_type_table_lists_every_type() {
         ("q4_k", 256, 144, 2),
         ("q5_k", 256, 176, 2),
         ("q6_k", 256, 210, 2),
+        ("q2_k", 256, 84, 2),
+        ("q3_k", 256, 110, 2),
+        ("iq4_nl", 32, 18, 2),
+        ("iq4_xs", 256, 136, 2),
     ];
     let got: Vec<(&str, usize, usize, usize)> = DType::ALL.iter().map(|t| (t.name(), t.block().0, t.block().1, t.align())).collect();
     assert_eq!(got, want);

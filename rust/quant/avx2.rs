@@ -542,6 +542,141 @@ unsafe fn q6k_block_lanes(x: &BlockQ6K, y: &BlockQ8K) -> __m256i {
     _mm256_sub_epi32(sumi, offset)
 }
 
+/// Pairs of i16 products of a run of 32 values, times their groups' scales: `sc_lo` for
+/// elements 0..16 (the low 128 bits), `sc_hi` for 16..32, summed into eight i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn times_group_scales(pairs: __m256i, sc_lo: i16, sc_hi: i16) -> __m256i {
+    _mm256_madd_epi16(pairs, _mm256_set_m128i(_mm_set1_epi16(sc_hi), _mm_set1_epi16(sc_lo)))
+}
+
+/// 16 per-group i16 weights times the activations' sums per 16 (`bsums`), pairwise into eight
+/// i32 lanes (as `scalar::bsum_lanes`).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn bsum_lanes(weights: __m256i, y: &BlockQ8K) -> __m256i {
+    _mm256_madd_epi16(weights, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i))
+}
+
+/// Bits 2r..2r + 2 of each byte of `bits` (the 2-bit values of run r of a Q2_K or Q3_K half).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn two_bits(bits: __m256i, r: usize) -> __m256i {
+    _mm256_and_si256(_mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * r as i32)), _mm256_set1_epi8(3))
+}
+
+/// `scalar::dot_q2_k`'s order (llama.cpp's AVX2 q2_K kernel): per block the mins' eight
+/// integer lanes times -dmin, then the values' eight lanes times d, each fused into the float
+/// accumulator; its horizontal sum at the end.
+///
+/// # Safety
+/// `w.len() == a.len()`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q2_k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        let packed = _mm_loadu_si128(x.scales.as_ptr() as *const __m128i);
+        let mins = _mm256_cvtepu8_epi16(_mm_srli_epi16::<4>(_mm_and_si128(packed, _mm_set1_epi8(0xF0u8 as i8))));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(-y.d * h(x.dmin)), _mm256_cvtepi32_ps(bsum_lanes(mins, y)), acc);
+        let mut sumi = _mm256_setzero_si256();
+        for half in 0..2 {
+            let bits = _mm256_loadu_si256(x.qs.as_ptr().add(32 * half) as *const __m256i);
+            for r in 0..4 {
+                let start = 128 * half + 32 * r;
+                let g = start / 16;
+                let pairs = _mm256_maddubs_epi16(two_bits(bits, r), load32(y.qs.as_ptr().add(start)));
+                let (sc_lo, sc_hi) = (x.scales[g] & 0xF, x.scales[g + 1] & 0xF);
+                sumi = _mm256_add_epi32(sumi, times_group_scales(pairs, sc_lo as i16, sc_hi as i16));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y.d * h(x.d)), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum(acc)
+}
+
+/// `scalar::dot_q3_k`'s order (llama.cpp's AVX2 q3_K kernel): eight integer lanes per block,
+/// scaled by d into eight float accumulators, their horizontal sum at the end.
+///
+/// # Safety
+/// `w.len() == a.len()`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
+    let one = _mm256_set1_epi8(1);
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        let scales = q3k_scales(&x.scales);
+        let hmask = _mm256_loadu_si256(x.hmask.as_ptr() as *const __m256i);
+        let mut sumi = _mm256_setzero_si256();
+        for half in 0..2 {
+            let bits = _mm256_loadu_si256(x.qs.as_ptr().add(32 * half) as *const __m256i);
+            for r in 0..4 {
+                let start = 128 * half + 32 * r;
+                let g = start / 16;
+                // 4 where the value's high bit (bit 4 * half + r of its hmask byte) is clear.
+                let high = _mm256_and_si256(_mm256_srl_epi16(hmask, _mm_cvtsi32_si128((4 * half + r) as i32)), one);
+                let offset = _mm256_slli_epi16::<2>(_mm256_xor_si256(high, one));
+                let a8 = load32(y.qs.as_ptr().add(start));
+                // low * a - offset * a, pairwise: exact in i16.
+                let pairs = _mm256_sub_epi16(_mm256_maddubs_epi16(two_bits(bits, r), a8), _mm256_maddubs_epi16(offset, a8));
+                sumi = _mm256_add_epi32(sumi, times_group_scales(pairs, scales[g] as i16, scales[g + 1] as i16));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y.d * h(x.d)), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum(acc)
+}
+
+/// 16 bytes of IQ4 codes -> their 32 values as i8, in element order.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn iq4_values(codes: *const u8) -> __m256i {
+    let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4NL_VALUES.as_ptr() as *const __m128i));
+    _mm256_shuffle_epi8(table, nibbles(codes))
+}
+
+/// Pairs of i8 x i8 products as i16 (|x| times y with x's sign; |x| <= 127 and |y| <= 127
+/// keep each pair within i16).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn signed_pairs(x: __m256i, y: __m256i) -> __m256i {
+    _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+}
+
+/// `scalar::dot_iq4_xs`'s order (llama.cpp's AVX2 iq4_xs kernel): eight integer lanes per
+/// block, scaled by d into eight float accumulators, their horizontal sum at the end.
+///
+/// # Safety
+/// `w.len() == a.len()`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_iq4_xs(w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        let mut sumi = _mm256_setzero_si256();
+        for sub in 0..8 {
+            let pairs = signed_pairs(iq4_values(x.qs.as_ptr().add(16 * sub)), load32(y.qs.as_ptr().add(32 * sub)));
+            let scale = iq4xs_scale(sub, x) as i16;
+            sumi = _mm256_add_epi32(sumi, times_group_scales(pairs, scale, scale));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h(x.d) * y.d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum(acc)
+}
+
+/// `scalar::dot_iq4_nl`'s order (llama.cpp's repacked IQ4_NL GEMV and GEMM): one running
+/// float sum, each block's integer sum times d_w * d_a fused into it.
+///
+/// # Safety
+/// `w.len() == a.len()`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_iq4_nl(w: &[BlockIQ4NL], a: &[BlockQ8_0]) -> f32 {
+    let mut sum = 0.0f32;
+    for (x, y) in w.iter().zip(a) {
+        let sumi = hsum_i32(dot_i8_i8(iq4_values(x.qs.as_ptr()), load32(y.qs.as_ptr())));
+        sum = (h(x.d) * h(y.d)).mul_add(sumi as f32, sum);
+    }
+    sum
+}
+
 /// Blocks per pass of the packed kernels: a pass first writes the scale products of its
 /// blocks to a table, then reads them back with broadcasting loads.
 const PACKED_PASS: usize = 32;

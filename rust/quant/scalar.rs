@@ -139,6 +139,72 @@ pub fn dequantize_q6_k(blocks: &[BlockQ6K], out: &mut [f32]) {
     }
 }
 
+/// The 2-bit values of a Q2_K or Q3_K block's `qs`, 0..4, in element order.
+fn q2k_values(qs: &[u8; 64]) -> [u8; 256] {
+    std::array::from_fn(|i| (qs[32 * (i / 128) + i % 32] >> (2 * (i % 128 / 32))) & 3)
+}
+
+/// The values of a Q3_K block, -4..4, in element order.
+fn q3k_values(b: &BlockQ3K) -> [i8; 256] {
+    let low = q2k_values(&b.qs);
+    std::array::from_fn(|i| low[i] as i8 - if (b.hmask[i % 32] >> (i / 32)) & 1 == 1 { 0 } else { 4 })
+}
+
+/// As gguf-py computes it: x = (d * sc) * q - (dmin * m).
+pub fn dequantize_q2_k(blocks: &[BlockQ2K], out: &mut [f32]) {
+    for (b, y) in blocks.iter().zip(out.chunks_exact_mut(256)) {
+        let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
+        for (i, q) in q2k_values(&b.qs).into_iter().enumerate() {
+            let sm = b.scales[i / 16];
+            y[i] = d * (sm & 0xF) as f32 * q as f32 - dmin * (sm >> 4) as f32;
+        }
+    }
+}
+
+/// As gguf-py computes it: x = (d * sc) * q.
+pub fn dequantize_q3_k(blocks: &[BlockQ3K], out: &mut [f32]) {
+    for (b, y) in blocks.iter().zip(out.chunks_exact_mut(256)) {
+        let (d, scales) = (b.d.to_f32(), q3k_scales(&b.scales));
+        for (i, q) in q3k_values(b).into_iter().enumerate() {
+            y[i] = d * scales[i / 16] as f32 * q as f32;
+        }
+    }
+}
+
+/// The 32 values of 16 bytes of IQ4 codes (an IQ4_NL block, or an IQ4_XS sub-block), in
+/// element order.
+fn iq4_values(qs: &[u8; 16]) -> [i8; 32] {
+    std::array::from_fn(|j| IQ4NL_VALUES[((qs[j % 16] >> (4 * (j / 16))) & 0xF) as usize])
+}
+
+pub fn dequantize_iq4_nl(blocks: &[BlockIQ4NL], out: &mut [f32]) {
+    for (b, y) in blocks.iter().zip(out.chunks_exact_mut(32)) {
+        let d = b.d.to_f32();
+        for (yj, v) in y.iter_mut().zip(iq4_values(&b.qs)) {
+            *yj = d * v as f32;
+        }
+    }
+}
+
+/// The 256 values of an IQ4_XS block, in element order.
+fn iq4xs_values(b: &BlockIQ4XS) -> [i8; 256] {
+    let mut q = [0i8; 256];
+    for (sub, codes) in b.qs.chunks_exact(16).enumerate() {
+        q[32 * sub..32 * sub + 32].copy_from_slice(&iq4_values(codes.try_into().expect("16 bytes")));
+    }
+    q
+}
+
+/// As gguf-py computes it: x = (d * sc) * value.
+pub fn dequantize_iq4_xs(blocks: &[BlockIQ4XS], out: &mut [f32]) {
+    for (b, y) in blocks.iter().zip(out.chunks_exact_mut(256)) {
+        let d = b.d.to_f32();
+        for (i, v) in iq4xs_values(b).into_iter().enumerate() {
+            y[i] = d * iq4xs_scale(i / 32, b) as f32 * v as f32;
+        }
+    }
+}
+
 // ---- activation quantization, exactly as llama.cpp's x86 build does it ----
 
 /// Round half to even, like `_mm256_round_ps(_MM_ROUND_NEAREST)` and ggml's nearest_int.
@@ -380,6 +446,13 @@ fn eight_lanes(q: impl Iterator<Item = i32>, scale: impl Fn(usize) -> i32, a: &[
     lanes
 }
 
+/// The integer lanes of llama.cpp's AVX2 K-quant kernels over the activations' sums per 16
+/// (`bsums`), as `_mm256_madd_epi16` of 16 per-group weights and those sums forms them: lane k
+/// is weight(2k) * bsums[2k] + weight(2k + 1) * bsums[2k + 1].
+fn bsum_lanes(y: &BlockQ8K, weight: impl Fn(usize) -> i32) -> [i32; 8] {
+    std::array::from_fn(|k| weight(2 * k) * y.bsums[2 * k] as i32 + weight(2 * k + 1) * y.bsums[2 * k + 1] as i32)
+}
+
 /// Each lane times d, added (fused) to its own float accumulator.
 fn add_lanes(acc: &mut [f32; 8], d: f32, lanes: [i32; 8]) {
     for (sum, lane) in acc.iter_mut().zip(lanes) {
@@ -402,4 +475,62 @@ pub fn dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
         add_lanes(&mut acc, y.d * x.d.to_f32(), lanes);
     }
     lanes8_at(|k| acc[k]) + summs
+}
+
+/// In llama.cpp's AVX2 order (ggml_vec_dot_q2_K_q8_K): per block, first the mins' eight
+/// integer lanes (lane k: groups 2k and 2k + 1, min times the sum of its 16 activations) times
+/// -dmin (-d_y times the weight's dmin), then the values' eight lanes (as `dot_q6_k`, 4-bit
+/// group scales) times d, each added (fused) to its lane's float accumulator; the eight
+/// accumulators' `_mm256` horizontal sum at the end.
+pub fn dot_q2_k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (x, y) in w.iter().zip(a) {
+        add_lanes(&mut acc, -y.d * x.dmin.to_f32(), bsum_lanes(y, |g| (x.scales[g] >> 4) as i32));
+        let lanes = eight_lanes(q2k_values(&x.qs).into_iter().map(|q| q as i32), |i| (x.scales[i / 16] & 0xF) as i32, &y.qs);
+        add_lanes(&mut acc, y.d * x.d.to_f32(), lanes);
+    }
+    lanes8_at(|k| acc[k])
+}
+
+/// In llama.cpp's AVX2 order (ggml_vec_dot_q3_K_q8_K), as `dot_q6_k`: per block the values'
+/// eight integer lanes (times their group scales) times d into eight float accumulators,
+/// their `_mm256` horizontal sum at the end.
+pub fn dot_q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (x, y) in w.iter().zip(a) {
+        let scales = q3k_scales(&x.scales);
+        let lanes = eight_lanes(q3k_values(x).into_iter().map(|q| q as i32), |i| scales[i / 16] as i32, &y.qs);
+        add_lanes(&mut acc, y.d * x.d.to_f32(), lanes);
+    }
+    lanes8_at(|k| acc[k])
+}
+
+/// In llama.cpp's AVX2 order (ggml_vec_dot_iq4_xs_q8_K), as `dot_q6_k`: per block the values'
+/// eight integer lanes (times their sub-block scales) times d into eight float accumulators,
+/// their `_mm256` horizontal sum at the end.
+pub fn dot_iq4_xs(w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (x, y) in w.iter().zip(a) {
+        let lanes = eight_lanes(iq4xs_values(x).into_iter().map(|q| q as i32), |i| iq4xs_scale(i / 32, x), &y.qs);
+        add_lanes(&mut acc, x.d.to_f32() * y.d, lanes);
+    }
+    lanes8_at(|k| acc[k])
+}
+
+/// In the order of llama.cpp's product for IQ4_NL weights on AVX2, which repacks matrices whose
+/// row count is a multiple of 8 (`iq4_nl_8x8_q8_0`, real models' matrices): one running float
+/// sum, each block's exact integer sum times d_w * d_a added to it (fused), block after block.
+/// Its one-row GEMV (ggml_gemv_iq4_nl_8x8_q8_0) and its GEMM over groups of four activation
+/// rows (ggml_gemm_iq4_nl_8x8_q8_0, AVX2 path) both sum each output so, and the GEMM's
+/// activations (ggml_quantize_mat_q8_0_4x8) are quantize_row_q8_0's values: so this is also
+/// the order for rows in groups of four, and IQ4_NL needs no `dot_gemm4` of its own.
+///
+/// Matrices with a row count not a multiple of 8 are not repacked, and llama.cpp takes their
+/// one-row products with ggml_vec_dot_iq4_nl_q8_0 and their batches with llamafile's
+/// tinyBLAS, each in another order: for them this differs by float rounding.
+pub fn dot_iq4_nl(w: &[BlockIQ4NL], a: &[BlockQ8_0]) -> f32 {
+    w.iter().zip(a).fold(0.0, |sum, (x, y)| {
+        let sumi = dot_i8(iq4_values(&x.qs).iter().map(|&v| v as i32), &y.qs);
+        (x.d.to_f32() * y.d.to_f32()).mul_add(sumi as f32, sum)
+    })
 }
