@@ -4,7 +4,8 @@
 
 use crate::model::{self, Arch, Config};
 use crate::ops::rope::{Rope, RopePairing};
-use crate::tensor::{DType, Layout, Storage, Tensor, WeightSet};
+use crate::quant::{ActBlock, QuantBlock};
+use crate::tensor::{with_elems, DType, Layout, Storage, Tensor, WeightSet};
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -229,22 +230,50 @@ impl Session {
 /// widened to float32 by the engine's own kernels (for tests and tools).
 #[pyfunction]
 fn dequantize<'py>(py: Python<'py>, data: PyReadonlyArray1<'py, u8>, dtype: &str, row_len: usize) -> PyResult<Bound<'py, PyArray1<f32>>> {
-    let dtype = DType::parse(dtype)?;
-    let bytes = data.as_slice()?.to_vec();
+    let tensor = rows_of(data.as_slice()?, DType::parse(dtype)?, row_len)?;
+    Ok(PyArray1::from_vec(py, tensor.to_f32_vec()))
+}
+
+/// `bytes` as a tensor of rows of `row_len` elements of `dtype`, copied (into u64 words, so
+/// that every block type is aligned).
+fn rows_of(bytes: &[u8], dtype: DType, row_len: usize) -> PyResult<Tensor> {
     let (block_elems, block_bytes) = dtype.block();
-    if row_len == 0 || bytes.len() % block_bytes != 0 {
+    if row_len == 0 || !bytes.len().is_multiple_of(block_bytes) {
         return Err(refuse("data is not a whole number of blocks".into()));
     }
     let count = bytes.len() / block_bytes * block_elems;
-    if count % row_len != 0 {
+    if !count.is_multiple_of(row_len) {
         return Err(refuse("data is not a whole number of rows".into()));
     }
-    // Copied into u64 words so every block type is aligned.
     let mut words = vec![0u64; bytes.len().div_ceil(8)];
-    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
     let storage = Arc::new(TrimmedWords { words, len: bytes.len() });
-    let tensor = Tensor::new(storage, dtype, vec![count / row_len, row_len])?;
-    Ok(PyArray1::from_vec(py, tensor.to_f32_vec()))
+    Ok(Tensor::new(storage, dtype, vec![count / row_len, row_len])?)
+}
+
+/// One quantized weight row (`weights`, stored as `dtype`) times the activations `x`, as a
+/// matmul takes it: x quantized to the type's activation format, then the type's dot product
+/// (for tests against llama.cpp's kernels).
+#[pyfunction]
+fn quant_dot(weights: PyReadonlyArray1<'_, u8>, dtype: &str, x: PyReadonlyArray1<'_, f32>) -> PyResult<f32> {
+    let dtype = DType::parse(dtype)?;
+    let x = x.as_slice()?;
+    let tensor = rows_of(weights.as_slice()?, dtype, x.len())?;
+    if tensor.shape()[0] != 1 {
+        return Err(refuse(format!("weights hold {} rows of {} elements, not one", tensor.shape()[0], x.len())));
+    }
+    fn dot<B: QuantBlock>(w: &[B], x: &[f32]) -> f32 {
+        let mut act = vec![bytemuck::Zeroable::zeroed(); x.len() / <B::Act as ActBlock>::QK];
+        B::Act::quantize(x, &mut act);
+        B::dot(w, &act)
+    }
+    with_elems!(tensor.elems(), w =>
+        float {
+            let _ = w;
+            Err(refuse(format!("{} is not a quantized type", dtype.name())))
+        },
+        quant Ok(dot(w, x))
+    )
 }
 
 /// u64 words of which the first `len` bytes are data.
@@ -278,6 +307,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Session>()?;
     m.add_function(wrap_pyfunction!(kernel_name, m)?)?;
     m.add_function(wrap_pyfunction!(dequantize, m)?)?;
+    m.add_function(wrap_pyfunction!(quant_dot, m)?)?;
     m.add_function(wrap_pyfunction!(storage_types, m)?)?;
     m.add("MAX_THREADS", model::MAX_THREADS)?;
     Ok(())
