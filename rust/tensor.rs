@@ -70,10 +70,19 @@ macro_rules! storage_types {
                     qk: 256, act: BlockQ8K, dequantize: dequantize_q6_k, dot: dot_q6_k [avx2],
                     dot_tiled: dot_tiled_q6_k [avx2],
                 },
-                Q2_K "q2_k" BlockQ2K { qk: 256, act: BlockQ8K, dequantize: dequantize_q2_k, dot: dot_q2_k [avx2] },
-                Q3_K "q3_k" BlockQ3K { qk: 256, act: BlockQ8K, dequantize: dequantize_q3_k, dot: dot_q3_k [avx2] },
+                Q2_K "q2_k" BlockQ2K {
+                    qk: 256, act: BlockQ8K, dequantize: dequantize_q2_k, dot: dot_q2_k [avx2],
+                    dot_tiled: dot_tiled_q2_k [avx2],
+                },
+                Q3_K "q3_k" BlockQ3K {
+                    qk: 256, act: BlockQ8K, dequantize: dequantize_q3_k, dot: dot_q3_k [avx2],
+                    dot_tiled: dot_tiled_q3_k [avx2],
+                },
                 IQ4_NL "iq4_nl" BlockIQ4NL { qk: 32, act: BlockQ8_0, dequantize: dequantize_iq4_nl, dot: dot_iq4_nl [avx2] },
-                IQ4_XS "iq4_xs" BlockIQ4XS { qk: 256, act: BlockQ8K, dequantize: dequantize_iq4_xs, dot: dot_iq4_xs [avx2] },
+                IQ4_XS "iq4_xs" BlockIQ4XS {
+                    qk: 256, act: BlockQ8K, dequantize: dequantize_iq4_xs, dot: dot_iq4_xs [avx2],
+                    dot_tiled: dot_tiled_iq4_xs [avx2],
+                },
             }
         }
     };

@@ -285,9 +285,14 @@ fn llama_cpp_order_avx2_dots_equal_scalar_bit_for_bit() {
     let q6k = |b: &mut BlockQ6K, r: &mut Rng| b.d = f16::from_f32(0.01 * r.scale().to_f32());
     same::<BlockQ6K>("q6_k", q6k, _native::quant::avx2::dot_q6_k, scalar::dot_q6_k);
     same::<BlockQ6K>("q6_k tiled", q6k, _native::quant::avx2::dot_tiled_q6_k, scalar::dot_tiled_q6_k);
-    same::<BlockQ2K>("q2_k", |b, r| (b.d, b.dmin) = (r.scale(), r.scale()), _native::quant::avx2::dot_q2_k, scalar::dot_q2_k);
+    let q2k = |b: &mut BlockQ2K, r: &mut Rng| (b.d, b.dmin) = (r.scale(), r.scale());
+    same::<BlockQ2K>("q2_k", q2k, _native::quant::avx2::dot_q2_k, scalar::dot_q2_k);
+    same::<BlockQ2K>("q2_k tiled", q2k, _native::quant::avx2::dot_tiled_q2_k, scalar::dot_tiled_q2_k);
     same::<BlockQ3K>("q3_k", |b, r| b.d = r.scale(), _native::quant::avx2::dot_q3_k, scalar::dot_q3_k);
+    same::<BlockQ3K>("q3_k tiled", |b, r| b.d = r.scale(), _native::quant::avx2::dot_tiled_q3_k, scalar::dot_tiled_q3_k);
     same::<BlockIQ4XS>("iq4_xs", |b, r| b.d = r.scale(), _native::quant::avx2::dot_iq4_xs, scalar::dot_iq4_xs);
+    same::<BlockIQ4XS>("iq4_xs tiled", |b, r| b.d = r.scale(), _native::quant::avx2::dot_tiled_iq4_xs, scalar::dot_tiled_iq4_xs);
+    same::<BlockQ4_0>("q4_0", |b, r| b.d = r.scale(), _native::quant::avx2::dot_q4_0, scalar::dot_q4_0);
     same::<BlockIQ4NL>("iq4_nl", |b, r| b.d = r.scale(), _native::quant::avx2::dot_iq4_nl, scalar::dot_iq4_nl);
 }
 

@@ -86,18 +86,19 @@ unsafe fn hsum_i32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
+/// `scalar::dot_q4_0`'s order (llama.cpp's repacked Q4_0 GEMV and GEMM, as `dot_iq4_nl`).
+///
 /// # Safety
 /// `w.len() == a.len()`; AVX2, FMA and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
+    let mut sum = 0.0f32;
     for (x, y) in w.iter().zip(a) {
-        let d = scale_product(f16_pair(x.d, y.d));
         let qx = _mm256_sub_epi8(nibbles(x.qs.as_ptr()), _mm256_set1_epi8(8));
-        let p = _mm256_cvtepi32_ps(dot_i8_i8(qx, load32(y.qs.as_ptr())));
-        acc = _mm256_fmadd_ps(d, p, acc);
+        let sumi = hsum_i32(dot_i8_i8(qx, load32(y.qs.as_ptr())));
+        sum = (h(x.d) * h(y.d)).mul_add(sumi as f32, sum);
     }
-    hsum(acc)
+    sum
 }
 
 /// A kernel whose body (`$body::<D: ByteDot>`, generic over the row count R where the kernel
@@ -575,23 +576,44 @@ unsafe fn two_bits(bits: __m256i, r: usize) -> __m256i {
 pub unsafe fn dot_q2_k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        let packed = _mm_loadu_si128(x.scales.as_ptr() as *const __m128i);
-        let mins = _mm256_cvtepu8_epi16(_mm_srli_epi16::<4>(_mm_and_si128(packed, _mm_set1_epi8(0xF0u8 as i8))));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(-y.d * h(x.dmin)), _mm256_cvtepi32_ps(bsum_lanes(mins, y)), acc);
-        let mut sumi = _mm256_setzero_si256();
-        for half in 0..2 {
-            let bits = _mm256_loadu_si256(x.qs.as_ptr().add(32 * half) as *const __m256i);
-            for r in 0..4 {
-                let start = 128 * half + 32 * r;
-                let g = start / 16;
-                let pairs = _mm256_maddubs_epi16(two_bits(bits, r), load32(y.qs.as_ptr().add(start)));
-                let (sc_lo, sc_hi) = (x.scales[g] & 0xF, x.scales[g + 1] & 0xF);
-                sumi = _mm256_add_epi32(sumi, times_group_scales(pairs, sc_lo as i16, sc_hi as i16));
-            }
-        }
+        let (mins, sumi) = q2k_block_lanes(x, y);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(-y.d * h(x.dmin)), _mm256_cvtepi32_ps(mins), acc);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(y.d * h(x.d)), _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum(acc)
+}
+
+/// `scalar::dot_tiled_q2_k`'s order (llama.cpp's tiled matmul).
+///
+/// # Safety
+/// `w.len() == a.len()`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_tiled_q2_k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
+    w.iter().zip(a).fold(0.0, |sum, (x, y)| {
+        let (mins, sumi) = q2k_block_lanes(x, y);
+        add_tiled_block(sum, h(x.d), hsum_i32(sumi), Some((h(x.dmin), hsum_i32(mins))), y.d)
+    })
+}
+
+/// A Q2_K block's integer lanes against `y`, as `scalar::dot_q2_k` splits them: (the mins'
+/// lanes, the values' lanes).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn q2k_block_lanes(x: &BlockQ2K, y: &BlockQ8K) -> (__m256i, __m256i) {
+    let packed = _mm_loadu_si128(x.scales.as_ptr() as *const __m128i);
+    let mins = _mm256_cvtepu8_epi16(_mm_srli_epi16::<4>(_mm_and_si128(packed, _mm_set1_epi8(0xF0u8 as i8))));
+    let mut sumi = _mm256_setzero_si256();
+    for half in 0..2 {
+        let bits = _mm256_loadu_si256(x.qs.as_ptr().add(32 * half) as *const __m256i);
+        for r in 0..4 {
+            let start = 128 * half + 32 * r;
+            let g = start / 16;
+            let pairs = _mm256_maddubs_epi16(two_bits(bits, r), load32(y.qs.as_ptr().add(start)));
+            let (sc_lo, sc_hi) = (x.scales[g] & 0xF, x.scales[g + 1] & 0xF);
+            sumi = _mm256_add_epi32(sumi, times_group_scales(pairs, sc_lo as i16, sc_hi as i16));
+        }
+    }
+    (bsum_lanes(mins, y), sumi)
 }
 
 /// `scalar::dot_q3_k`'s order (llama.cpp's AVX2 q3_K kernel): eight integer lanes per block,
@@ -601,29 +623,45 @@ pub unsafe fn dot_q2_k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
 /// `w.len() == a.len()`; AVX2, FMA and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
-    let one = _mm256_set1_epi8(1);
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        let scales = q3k_scales(&x.scales);
-        let hmask = _mm256_loadu_si256(x.hmask.as_ptr() as *const __m256i);
-        let mut sumi = _mm256_setzero_si256();
-        for half in 0..2 {
-            let bits = _mm256_loadu_si256(x.qs.as_ptr().add(32 * half) as *const __m256i);
-            for r in 0..4 {
-                let start = 128 * half + 32 * r;
-                let g = start / 16;
-                // 4 where the value's high bit (bit 4 * half + r of its hmask byte) is clear.
-                let high = _mm256_and_si256(_mm256_srl_epi16(hmask, _mm_cvtsi32_si128((4 * half + r) as i32)), one);
-                let offset = _mm256_slli_epi16::<2>(_mm256_xor_si256(high, one));
-                let a8 = load32(y.qs.as_ptr().add(start));
-                // low * a - offset * a, pairwise: exact in i16.
-                let pairs = _mm256_sub_epi16(_mm256_maddubs_epi16(two_bits(bits, r), a8), _mm256_maddubs_epi16(offset, a8));
-                sumi = _mm256_add_epi32(sumi, times_group_scales(pairs, scales[g] as i16, scales[g + 1] as i16));
-            }
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(y.d * h(x.d)), _mm256_cvtepi32_ps(sumi), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y.d * h(x.d)), _mm256_cvtepi32_ps(q3k_block_lanes(x, y)), acc);
     }
     hsum(acc)
+}
+
+/// `scalar::dot_tiled_q3_k`'s order (llama.cpp's tiled matmul).
+///
+/// # Safety
+/// `w.len() == a.len()`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_tiled_q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
+    w.iter().zip(a).fold(0.0, |sum, (x, y)| add_tiled_block(sum, h(x.d), hsum_i32(q3k_block_lanes(x, y)), None, y.d))
+}
+
+/// A Q3_K block's eight integer lanes against `y`, as `scalar::dot_q3_k` splits them.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn q3k_block_lanes(x: &BlockQ3K, y: &BlockQ8K) -> __m256i {
+    let one = _mm256_set1_epi8(1);
+    let scales = q3k_scales(&x.scales);
+    let hmask = _mm256_loadu_si256(x.hmask.as_ptr() as *const __m256i);
+    let mut sumi = _mm256_setzero_si256();
+    for half in 0..2 {
+        let bits = _mm256_loadu_si256(x.qs.as_ptr().add(32 * half) as *const __m256i);
+        for r in 0..4 {
+            let start = 128 * half + 32 * r;
+            let g = start / 16;
+            // 4 where the value's high bit (bit 4 * half + r of its hmask byte) is clear.
+            let high = _mm256_and_si256(_mm256_srl_epi16(hmask, _mm_cvtsi32_si128((4 * half + r) as i32)), one);
+            let offset = _mm256_slli_epi16::<2>(_mm256_xor_si256(high, one));
+            let a8 = load32(y.qs.as_ptr().add(start));
+            // low * a - offset * a, pairwise: exact in i16.
+            let pairs = _mm256_sub_epi16(_mm256_maddubs_epi16(two_bits(bits, r), a8), _mm256_maddubs_epi16(offset, a8));
+            sumi = _mm256_add_epi32(sumi, times_group_scales(pairs, scales[g] as i16, scales[g + 1] as i16));
+        }
+    }
+    sumi
 }
 
 /// 16 bytes of IQ4 codes -> their 32 values as i8, in element order.
@@ -651,15 +689,31 @@ unsafe fn signed_pairs(x: __m256i, y: __m256i) -> __m256i {
 pub unsafe fn dot_iq4_xs(w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        let mut sumi = _mm256_setzero_si256();
-        for sub in 0..8 {
-            let pairs = signed_pairs(iq4_values(x.qs.as_ptr().add(16 * sub)), load32(y.qs.as_ptr().add(32 * sub)));
-            let scale = iq4xs_scale(sub, x) as i16;
-            sumi = _mm256_add_epi32(sumi, times_group_scales(pairs, scale, scale));
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h(x.d) * y.d), _mm256_cvtepi32_ps(sumi), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h(x.d) * y.d), _mm256_cvtepi32_ps(iq4xs_block_lanes(x, y)), acc);
     }
     hsum(acc)
+}
+
+/// `scalar::dot_tiled_iq4_xs`'s order (llama.cpp's tiled matmul).
+///
+/// # Safety
+/// `w.len() == a.len()`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_tiled_iq4_xs(w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32 {
+    w.iter().zip(a).fold(0.0, |sum, (x, y)| add_tiled_block(sum, h(x.d), hsum_i32(iq4xs_block_lanes(x, y)), None, y.d))
+}
+
+/// An IQ4_XS block's eight integer lanes against `y`, as `scalar::dot_iq4_xs` splits them.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn iq4xs_block_lanes(x: &BlockIQ4XS, y: &BlockQ8K) -> __m256i {
+    let mut sumi = _mm256_setzero_si256();
+    for sub in 0..8 {
+        let pairs = signed_pairs(iq4_values(x.qs.as_ptr().add(16 * sub)), load32(y.qs.as_ptr().add(32 * sub)));
+        let scale = iq4xs_scale(sub, x) as i16;
+        sumi = _mm256_add_epi32(sumi, times_group_scales(pairs, scale, scale));
+    }
+    sumi
 }
 
 /// `scalar::dot_iq4_nl`'s order (llama.cpp's repacked IQ4_NL GEMV and GEMM): one running

@@ -271,14 +271,15 @@ fn dot_i8(a: impl Iterator<Item = i32>, b: &[i8]) -> i32 {
     a.zip(b).map(|(x, &y)| x * y as i32).sum()
 }
 
+/// In the order of llama.cpp's repacked Q4_0 kernels on AVX2 (`q4_0_8x8_q8_0`: every matrix of
+/// 8k rows), as `dot_iq4_nl`: one running float sum, each block's exact integer sum times
+/// d_w * d_a added to it (fused).
 pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
-    let mut sum = 0.0;
-    for (x, y) in w.iter().zip(a) {
+    w.iter().zip(a).fold(0.0, |sum, (x, y)| {
         let lo = dot_i8(x.qs.iter().map(|&q| (q & 0xF) as i32 - 8), &y.qs[..16]);
         let hi = dot_i8(x.qs.iter().map(|&q| (q >> 4) as i32 - 8), &y.qs[16..]);
-        sum += (lo + hi) as f32 * (x.d.to_f32() * y.d.to_f32());
-    }
-    sum
+        (x.d.to_f32() * y.d.to_f32()).mul_add((lo + hi) as f32, sum)
+    })
 }
 
 pub fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
@@ -515,6 +516,32 @@ pub fn dot_iq4_xs(w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32 {
         add_lanes(&mut acc, x.d.to_f32() * y.d, lanes);
     }
     lanes8_at(|k| acc[k])
+}
+
+/// In the order of llama.cpp's tiled matmul (`add_tiled_block`), from the first block.
+pub fn dot_tiled_q2_k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
+    w.iter().zip(a).fold(0.0, |sum, (x, y)| {
+        let mins = bsum_lanes(y, |g| (x.scales[g] >> 4) as i32).iter().sum();
+        let values = eight_lanes(q2k_values(&x.qs).into_iter().map(|q| q as i32), |i| (x.scales[i / 16] & 0xF) as i32, &y.qs).iter().sum();
+        add_tiled_block(sum, x.d.to_f32(), values, Some((x.dmin.to_f32(), mins)), y.d)
+    })
+}
+
+/// In the order of llama.cpp's tiled matmul (`add_tiled_block`), from the first block.
+pub fn dot_tiled_q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
+    w.iter().zip(a).fold(0.0, |sum, (x, y)| {
+        let scales = q3k_scales(&x.scales);
+        let values = eight_lanes(q3k_values(x).into_iter().map(|q| q as i32), |i| scales[i / 16] as i32, &y.qs).iter().sum();
+        add_tiled_block(sum, x.d.to_f32(), values, None, y.d)
+    })
+}
+
+/// In the order of llama.cpp's tiled matmul (`add_tiled_block`), from the first block.
+pub fn dot_tiled_iq4_xs(w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32 {
+    w.iter().zip(a).fold(0.0, |sum, (x, y)| {
+        let values = eight_lanes(iq4xs_values(x).into_iter().map(|q| q as i32), |i| iq4xs_scale(i / 32, x), &y.qs).iter().sum();
+        add_tiled_block(sum, x.d.to_f32(), values, None, y.d)
+    })
 }
 
 /// In the order of llama.cpp's product for IQ4_NL weights on AVX2, which repacks matrices whose
