@@ -17,6 +17,11 @@ from gptgen.sampling import SamplingParams
 
 TINY = FIXTURES / "tiny-gguf"
 EXPECTED = json.loads((TINY / "expected.json").read_text())
+# Files whose 257-row token embedding (the tied head) llama.cpp does not repack (its row count
+# is not a multiple of 8), so it multiplies it in other kernels' orders than gptgen's, which
+# follows the repacked kernels (those of every matrix of real models) for Q4_0, Q4_K and
+# IQ4_NL: their logits agree to float rounding, the others' bit for bit.
+NOT_REPACKED = {"qwen2-q4_0.gguf": 1e-5, "qwen2-q4_k.gguf": 1e-5, "qwen2-iq4_nl.gguf": 1e-5}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED["files"]))
@@ -24,7 +29,8 @@ def test_tiny_gguf_matches_llama_cpp(name):
     case, prompt = EXPECTED["files"][name], EXPECTED["prompt"]
     model = gptgen.load(str(TINY / name), threads=2)
     assert model.spec.arch == case["arch"] and set(model.spec.dtype_counts()) == {"f32", case["type"]}
-    logits = model.new_session(len(prompt)).forward(prompt)[0]
-    np.testing.assert_allclose(logits, case["last_logits"], atol=1e-3, rtol=0)
+    # Every row's logits, as llama.cpp made the fixture (logits_all).
+    logits = model.new_session(len(prompt)).forward(prompt, all_logits=True)[-1]
+    np.testing.assert_allclose(logits, case["last_logits"], atol=NOT_REPACKED.get(name, 0.0), rtol=0)
     result = generate(model, GenerationRequest(prompt, 16, SamplingParams(temperature=0), ignore_eos=True))
     assert result.tokens == case["greedy16"]
