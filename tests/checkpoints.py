@@ -300,6 +300,7 @@ def write_llama_gguf(
     merges: list[str] | None = None,
     arch: str = "llama",
     linear_rope_factor: float | None = None,
+    yarn: tuple[float, int] | None = None,
 ) -> dict[str, np.ndarray]:
     """A GGUF file of a Llama-shaped model (architecture `arch`) written with gguf-py's
     GGUFWriter; `types` maps tensor names to gguf.GGMLQuantizationType (default F32). Returns
@@ -322,6 +323,11 @@ def write_llama_gguf(
     if linear_rope_factor is not None:
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         writer.add_rope_scaling_factor(linear_rope_factor)
+    if yarn is not None:
+        # (factor, original context length)
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(yarn[0])
+        writer.add_rope_scaling_orig_ctx_len(yarn[1])
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("gpt-2")
     writer.add_token_list(vocab)

@@ -23,6 +23,12 @@ pub struct Rope {
     /// [dims / 2] divisors of each pair's angle (Llama 3's `llama3` scaling, GGUF's
     /// `rope_freqs.weight`); empty without.
     pub factors: Vec<f32>,
+    /// YaRN (0: none): pair i's angle blends the scaled and the unscaled angle by
+    /// ext_factor * ramp(i), the ramp falling from 1 to 0 over pairs corr_dims[0]..corr_dims[1].
+    pub ext_factor: f32,
+    pub corr_dims: [f32; 2],
+    /// cos and sin times this (times YaRN's 1 + 0.1 ln(1 / freq_scale) where it applies).
+    pub attn_factor: f32,
 }
 
 impl Rope {
@@ -35,17 +41,32 @@ impl Rope {
         let half = self.dims / 2;
         assert!(cos.len() == positions.len() * half && sin.len() == positions.len() * half);
         let theta_scale = self.base.powf(-2.0 / self.dims as f32);
+        let mscale = if self.ext_factor != 0.0 { self.attn_factor * (1.0 + 0.1 * (1.0 / self.freq_scale).ln()) } else { self.attn_factor };
         for (t, &pos) in positions.iter().enumerate() {
             let mut theta = pos as f32;
             for i in 0..half {
-                // As ggml: freq_scale * (theta / factor), both exact no-ops at 1.
+                // As ggml (rope_yarn): freq_scale * (theta / factor), both exact no-ops at 1.
                 let factor = self.factors.get(i).copied().unwrap_or(1.0);
-                let angle = self.freq_scale * (theta / factor);
-                cos[t * half + i] = angle.cos();
-                sin[t * half + i] = angle.sin();
+                let extrapolated = theta / factor;
+                let interpolated = self.freq_scale * extrapolated;
+                let angle = if self.ext_factor != 0.0 {
+                    let mix = self.yarn_ramp(i) * self.ext_factor;
+                    interpolated * (1.0 - mix) + extrapolated * mix
+                } else {
+                    interpolated
+                };
+                cos[t * half + i] = angle.cos() * mscale;
+                sin[t * half + i] = angle.sin() * mscale;
                 theta *= theta_scale;
             }
         }
+    }
+
+    /// YaRN's ramp at pair i: 1 below corr_dims[0], 0 above corr_dims[1], linear between.
+    fn yarn_ramp(&self, i: usize) -> f32 {
+        let [low, high] = self.corr_dims;
+        let y = (i as f32 - low) / (high - low).max(0.001);
+        1.0 - y.clamp(0.0, 1.0)
     }
 
     /// Rotates every head of x [n, n_heads * head_dim] in place, with tables from `tables`.

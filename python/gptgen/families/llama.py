@@ -18,19 +18,64 @@ from .base import Family, HFTensorNames, PreTokenizer
 
 
 def gguf_rope(meta: GGUFMetadata, head_dim: int, pairing: str) -> RopeConfig:
-    """The file's RoPE settings: linear scaling as a frequency scale (Llama 3's per-pair
-    factors come as the `rope_freqs.weight` tensor, which the GGUF loader reads); YaRN and the
-    others are refused (not supported yet)."""
+    """The file's RoPE settings: linear scaling as a frequency scale, YaRN as llama.cpp sets it
+    up (Llama 3's per-pair factors come as the `rope_freqs.weight` tensor, which the GGUF loader
+    reads); other scalings are refused."""
     scaling = meta.get(meta.key("rope.scaling.type"), "none")
     factor = meta.positive_float(meta.key("rope.scaling.factor"), 1.0)
-    if scaling not in ("none", "linear") or (scaling == "none" and factor != 1.0):
-        raise GptgenError(f"{meta.path}: RoPE scaling {scaling!r} is not supported (linear, and Llama 3's rope_freqs)")
-    return RopeConfig(
+    if scaling not in ("none", "linear", "yarn") or (scaling == "none" and factor != 1.0):
+        raise GptgenError(f"{meta.path}: RoPE scaling {scaling!r} is not supported (linear, yarn, and Llama 3's rope_freqs)")
+    rope = RopeConfig(
         base=meta.positive_float(meta.key("rope.freq_base"), 10000.0),
         dims=meta.positive_int(meta.key("rope.dimension_count"), head_dim),
         pairing=pairing,
-        freq_scale=1.0 / factor,
+        freq_scale=float(np.float32(1.0) / np.float32(factor)),
+        attn_factor=meta.positive_float(meta.key("rope.scaling.attn_factor"), 1.0),
     )
+    if scaling != "yarn":
+        return rope
+    return yarn_rope(
+        rope,
+        original_context=meta.positive_int(meta.key("rope.scaling.original_context_length"), meta.positive_int(meta.key("context_length"))),
+        ext_factor=meta.positive_float(meta.key("rope.scaling.yarn_ext_factor"), 1.0),
+        beta_fast=meta.positive_float(meta.key("rope.scaling.yarn_beta_fast"), 32.0),
+        beta_slow=meta.positive_float(meta.key("rope.scaling.yarn_beta_slow"), 1.0),
+        log_mul=float(meta.get(meta.key("rope.scaling.yarn_log_multiplier"), 0.0)),
+    )
+
+
+def yarn_rope(
+    rope: RopeConfig,
+    *,
+    original_context: int,
+    ext_factor: float = 1.0,
+    beta_fast: float = 32.0,
+    beta_slow: float = 1.0,
+    log_mul: float = 0.0,
+    attention: float | None = None,
+    truncate: bool = True,
+) -> RopeConfig:
+    """`rope` (its freq_scale 1 / factor) with YaRN in llama.cpp's float32 arithmetic: the
+    correction range of pairs (ggml_rope_yarn_corr_dims; not rounded out without `truncate`)
+    and the attention factor (llama_context's: get_mscale, or `attention` where a config gives
+    it, over 1 + 0.1 ln(factor), which rope_yarn multiplies back)."""
+    f32 = np.float32
+    factor = f32(1.0) / f32(rope.freq_scale)
+
+    def corr_dim(n_rot: float) -> np.float32:
+        return f32(rope.dims) * np.log(f32(original_context) / (f32(n_rot) * f32(2) * f32(math.pi))) / (f32(2) * np.log(f32(rope.base)))
+
+    def mscale(m: float) -> np.float32:
+        return f32(1.0) if factor <= 1 else f32(0.1) * f32(m) * np.log(factor) + f32(1.0)
+
+    if attention is None:
+        attention = mscale(1.0) / mscale(log_mul) if log_mul != 0.0 else mscale(1.0)
+    attn = f32(attention) * (f32(1.0) / (f32(1.0) + f32(0.1) * np.log(factor))) * f32(rope.attn_factor)
+    low, high = corr_dim(beta_fast), corr_dim(beta_slow)
+    if truncate:
+        low, high = np.floor(low), np.ceil(high)
+    low, high = max(0.0, float(low)), min(rope.dims - 1.0, float(high))
+    return replace(rope, ext_factor=ext_factor, corr_dims=(low, high), attn_factor=float(attn))
 
 
 def llama3_factors(scaling: dict, base: float, dims: int) -> tuple[float, ...]:
@@ -115,9 +160,23 @@ def _hf_rope(config: HFConfig, rope_type: object, scaling: dict, base: float, di
             return replace(rope, freq_scale=1.0 / float(scaling["factor"]))
         if rope_type == "llama3":
             return replace(rope, factors=llama3_factors(scaling, base, dims))
+        if rope_type == "yarn":
+            mscale, mscale_all = scaling.get("mscale"), scaling.get("mscale_all_dim")
+            attention = scaling.get("attention_factor")
+            if attention is None and mscale and mscale_all:
+                factor = float(scaling["factor"])
+                attention = (0.1 * mscale * math.log(factor) + 1) / (0.1 * mscale_all * math.log(factor) + 1) if factor > 1 else 1.0
+            return yarn_rope(
+                replace(rope, freq_scale=1.0 / float(scaling["factor"])),
+                original_context=int(scaling.get("original_max_position_embeddings") or config.positive_int("max_position_embeddings")),
+                beta_fast=float(scaling.get("beta_fast") or 32.0),
+                beta_slow=float(scaling.get("beta_slow") or 1.0),
+                attention=None if attention is None else float(attention),
+                truncate=bool(scaling.get("truncate", True)),
+            )
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
         raise GptgenError(f"{config.path}: rope_scaling {scaling!r} is not valid ({type(e).__name__}: {e})") from None
-    raise GptgenError(f"{config.path}: RoPE scaling {rope_type!r} is not supported (linear, llama3)")
+    raise GptgenError(f"{config.path}: RoPE scaling {rope_type!r} is not supported (linear, llama3, yarn)")
 
 
 # Llama 3's pre-tokenizer regex (llama.cpp's LLAMA_VOCAB_PRE_TYPE_LLAMA3).

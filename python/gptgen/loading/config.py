@@ -22,6 +22,13 @@ class RopeConfig:
     # [dims / 2] divisors of each pair's angle: Llama 3's `llama3` scaling (GGUF's
     # `rope_freqs.weight`); None without.
     factors: tuple[float, ...] | None = None
+    # YaRN, as ggml computes it: pair i's angle blends freq_scale * theta (interpolated) and
+    # theta (extrapolated) by ext_factor * ramp(i), the ramp falling from 1 to 0 over the pairs
+    # corr_dims[0]..corr_dims[1]; cos and sin are then scaled by attn_factor * (1 + 0.1 *
+    # ln(1 / freq_scale)). ext_factor 0: no YaRN (and no scaling of cos and sin).
+    ext_factor: float = 0.0
+    corr_dims: tuple[float, float] = (0.0, 0.0)
+    attn_factor: float = 1.0
 
 
 @dataclass(frozen=True)
