@@ -60,7 +60,7 @@ macro_rules! storage_types {
                 },
                 Q4_K "q4_k" BlockQ4K {
                     qk: 256, act: BlockQ8K, dequantize: dequantize_q4_k, dot: dot_q4_k [avx2],
-                    dot_gemm4: dot_gemm4_q4_k [avx2],
+                    dot_gemm4: dot_gemm4_q4_k [avx2], dot_x4: dot_x4_q4_k [avx2],
                 },
                 Q5_K "q5_k" BlockQ5K {
                     qk: 256, act: BlockQ8K, dequantize: dequantize_q5_k, dot: dot_q5_k [avx2],
@@ -68,7 +68,7 @@ macro_rules! storage_types {
                 },
                 Q6_K "q6_k" BlockQ6K {
                     qk: 256, act: BlockQ8K, dequantize: dequantize_q6_k, dot: dot_q6_k [avx2],
-                    dot_tiled: dot_tiled_q6_k [avx2],
+                    dot_tiled: dot_tiled_q6_k [avx2], dot_x4: dot_x4_q6_k [avx2],
                 },
                 Q2_K "q2_k" BlockQ2K {
                     qk: 256, act: BlockQ8K, dequantize: dequantize_q2_k, dot: dot_q2_k [avx2],

@@ -3,7 +3,7 @@
 //! explains, no more).
 
 use _native::quant::blocks::*;
-use _native::quant::{scalar, ActBlock, ActPack, QuantBlock};
+use _native::quant::{scalar, ActBlock, ActPack, QuantBlock, SumOrder};
 use half::f16;
 
 mod common;
@@ -439,4 +439,25 @@ fn storage_type_table_lists_every_type() {
         assert_eq!(t.is_quantized(), t.block().0 > 1);
     }
     assert!(DType::parse("f64").is_err());
+}
+
+/// The four-activation-row kernels equal four one-row kernels of the same order, bit for bit
+/// (in every order the type has), whichever path `dot_x4_in` dispatches to.
+#[test]
+fn four_row_dots_equal_one_row_dots_bit_for_bit() {
+    fn same<B: QuantBlock>(name: &str, fix: impl Fn(&mut B, &mut Rng), orders: &[SumOrder]) {
+        assert!(avx2(), "run these tests on an AVX2 machine");
+        for &n_blocks in &[1usize, 3, 19] {
+            let mut rng = Rng(0x5851_F42D_4C95_7F2D ^ n_blocks as u64);
+            let w: Vec<B> = random_blocks(&mut rng, n_blocks, &fix);
+            let acts = random_acts::<B::Act>(&mut rng, n_blocks);
+            for &order in orders {
+                let rows: [&[B::Act]; 4] = std::array::from_fn(|r| &acts[r][..]);
+                let want = rows.map(|a| B::dot_in(&w, a, order).to_bits());
+                assert_eq!(B::dot_x4_in(&w, rows, order).map(f32::to_bits), want, "{name} {order:?}, {n_blocks} blocks");
+            }
+        }
+    }
+    same::<BlockQ4K>("q4_k", |b, r| (b.d, b.dmin) = (r.scale(), r.scale()), &[SumOrder::Alone, SumOrder::Gemm4]);
+    same::<BlockQ6K>("q6_k", |b, r| b.d = f16::from_f32(0.01 * r.scale().to_f32()), &[SumOrder::Alone, SumOrder::Tiled]);
 }

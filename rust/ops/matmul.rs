@@ -66,7 +66,7 @@ pub struct MatmulScratch {
 impl MatmulScratch {
     /// Sets where the activation rows of the next matmuls sit, given the rows' sequences in
     /// order by their row counts. llama.cpp sums some types in another order when a row comes
-    /// with others (`QuantBlock::dot_at`), deciding by the whole batch; here each sequence is
+    /// with others (`QuantBlock::order_at`), deciding by the whole batch; here each sequence is
     /// taken as if alone: one prompt is summed as llama.cpp sums it, and a sequence's results
     /// do not depend on what else shares its batch.
     pub fn place_rows(&mut self, sequences: impl IntoIterator<Item = usize>) {
@@ -324,7 +324,7 @@ struct QuantizedRows<'a, B: QuantBlock> {
     packs8: &'a [ActPack<8>],
     /// [per_row] where n % 8 >= 4: the four rows after the last group of eight, for DOT4.
     packs4: &'a [ActPack<4>],
-    /// [n], or empty (every row alone): where each row sits, for `QuantBlock::dot_at` (see
+    /// [n], or empty (every row alone): where each row sits, for `QuantBlock::order_at` (see
     /// `MatmulScratch::place_rows`).
     places: &'a [RowPlace],
 }
@@ -435,9 +435,19 @@ fn packed_dots<B: QuantBlock>(out: &mut [f32], width: usize, col0: usize, tokens
             }
             t += 4;
         }
-        for t in t..tokens.end {
-            let place = places.get(t).copied().unwrap_or(RowPlace::ALONE);
-            out[at(t, j)] += B::dot_at(w_row(j), act_row(t), place);
+        // The rest four at a time where four rows in a row take the same order.
+        let order = |t: usize| B::order_at(places.get(t).copied().unwrap_or(RowPlace::ALONE));
+        while t < tokens.end {
+            if t + 4 <= tokens.end && (t + 1..t + 4).all(|u| order(u) == order(t)) {
+                let sums = B::dot_x4_in(w_row(j), std::array::from_fn(|k| act_row(t + k)), order(t));
+                for (k, sum) in sums.into_iter().enumerate() {
+                    out[at(t + k, j)] += sum;
+                }
+                t += 4;
+            } else {
+                out[at(t, j)] += B::dot_in(w_row(j), act_row(t), order(t));
+                t += 1;
+            }
         }
     }
 }

@@ -7,8 +7,8 @@
 //! activations by 128 instead (`Vnni::signed_dot`).
 
 use super::blocks::*;
-use super::scalar::{add_q4k_sums, add_tiled_block, block_sums};
-use super::ActPack;
+use super::scalar::{add_q4k_sums, add_tiled_block};
+use super::{ActPack, SumOrder};
 use crate::kernels::avx2::hsum;
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
@@ -357,19 +357,13 @@ unsafe fn dot_w4_q8_0_with<D: ByteDot>(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_0]) ->
     acc.map(|a| hsum(a))
 }
 
-/// A Q4_K or Q5_K block's integer sums against `y` over the 64-element chunk `chunk`
-/// (sub-blocks 2 * chunk and 2 * chunk + 1): its values times their sub-block scales as eight
-/// i32 lanes (lane k: elements 4k..4k+3 of each run of 32, as in llama.cpp's AVX2 kernels),
-/// and its sub-block mins times their activations' sums. `qh`: Q5_K's high bits (bit j of
-/// byte l is bit 4 of sub-block j's element l), or None for Q4_K.
+/// A Q4_K or Q5_K block's values in the 64-element chunk `chunk` (sub-blocks 2 * chunk and
+/// 2 * chunk + 1), unsigned, one per byte: (the first sub-block's 32, the second's). `qh`:
+/// Q5_K's high bits (bit j of byte l is bit 4 of sub-block j's element l), or None for Q4_K.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn k_chunk_sums(scales: &[u8; 12], qs: &[u8; 128], qh: Option<&[u8; 32]>, y: &BlockQ8K, chunk: usize) -> (__m256i, i32) {
+unsafe fn k_chunk_values(qs: &[u8; 128], qh: Option<&[u8; 32]>, chunk: usize) -> (__m256i, __m256i) {
     let low4 = _mm256_set1_epi8(0xF);
-    let (sc_lo, m_lo) = q4k_scale_min(2 * chunk, scales);
-    let (sc_hi, m_hi) = q4k_scale_min(2 * chunk + 1, scales);
-    let mins = m_lo as i32 * (y.bsums[4 * chunk] as i32 + y.bsums[4 * chunk + 1] as i32)
-        + m_hi as i32 * (y.bsums[4 * chunk + 2] as i32 + y.bsums[4 * chunk + 3] as i32);
     // 32 bytes: low nibbles are sub-block 2*chunk, high nibbles sub-block 2*chunk + 1.
     let bytes = _mm256_loadu_si256(qs.as_ptr().add(32 * chunk) as *const __m256i);
     let mut lo = _mm256_and_si256(bytes, low4);
@@ -379,11 +373,37 @@ unsafe fn k_chunk_sums(scales: &[u8; 12], qs: &[u8; 128], qh: Option<&[u8; 32]>,
         lo = _mm256_or_si256(lo, q5_high_bit(qh, 2 * chunk));
         hi = _mm256_or_si256(hi, q5_high_bit(qh, 2 * chunk + 1));
     }
+    (lo, hi)
+}
+
+/// A chunk's values (`k_chunk_values`) against `y`, times their sub-block scales, as eight i32
+/// lanes (lane k: elements 4k..4k+3 of each run of 32, as in llama.cpp's AVX2 kernels).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn k_chunk_lanes((lo, hi): (__m256i, __m256i), scales: &[u8; 12], y: &BlockQ8K, chunk: usize) -> __m256i {
+    let (sc_lo, sc_hi) = (q4k_scale_min(2 * chunk, scales).0, q4k_scale_min(2 * chunk + 1, scales).0);
     let y_lo = load32(y.qs.as_ptr().add(64 * chunk));
     let y_hi = load32(y.qs.as_ptr().add(64 * chunk + 32));
     let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y_lo), _mm256_set1_epi16(sc_lo as i16));
     let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y_hi), _mm256_set1_epi16(sc_hi as i16));
-    (_mm256_add_epi32(p_lo, p_hi), mins)
+    _mm256_add_epi32(p_lo, p_hi)
+}
+
+/// A chunk's sub-block mins times their activations' sums.
+#[inline]
+fn k_chunk_mins(scales: &[u8; 12], y: &BlockQ8K, chunk: usize) -> i32 {
+    let (m_lo, m_hi) = (q4k_scale_min(2 * chunk, scales).1, q4k_scale_min(2 * chunk + 1, scales).1);
+    m_lo as i32 * (y.bsums[4 * chunk] as i32 + y.bsums[4 * chunk + 1] as i32) + m_hi as i32 * (y.bsums[4 * chunk + 2] as i32 + y.bsums[4 * chunk + 3] as i32)
+}
+
+/// The totals of four vectors of i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn hsum4_i32(v: [__m256i; 4]) -> [i32; 4] {
+    // Per 128-bit half: pairs, then quads; then the halves added.
+    let quads = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    let sums = _mm_add_epi32(_mm256_castsi256_si128(quads), _mm256_extracti128_si256::<1>(quads));
+    std::mem::transmute::<__m128i, [i32; 4]>(sums)
 }
 
 /// Bit `bit` (0..8) of each byte of `qh`, moved to bit 4 (a Q5_K value's high bit).
@@ -395,15 +415,47 @@ unsafe fn q5_high_bit(qh: __m256i, bit: usize) -> __m256i {
     _mm256_slli_epi16::<4>(_mm256_and_si256(shifted, _mm256_set1_epi8(1)))
 }
 
-/// A Q4_K block's integer sums against a Q8_K block per 64-element chunk, as
-/// `scalar::q4k_chunk_sums`: (values, mins).
+/// A Q4_K block's values against a Q8_K block: adds them to `acc` in `order` (the sums of
+/// `scalar::q4k_chunk_sums`, per chunk for `Gemm4`, in total otherwise), `values` its
+/// unpacked chunks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn add_q4k_block(acc: &mut (f32, f32), x: &BlockQ4K, values: &[(__m256i, __m256i); 4], y: &BlockQ8K, order: SumOrder) {
+    let lanes: [__m256i; 4] = std::array::from_fn(|c| k_chunk_lanes(values[c], &x.scales, y, c));
+    let mins: [i32; 4] = std::array::from_fn(|c| k_chunk_mins(&x.scales, y, c));
+    let (d, dmin) = (h(x.d), h(x.dmin));
+    if order == SumOrder::Gemm4 {
+        for (total, mins) in hsum4_i32(lanes).into_iter().zip(mins) {
+            add_q4k_sums(acc, d, dmin, y.d, (total, mins));
+        }
+    } else {
+        let total = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(lanes[0], lanes[1]), _mm256_add_epi32(lanes[2], lanes[3])));
+        add_q4k_sums(acc, d, dmin, y.d, (total, mins.iter().sum()));
+    }
+}
+
+/// A Q4_K block's four chunks of values (`k_chunk_values`).
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn q4k_chunk_sums(x: &BlockQ4K, y: &BlockQ8K) -> [(i32, i32); 4] {
-    std::array::from_fn(|chunk| {
-        let (lanes, mins) = k_chunk_sums(&x.scales, &x.qs, None, y, chunk);
-        (hsum_i32(lanes), mins)
-    })
+unsafe fn q4k_values(x: &BlockQ4K) -> [(__m256i, __m256i); 4] {
+    std::array::from_fn(|c| k_chunk_values(&x.qs, None, c))
+}
+
+/// `dot_q4_k` / `dot_gemm4_q4_k` (by `order`) of four activation rows, each weight block
+/// unpacked once.
+///
+/// # Safety
+/// Every `a[r].len() == w.len()`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_x4_q4_k(w: &[BlockQ4K], a: [&[BlockQ8K]; 4], order: SumOrder) -> [f32; 4] {
+    let mut acc = [(0.0, 0.0); 4];
+    for (b, x) in w.iter().enumerate() {
+        let values = q4k_values(x);
+        for (acc, a) in acc.iter_mut().zip(a) {
+            add_q4k_block(acc, x, &values, a.get_unchecked(b), order);
+        }
+    }
+    acc.map(|(v, m)| v - m)
 }
 
 /// `scalar::dot_q4_k`'s order (llama.cpp's AVX2 GEMV over repacked Q4_K).
@@ -414,7 +466,7 @@ unsafe fn q4k_chunk_sums(x: &BlockQ4K, y: &BlockQ8K) -> [(i32, i32); 4] {
 pub unsafe fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     let mut acc = (0.0, 0.0);
     for (x, y) in w.iter().zip(a) {
-        add_q4k_sums(&mut acc, h(x.d), h(x.dmin), y.d, block_sums(q4k_chunk_sums(x, y)));
+        add_q4k_block(&mut acc, x, &q4k_values(x), y, SumOrder::Alone);
     }
     acc.0 - acc.1
 }
@@ -427,9 +479,7 @@ pub unsafe fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
 pub unsafe fn dot_gemm4_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     let mut acc = (0.0, 0.0);
     for (x, y) in w.iter().zip(a) {
-        for chunk in q4k_chunk_sums(x, y) {
-            add_q4k_sums(&mut acc, h(x.d), h(x.dmin), y.d, chunk);
-        }
+        add_q4k_block(&mut acc, x, &q4k_values(x), y, SumOrder::Gemm4);
     }
     acc.0 - acc.1
 }
@@ -471,9 +521,8 @@ pub unsafe fn dot_tiled_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
 unsafe fn q5k_block_sums(x: &BlockQ5K, y: &BlockQ8K) -> (__m256i, i32) {
     let (mut sumi, mut mins) = (_mm256_setzero_si256(), 0);
     for chunk in 0..4 {
-        let (lanes, chunk_mins) = k_chunk_sums(&x.scales, &x.qs, Some(&x.qh), y, chunk);
-        sumi = _mm256_add_epi32(sumi, lanes);
-        mins += chunk_mins;
+        sumi = _mm256_add_epi32(sumi, k_chunk_lanes(k_chunk_values(&x.qs, Some(&x.qh), chunk), &x.scales, y, chunk));
+        mins += k_chunk_mins(&x.scales, y, chunk);
     }
     (sumi, mins)
 }
@@ -496,7 +545,7 @@ unsafe fn q6_high_bits<const SHIFT: i32>(qh: __m256i) -> __m256i {
 pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(y.d * h(x.d)), _mm256_cvtepi32_ps(q6k_block_lanes(x, y)), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y.d * h(x.d)), _mm256_cvtepi32_ps(q6k_lanes(&q6k_values(x), x, y)), acc);
     }
     hsum(acc)
 }
@@ -507,38 +556,69 @@ pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
 /// `w.len() == a.len()`; AVX2, FMA and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_tiled_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
-    w.iter().zip(a).fold(0.0, |sum, (x, y)| add_tiled_block(sum, h(x.d), hsum_i32(q6k_block_lanes(x, y)), None, y.d))
+    w.iter().zip(a).fold(0.0, |sum, (x, y)| add_tiled_block(sum, h(x.d), hsum_i32(q6k_lanes(&q6k_values(x), x, y)), None, y.d))
 }
 
-/// A Q6_K block's eight integer lanes against `y`, as `scalar::dot_q6_k` splits them.
+/// `dot_q6_k` / `dot_tiled_q6_k` (by `order`) of four activation rows, each weight block
+/// unpacked once.
+///
+/// # Safety
+/// Every `a[r].len() == w.len()`; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_x4_q6_k(w: &[BlockQ6K], a: [&[BlockQ8K]; 4], order: SumOrder) -> [f32; 4] {
+    let (mut lanes_acc, mut sums) = ([_mm256_setzero_ps(); 4], [0.0f32; 4]);
+    for (b, x) in w.iter().enumerate() {
+        let values = q6k_values(x);
+        for r in 0..4 {
+            let y = a[r].get_unchecked(b);
+            let lanes = q6k_lanes(&values, x, y);
+            if order == SumOrder::Tiled {
+                sums[r] = add_tiled_block(sums[r], h(x.d), hsum_i32(lanes), None, y.d);
+            } else {
+                lanes_acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(y.d * h(x.d)), _mm256_cvtepi32_ps(lanes), lanes_acc[r]);
+            }
+        }
+    }
+    if order == SumOrder::Tiled {
+        sums
+    } else {
+        lanes_acc.map(|acc| hsum(acc))
+    }
+}
+
+/// A Q6_K block's values, unsigned (q + 32 in 0..64), one per byte: its eight runs of 32.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn q6k_block_lanes(x: &BlockQ6K, y: &BlockQ8K) -> __m256i {
+unsafe fn q6k_values(x: &BlockQ6K) -> [__m256i; 8] {
     let low4 = _mm256_set1_epi8(0xF);
+    let mut runs = [_mm256_setzero_si256(); 8];
+    for half in 0..2 {
+        let ql0 = _mm256_loadu_si256(x.ql.as_ptr().add(64 * half) as *const __m256i);
+        let ql1 = _mm256_loadu_si256(x.ql.as_ptr().add(64 * half + 32) as *const __m256i);
+        let qh = _mm256_loadu_si256(x.qh.as_ptr().add(32 * half) as *const __m256i);
+        runs[4 * half] = _mm256_or_si256(_mm256_and_si256(ql0, low4), q6_high_bits::<0>(qh));
+        runs[4 * half + 1] = _mm256_or_si256(_mm256_and_si256(ql1, low4), q6_high_bits::<2>(qh));
+        runs[4 * half + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low4), q6_high_bits::<4>(qh));
+        runs[4 * half + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low4), q6_high_bits::<6>(qh));
+    }
+    runs
+}
+
+/// A Q6_K block's eight integer lanes against `y` (`values` from `q6k_values`), as
+/// `scalar::dot_q6_k` splits them.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn q6k_lanes(values: &[__m256i; 8], x: &BlockQ6K, y: &BlockQ8K) -> __m256i {
     // Lane k: 32 * (scale * bsum) of groups 2k and 2k + 1.
     let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
     let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr() as *const __m128i));
     let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, scales16));
     let mut sumi = _mm256_setzero_si256();
-    for half in 0..2 {
-        let ql0 = _mm256_loadu_si256(x.ql.as_ptr().add(64 * half) as *const __m256i);
-        let ql1 = _mm256_loadu_si256(x.ql.as_ptr().add(64 * half + 32) as *const __m256i);
-        let qh = _mm256_loadu_si256(x.qh.as_ptr().add(32 * half) as *const __m256i);
-        // The four runs of 32 values in this half, unsigned (q + 32 in 0..64).
-        let quarters = [
-            _mm256_or_si256(_mm256_and_si256(ql0, low4), q6_high_bits::<0>(qh)),
-            _mm256_or_si256(_mm256_and_si256(ql1, low4), q6_high_bits::<2>(qh)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low4), q6_high_bits::<4>(qh)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low4), q6_high_bits::<6>(qh)),
-        ];
-        for (k, q) in quarters.into_iter().enumerate() {
-            let start = 128 * half + 32 * k;
-            let g = start / 16;
-            let scales = _mm256_set_m128i(_mm_set1_epi16(x.scales[g + 1] as i16), _mm_set1_epi16(x.scales[g] as i16));
-            let a8 = load32(y.qs.as_ptr().add(start));
-            // (q + 32) * a, pairwise: at most 2 * 63 * 127, exact in i16.
-            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(q, a8), scales));
-        }
+    for (run, &q) in values.iter().enumerate() {
+        let a8 = load32(y.qs.as_ptr().add(32 * run));
+        // (q + 32) * a, pairwise: at most 2 * 63 * 127, exact in i16.
+        let pairs = _mm256_maddubs_epi16(q, a8);
+        sumi = _mm256_add_epi32(sumi, times_group_scales(pairs, x.scales[2 * run] as i16, x.scales[2 * run + 1] as i16));
     }
     _mm256_sub_epi32(sumi, offset)
 }

@@ -62,7 +62,7 @@ impl<const R: usize> ActPack<R> {
 }
 
 /// Where an activation row sits among the rows a matmul multiplies: llama.cpp sums some types
-/// in another order when a row comes with others (see `QuantBlock::dot_at`).
+/// in another order when a row comes with others (see `QuantBlock::order_at`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RowPlace {
     /// Rows of the row's sequence in this matmul (1 for a row alone).
@@ -85,6 +85,17 @@ impl RowPlace {
     }
 }
 
+/// The summation orders of llama.cpp's kernels that `QuantBlock::order_at` chooses between.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SumOrder {
+    /// `dot`: a row multiplied alone (llama.cpp's vec_dot, or its GEMV over repacked weights).
+    Alone,
+    /// `DOT_GEMM4`: a row in one of its sequence's whole groups of four.
+    Gemm4,
+    /// `DOT_TILED`: a row of a prefill of eight rows or more.
+    Tiled,
+}
+
 /// A one-row dot product kernel.
 pub type Dot<B> = fn(&[B], &[<B as QuantBlock>::Act]) -> f32;
 
@@ -102,16 +113,32 @@ pub trait QuantBlock: Pod + Send + Sync {
     /// sum over the row of w * a, for rows of equal block count.
     fn dot(w: &[Self], a: &[Self::Act]) -> f32;
 
-    /// `dot` in the order of the kernel llama.cpp's AVX2 build uses for a row at `place`:
-    /// `DOT_TILED` for a sequence of at least `RowPlace::TILED_MIN_ROWS` rows, `DOT_GEMM4` for a
-    /// row in its sequence's whole groups of four, `dot` otherwise (and for a row alone).
-    fn dot_at(w: &[Self], a: &[Self::Act], place: RowPlace) -> f32 {
-        let kernel = match (Self::DOT_TILED, Self::DOT_GEMM4) {
-            (Some(tiled), _) if place.seq_rows >= RowPlace::TILED_MIN_ROWS => tiled,
-            (_, Some(gemm4)) if place.in_group_of_four() => gemm4,
-            _ => Self::dot,
+    /// The order of the kernel llama.cpp's AVX2 build uses for a row at `place` (see
+    /// `dot_in`): `Tiled` in a sequence of at least `RowPlace::TILED_MIN_ROWS` rows where the
+    /// type has `DOT_TILED`, `Gemm4` in its sequence's whole groups of four where it has
+    /// `DOT_GEMM4`, `Alone` otherwise.
+    fn order_at(place: RowPlace) -> SumOrder {
+        if Self::DOT_TILED.is_some() && place.seq_rows >= RowPlace::TILED_MIN_ROWS {
+            SumOrder::Tiled
+        } else if Self::DOT_GEMM4.is_some() && place.in_group_of_four() {
+            SumOrder::Gemm4
+        } else {
+            SumOrder::Alone
+        }
+    }
+    /// `dot` in the given order (one the type has).
+    fn dot_in(w: &[Self], a: &[Self::Act], order: SumOrder) -> f32 {
+        let kernel = match order {
+            SumOrder::Tiled => Self::DOT_TILED,
+            SumOrder::Gemm4 => Self::DOT_GEMM4,
+            SumOrder::Alone => None,
         };
-        kernel(w, a)
+        kernel.unwrap_or(Self::dot)(w, a)
+    }
+    /// `dot_in` of one weight row with four activation rows in the same order (equal
+    /// results); types with such a kernel unpack each weight block once for the four.
+    fn dot_x4_in(w: &[Self], a: [&[Self::Act]; 4], order: SumOrder) -> [f32; 4] {
+        a.map(|a| Self::dot_in(w, a, order))
     }
     /// The order of llama.cpp's GEMM over this type's repacked weights, for rows in whole
     /// groups of four, where it differs from `dot`'s (its GEMV's).
@@ -165,7 +192,8 @@ act_block!(BlockQ8K, 256, |b| (b.d, 0.0), quantize_q8_k);
 /// `impl QuantBlock` from one quantized row of `tensor::storage_types!`: QK, the activation
 /// format, and the kernels by their names in `scalar`, each marked `[avx2]` where `avx2` has
 /// a twin of the same name (a type may have scalar kernels only). `dot_gemm4` and `dot_tiled`
-/// name the kernels behind `DOT_GEMM4` and `DOT_TILED`, where the type has them, `dot_w4` a
+/// name the kernels behind `DOT_GEMM4` and `DOT_TILED`, where the type has them, `dot_x4` an
+/// AVX2 kernel behind `dot_x4_in` (its scalar fallback is four `dot_in`s), `dot_w4` a
 /// four-weight-row SIMD kernel (its scalar fallback is four `dot`s, as the trait's default),
 /// `dot_packed` the R-row kernels behind `DOT8`/`DOT4`, where the type has them.
 macro_rules! quant_block {
@@ -173,6 +201,7 @@ macro_rules! quant_block {
         qk: $qk:literal, act: $act:ty, dequantize: $dequantize:ident, dot: $dot:ident $([$simd:ident])?
         $(, dot_gemm4: $dot_gemm4:ident $([$gemm4_simd:ident])?)?
         $(, dot_tiled: $dot_tiled:ident $([$tiled_simd:ident])?)?
+        $(, dot_x4: $dot_x4:ident [avx2])?
         $(, dot_w4: $dot_w4:ident $([$w4_simd:ident])?)?
         $(, dot_packed: $dot_packed:ident $([$packed_simd:ident])?)? $(,)?
     }) => {
@@ -193,6 +222,13 @@ macro_rules! quant_block {
             )?
             $(
             const DOT_TILED: Option<Dot<Self>> = Some(|w, a| one_row!(w, a, $dot_tiled $([$tiled_simd])?));
+            )?
+            $(
+            #[inline]
+            fn dot_x4_in(w: &[Self], a: [&[$act]; 4], order: SumOrder) -> [f32; 4] {
+                assert!(a.iter().all(|row| row.len() == w.len()), "quantized dot: block count mismatch");
+                dispatch!(avx2: avx2::$dot_x4(w, a, order), scalar: a.map(|a| Self::dot_in(w, a, order)))
+            }
             )?
             $(
             #[inline]

@@ -353,7 +353,7 @@ fn scale_min_chunk_sums(scales: &[u8; 12], q: &[u8; 256], y: &BlockQ8K) -> [(i32
 }
 
 /// The block totals of `scale_min_chunk_sums`.
-pub(super) fn block_sums(chunks: [(i32, i32); 4]) -> (i32, i32) {
+fn block_sums(chunks: [(i32, i32); 4]) -> (i32, i32) {
     chunks.into_iter().fold((0, 0), |s, c| (s.0 + c.0, s.1 + c.1))
 }
 
