@@ -370,6 +370,21 @@ fn avx2_activation_quantization_equals_scalar_bit_for_bit() {
         scalar::quantize_q8_1(x, &mut ref1);
         assert_eq!(bytemuck::cast_slice::<BlockQ8_1, u8>(&simd1), bytemuck::cast_slice::<BlockQ8_1, u8>(&ref1));
     }
+    // Q8_K: random blocks; halfway cases with -127 before +127 (the first of the largest
+    // magnitude gives the scale's sign) and an all-zero block; large magnitudes.
+    let mut cases: Vec<Vec<f32>> = (0..20).map(|_| rng.vec(256 * 3, 1.0)).collect();
+    let mut ties = vec![0.0f32; 512];
+    ties[..7].copy_from_slice(&[2.5, -127.0, 3.5, 127.0, -0.5, -1.5, -126.5]);
+    cases.push(ties);
+    cases.push(rng.vec(256, 1.0).iter().map(|v| v * 3e4).collect());
+    for x in &cases {
+        let n = x.len() / 256;
+        let (mut simd, mut reference) = (vec![bytemuck::Zeroable::zeroed(); n], vec![bytemuck::Zeroable::zeroed(); n]);
+        // SAFETY: x.len() == 256 * n; AVX2 asserted.
+        unsafe { _native::quant::avx2::quantize_q8_k(x, &mut simd) };
+        scalar::quantize_q8_k(x, &mut reference);
+        assert_eq!(bytemuck::cast_slice::<BlockQ8K, u8>(&simd), bytemuck::cast_slice::<BlockQ8K, u8>(&reference));
+    }
 }
 
 /// Eight quantized activation rows of `n_blocks` blocks each, from random values.

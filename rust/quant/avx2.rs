@@ -1026,26 +1026,62 @@ unsafe fn to_f16(x: f32) -> half::f16 {
     half::f16::from_bits(_mm_extract_epi16::<0>(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x))) as u16)
 }
 
-/// One block of 32 activations: d = amax / 127, q = round_half_even(x * 127 / amax), and the
-/// q as four vectors of eight i32 (for sums).
+/// 32 activations as four vectors, and the largest of their magnitudes.
 #[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn quantize_32(x: &[f32; 32], qs: &mut [i8; 32]) -> (f32, [__m256i; 4]) {
+#[target_feature(enable = "avx2")]
+unsafe fn load_32(x: &[f32; 32]) -> ([__m256; 4], f32) {
     let v: [__m256; 4] = std::array::from_fn(|k| _mm256_loadu_ps(x.as_ptr().add(8 * k)));
     let sign = _mm256_set1_ps(-0.0);
     let abs = v.map(|v| _mm256_andnot_ps(sign, v));
     let m = _mm256_max_ps(_mm256_max_ps(abs[0], abs[1]), _mm256_max_ps(abs[2], abs[3]));
     let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
     let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)));
-    let d = amax / 127.0;
-    let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
-    let q = v.map(|v| _mm256_cvtps_epi32(_mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(v, id))));
+    (v, _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2))))
+}
+
+/// q = round_half_even(v * scale) into `qs`, and as four vectors of eight i32 (for sums).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn round_32(v: [__m256; 4], scale: f32, qs: &mut [i8]) -> [__m256i; 4] {
+    let scale = _mm256_set1_ps(scale);
+    let q = v.map(|v| _mm256_cvtps_epi32(_mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(v, scale))));
     // packs interleave 128-bit halves; the permute puts the 32 bytes back in order.
     let bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
     let ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     _mm256_storeu_si256(qs.as_mut_ptr() as *mut __m256i, ordered);
-    (d, q)
+    q
+}
+
+/// One block of 32 activations: d = amax / 127, q = round_half_even(x * 127 / amax), and the
+/// q as four vectors of eight i32 (for sums).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_32(x: &[f32; 32], qs: &mut [i8; 32]) -> (f32, [__m256i; 4]) {
+    let (v, amax) = load_32(x);
+    let q = round_32(v, if amax != 0.0 { 127.0 / amax } else { 0.0 }, qs);
+    (amax / 127.0, q)
+}
+
+/// `scalar::quantize_q8_k`, bit for bit on finite input: iscale = -127 / (the first value of
+/// largest magnitude), q = round_half_even(iscale * x), d = 1 / iscale, and the sums per 16.
+///
+/// # Safety
+/// `x.len() == out.len() * 256`; AVX2 available.
+#[target_feature(enable = "avx2")]
+pub unsafe fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
+    for (xb, b) in x.chunks_exact(256).zip(out) {
+        let runs: [([__m256; 4], f32); 8] = std::array::from_fn(|r| load_32(xb[32 * r..32 * r + 32].try_into().expect("32 values")));
+        let amax = runs.iter().fold(0.0f32, |m, run| if run.1 > m { run.1 } else { m });
+        *b = BlockQ8K { d: 0.0, qs: [0; 256], bsums: [0; 16] };
+        let Some(max) = xb.iter().copied().find(|v| amax > 0.0 && v.abs() == amax) else { continue };
+        let iscale = -127.0 / max;
+        for (r, (v, _)) in runs.into_iter().enumerate() {
+            let q = round_32(v, iscale, &mut b.qs[32 * r..32 * r + 32]);
+            b.bsums[2 * r] = hsum_i32(_mm256_add_epi32(q[0], q[1])) as i16;
+            b.bsums[2 * r + 1] = hsum_i32(_mm256_add_epi32(q[2], q[3])) as i16;
+        }
+        b.d = 1.0 / iscale;
+    }
 }
 
 /// # Safety

@@ -187,7 +187,7 @@ macro_rules! act_block {
 
 act_block!(BlockQ8_0, 32, |b| (b.d.to_f32(), 0.0), quantize_q8_0 [avx2]);
 act_block!(BlockQ8_1, 32, |b| (b.d, b.s), quantize_q8_1 [avx2]);
-act_block!(BlockQ8K, 256, |b| (b.d, 0.0), quantize_q8_k);
+act_block!(BlockQ8K, 256, |b| (b.d, 0.0), quantize_q8_k [avx2]);
 
 /// `impl QuantBlock` from one quantized row of `tensor::storage_types!`: QK, the activation
 /// format, and the kernels by their names in `scalar`, each marked `[avx2]` where `avx2` has
