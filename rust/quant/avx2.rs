@@ -357,6 +357,12 @@ unsafe fn dot_w4_q8_0_with<D: ByteDot>(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_0]) ->
     acc.map(|a| hsum(a))
 }
 
+/// A Q4_K or Q5_K block's eight sub-block (scale, min) pairs, unpacked.
+#[inline]
+fn k_scale_mins(scales: &[u8; 12]) -> [(u8, u8); 8] {
+    std::array::from_fn(|j| q4k_scale_min(j, scales))
+}
+
 /// A Q4_K or Q5_K block's values in the 64-element chunk `chunk` (sub-blocks 2 * chunk and
 /// 2 * chunk + 1), unsigned, one per byte: (the first sub-block's 32, the second's). `qh`:
 /// Q5_K's high bits (bit j of byte l is bit 4 of sub-block j's element l), or None for Q4_K.
@@ -380,8 +386,8 @@ unsafe fn k_chunk_values(qs: &[u8; 128], qh: Option<&[u8; 32]>, chunk: usize) ->
 /// lanes (lane k: elements 4k..4k+3 of each run of 32, as in llama.cpp's AVX2 kernels).
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn k_chunk_lanes((lo, hi): (__m256i, __m256i), scales: &[u8; 12], y: &BlockQ8K, chunk: usize) -> __m256i {
-    let (sc_lo, sc_hi) = (q4k_scale_min(2 * chunk, scales).0, q4k_scale_min(2 * chunk + 1, scales).0);
+unsafe fn k_chunk_lanes((lo, hi): (__m256i, __m256i), sm: &[(u8, u8); 8], y: &BlockQ8K, chunk: usize) -> __m256i {
+    let (sc_lo, sc_hi) = (sm[2 * chunk].0, sm[2 * chunk + 1].0);
     let y_lo = load32(y.qs.as_ptr().add(64 * chunk));
     let y_hi = load32(y.qs.as_ptr().add(64 * chunk + 32));
     let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y_lo), _mm256_set1_epi16(sc_lo as i16));
@@ -391,8 +397,8 @@ unsafe fn k_chunk_lanes((lo, hi): (__m256i, __m256i), scales: &[u8; 12], y: &Blo
 
 /// A chunk's sub-block mins times their activations' sums.
 #[inline]
-fn k_chunk_mins(scales: &[u8; 12], y: &BlockQ8K, chunk: usize) -> i32 {
-    let (m_lo, m_hi) = (q4k_scale_min(2 * chunk, scales).1, q4k_scale_min(2 * chunk + 1, scales).1);
+fn k_chunk_mins(sm: &[(u8, u8); 8], y: &BlockQ8K, chunk: usize) -> i32 {
+    let (m_lo, m_hi) = (sm[2 * chunk].1, sm[2 * chunk + 1].1);
     m_lo as i32 * (y.bsums[4 * chunk] as i32 + y.bsums[4 * chunk + 1] as i32) + m_hi as i32 * (y.bsums[4 * chunk + 2] as i32 + y.bsums[4 * chunk + 3] as i32)
 }
 
@@ -420,9 +426,9 @@ unsafe fn q5_high_bit(qh: __m256i, bit: usize) -> __m256i {
 /// unpacked chunks.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn add_q4k_block(acc: &mut (f32, f32), x: &BlockQ4K, values: &[(__m256i, __m256i); 4], y: &BlockQ8K, order: SumOrder) {
-    let lanes: [__m256i; 4] = std::array::from_fn(|c| k_chunk_lanes(values[c], &x.scales, y, c));
-    let mins: [i32; 4] = std::array::from_fn(|c| k_chunk_mins(&x.scales, y, c));
+unsafe fn add_q4k_block(acc: &mut (f32, f32), x: &BlockQ4K, (values, sm): &Q4kBlock, y: &BlockQ8K, order: SumOrder) {
+    let lanes: [__m256i; 4] = std::array::from_fn(|c| k_chunk_lanes(values[c], sm, y, c));
+    let mins: [i32; 4] = std::array::from_fn(|c| k_chunk_mins(sm, y, c));
     let (d, dmin) = (h(x.d), h(x.dmin));
     if order == SumOrder::Gemm4 {
         for (total, mins) in hsum4_i32(lanes).into_iter().zip(mins) {
@@ -434,11 +440,14 @@ unsafe fn add_q4k_block(acc: &mut (f32, f32), x: &BlockQ4K, values: &[(__m256i, 
     }
 }
 
-/// A Q4_K block's four chunks of values (`k_chunk_values`).
+/// A Q4_K block unpacked: its four chunks of values (`k_chunk_values`) and its sub-blocks'
+/// (scale, min) pairs.
+type Q4kBlock = ([(__m256i, __m256i); 4], [(u8, u8); 8]);
+
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn q4k_values(x: &BlockQ4K) -> [(__m256i, __m256i); 4] {
-    std::array::from_fn(|c| k_chunk_values(&x.qs, None, c))
+unsafe fn q4k_unpack(x: &BlockQ4K) -> Q4kBlock {
+    (std::array::from_fn(|c| k_chunk_values(&x.qs, None, c)), k_scale_mins(&x.scales))
 }
 
 /// `dot_q4_k` / `dot_gemm4_q4_k` (by `order`) of four activation rows, each weight block
@@ -450,9 +459,9 @@ unsafe fn q4k_values(x: &BlockQ4K) -> [(__m256i, __m256i); 4] {
 pub unsafe fn dot_x4_q4_k(w: &[BlockQ4K], a: [&[BlockQ8K]; 4], order: SumOrder) -> [f32; 4] {
     let mut acc = [(0.0, 0.0); 4];
     for (b, x) in w.iter().enumerate() {
-        let values = q4k_values(x);
+        let block = q4k_unpack(x);
         for (acc, a) in acc.iter_mut().zip(a) {
-            add_q4k_block(acc, x, &values, a.get_unchecked(b), order);
+            add_q4k_block(acc, x, &block, a.get_unchecked(b), order);
         }
     }
     acc.map(|(v, m)| v - m)
@@ -466,7 +475,7 @@ pub unsafe fn dot_x4_q4_k(w: &[BlockQ4K], a: [&[BlockQ8K]; 4], order: SumOrder) 
 pub unsafe fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     let mut acc = (0.0, 0.0);
     for (x, y) in w.iter().zip(a) {
-        add_q4k_block(&mut acc, x, &q4k_values(x), y, SumOrder::Alone);
+        add_q4k_block(&mut acc, x, &q4k_unpack(x), y, SumOrder::Alone);
     }
     acc.0 - acc.1
 }
@@ -479,7 +488,7 @@ pub unsafe fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
 pub unsafe fn dot_gemm4_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     let mut acc = (0.0, 0.0);
     for (x, y) in w.iter().zip(a) {
-        add_q4k_block(&mut acc, x, &q4k_values(x), y, SumOrder::Gemm4);
+        add_q4k_block(&mut acc, x, &q4k_unpack(x), y, SumOrder::Gemm4);
     }
     acc.0 - acc.1
 }
@@ -519,10 +528,10 @@ pub unsafe fn dot_tiled_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn q5k_block_sums(x: &BlockQ5K, y: &BlockQ8K) -> (__m256i, i32) {
-    let (mut sumi, mut mins) = (_mm256_setzero_si256(), 0);
+    let (mut sumi, mut mins, sm) = (_mm256_setzero_si256(), 0, k_scale_mins(&x.scales));
     for chunk in 0..4 {
-        sumi = _mm256_add_epi32(sumi, k_chunk_lanes(k_chunk_values(&x.qs, Some(&x.qh), chunk), &x.scales, y, chunk));
-        mins += k_chunk_mins(&x.scales, y, chunk);
+        sumi = _mm256_add_epi32(sumi, k_chunk_lanes(k_chunk_values(&x.qs, Some(&x.qh), chunk), &sm, y, chunk));
+        mins += k_chunk_mins(&sm, y, chunk);
     }
     (sumi, mins)
 }
