@@ -554,7 +554,7 @@ unsafe fn q6_high_bits<const SHIFT: i32>(qh: __m256i) -> __m256i {
 pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(y.d * h(x.d)), _mm256_cvtepi32_ps(q6k_lanes(&q6k_values(x), x, y)), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y.d * h(x.d)), _mm256_cvtepi32_ps(q6k_lanes(&q6k_unpack(x), y)), acc);
     }
     hsum(acc)
 }
@@ -565,7 +565,7 @@ pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
 /// `w.len() == a.len()`; AVX2, FMA and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_tiled_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
-    w.iter().zip(a).fold(0.0, |sum, (x, y)| add_tiled_block(sum, h(x.d), hsum_i32(q6k_lanes(&q6k_values(x), x, y)), None, y.d))
+    w.iter().zip(a).fold(0.0, |sum, (x, y)| add_tiled_block(sum, h(x.d), hsum_i32(q6k_lanes(&q6k_unpack(x), y)), None, y.d))
 }
 
 /// `dot_q6_k` / `dot_tiled_q6_k` (by `order`) of four activation rows, each weight block
@@ -577,10 +577,10 @@ pub unsafe fn dot_tiled_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
 pub unsafe fn dot_x4_q6_k(w: &[BlockQ6K], a: [&[BlockQ8K]; 4], order: SumOrder) -> [f32; 4] {
     let (mut lanes_acc, mut sums) = ([_mm256_setzero_ps(); 4], [0.0f32; 4]);
     for (b, x) in w.iter().enumerate() {
-        let values = q6k_values(x);
+        let block = q6k_unpack(x);
         for r in 0..4 {
             let y = a[r].get_unchecked(b);
-            let lanes = q6k_lanes(&values, x, y);
+            let lanes = q6k_lanes(&block, y);
             if order == SumOrder::Tiled {
                 sums[r] = add_tiled_block(sums[r], h(x.d), hsum_i32(lanes), None, y.d);
             } else {
@@ -593,6 +593,23 @@ pub unsafe fn dot_x4_q6_k(w: &[BlockQ6K], a: [&[BlockQ8K]; 4], order: SumOrder) 
     } else {
         lanes_acc.map(|acc| hsum(acc))
     }
+}
+
+/// A Q6_K block unpacked: its eight runs of 32 values, unsigned (q + 32 in 0..64), one per
+/// byte; each run's two group scales as i16 (low 128 bits, high 128 bits); the 16 scales as
+/// i16.
+struct Q6kBlock {
+    runs: [__m256i; 8],
+    run_scales: [__m256i; 8],
+    scales16: __m256i,
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn q6k_unpack(x: &BlockQ6K) -> Q6kBlock {
+    let run_scales = std::array::from_fn(|r| _mm256_set_m128i(_mm_set1_epi16(x.scales[2 * r + 1] as i16), _mm_set1_epi16(x.scales[2 * r] as i16)));
+    let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr() as *const __m128i));
+    Q6kBlock { runs: q6k_values(x), run_scales, scales16 }
 }
 
 /// A Q6_K block's values, unsigned (q + 32 in 0..64), one per byte: its eight runs of 32.
@@ -613,21 +630,19 @@ unsafe fn q6k_values(x: &BlockQ6K) -> [__m256i; 8] {
     runs
 }
 
-/// A Q6_K block's eight integer lanes against `y` (`values` from `q6k_values`), as
+/// A Q6_K block's eight integer lanes against `y` (the block from `q6k_unpack`), as
 /// `scalar::dot_q6_k` splits them.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn q6k_lanes(values: &[__m256i; 8], x: &BlockQ6K, y: &BlockQ8K) -> __m256i {
+unsafe fn q6k_lanes(block: &Q6kBlock, y: &BlockQ8K) -> __m256i {
     // Lane k: 32 * (scale * bsum) of groups 2k and 2k + 1.
     let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
-    let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr() as *const __m128i));
-    let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, scales16));
+    let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, block.scales16));
     let mut sumi = _mm256_setzero_si256();
-    for (run, &q) in values.iter().enumerate() {
+    for (run, (&q, &scales)) in block.runs.iter().zip(&block.run_scales).enumerate() {
         let a8 = load32(y.qs.as_ptr().add(32 * run));
         // (q + 32) * a, pairwise: at most 2 * 63 * 127, exact in i16.
-        let pairs = _mm256_maddubs_epi16(q, a8);
-        sumi = _mm256_add_epi32(sumi, times_group_scales(pairs, x.scales[2 * run] as i16, x.scales[2 * run + 1] as i16));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(q, a8), scales));
     }
     _mm256_sub_epi32(sumi, offset)
 }
