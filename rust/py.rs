@@ -81,7 +81,7 @@ fn config_from(obj: &Bound<'_, PyAny>) -> PyResult<(Arch, Config)> {
             freq_scale: field(&rope_obj, "freq_scale")?,
             factors: field::<Option<Vec<f32>>>(&rope_obj, "factors")?.unwrap_or_default(),
             ext_factor: field(&rope_obj, "ext_factor")?,
-            corr_dims: field::<Vec<f32>>(&rope_obj, "corr_dims")?.try_into().map_err(|_| refuse("rope corr_dims must be two numbers".into()))?,
+            corr_dims: field::<(f32, f32)>(&rope_obj, "corr_dims").map(|(low, high)| [low, high])?,
             attn_factor: field(&rope_obj, "attn_factor")?,
         })
     };

@@ -552,11 +552,7 @@ unsafe fn q6_high_bits<const SHIFT: i32>(qh: __m256i) -> __m256i {
 /// `w.len() == a.len()`; AVX2, FMA and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(y.d * h(x.d)), _mm256_cvtepi32_ps(q6k_lanes(&q6k_unpack(x), y)), acc);
-    }
-    hsum(acc)
+    lanes_dot(w, a, |x| x.d, |x, y| q6k_lanes(&q6k_unpack(x), y))
 }
 
 /// `scalar::dot_tiled_q6_k`'s order (llama.cpp's tiled matmul).
@@ -565,7 +561,26 @@ pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
 /// `w.len() == a.len()`; AVX2, FMA and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_tiled_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
-    w.iter().zip(a).fold(0.0, |sum, (x, y)| add_tiled_block(sum, h(x.d), hsum_i32(q6k_lanes(&q6k_unpack(x), y)), None, y.d))
+    lanes_tiled(w, a, |x| x.d, |x, y| q6k_lanes(&q6k_unpack(x), y))
+}
+
+/// llama.cpp's AVX2 vec_dot order for the K-quant and IQ4_XS blocks without mins: each
+/// block's eight integer lanes (`lanes(x, y)`) times d_x * d_y (`d(x)` the block's f16 scale)
+/// added, fused, to eight float accumulators; their horizontal sum at the end.
+#[inline(always)]
+unsafe fn lanes_dot<B>(w: &[B], a: &[BlockQ8K], d: impl Fn(&B) -> half::f16, lanes: impl Fn(&B, &BlockQ8K) -> __m256i) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h(d(x)) * y.d), _mm256_cvtepi32_ps(lanes(x, y)), acc);
+    }
+    hsum(acc)
+}
+
+/// The same blocks in llama.cpp's tiled order (`scalar::add_tiled_block`): each block's lanes'
+/// exact total.
+#[inline(always)]
+unsafe fn lanes_tiled<B>(w: &[B], a: &[BlockQ8K], d: impl Fn(&B) -> half::f16, lanes: impl Fn(&B, &BlockQ8K) -> __m256i) -> f32 {
+    w.iter().zip(a).fold(0.0, |sum, (x, y)| add_tiled_block(sum, h(d(x)), hsum_i32(lanes(x, y)), None, y.d))
 }
 
 /// `dot_q6_k` / `dot_tiled_q6_k` (by `order`) of four activation rows, each weight block
@@ -727,11 +742,7 @@ unsafe fn q2k_block_lanes(x: &BlockQ2K, y: &BlockQ8K) -> (__m256i, __m256i) {
 /// `w.len() == a.len()`; AVX2, FMA and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(y.d * h(x.d)), _mm256_cvtepi32_ps(q3k_block_lanes(x, y)), acc);
-    }
-    hsum(acc)
+    lanes_dot(w, a, |x| x.d, |x, y| q3k_block_lanes(x, y))
 }
 
 /// `scalar::dot_tiled_q3_k`'s order (llama.cpp's tiled matmul).
@@ -740,7 +751,7 @@ pub unsafe fn dot_q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
 /// `w.len() == a.len()`; AVX2, FMA and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_tiled_q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
-    w.iter().zip(a).fold(0.0, |sum, (x, y)| add_tiled_block(sum, h(x.d), hsum_i32(q3k_block_lanes(x, y)), None, y.d))
+    lanes_tiled(w, a, |x| x.d, |x, y| q3k_block_lanes(x, y))
 }
 
 /// A Q3_K block's eight integer lanes against `y`, as `scalar::dot_q3_k` splits them.
@@ -791,11 +802,7 @@ unsafe fn signed_pairs(x: __m256i, y: __m256i) -> __m256i {
 /// `w.len() == a.len()`; AVX2, FMA and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_iq4_xs(w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h(x.d) * y.d), _mm256_cvtepi32_ps(iq4xs_block_lanes(x, y)), acc);
-    }
-    hsum(acc)
+    lanes_dot(w, a, |x| x.d, |x, y| iq4xs_block_lanes(x, y))
 }
 
 /// `scalar::dot_tiled_iq4_xs`'s order (llama.cpp's tiled matmul).
@@ -804,7 +811,7 @@ pub unsafe fn dot_iq4_xs(w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32 {
 /// `w.len() == a.len()`; AVX2, FMA and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_tiled_iq4_xs(w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32 {
-    w.iter().zip(a).fold(0.0, |sum, (x, y)| add_tiled_block(sum, h(x.d), hsum_i32(iq4xs_block_lanes(x, y)), None, y.d))
+    lanes_tiled(w, a, |x| x.d, |x, y| iq4xs_block_lanes(x, y))
 }
 
 /// An IQ4_XS block's eight integer lanes against `y`, as `scalar::dot_iq4_xs` splits them.

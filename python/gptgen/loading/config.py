@@ -62,6 +62,7 @@ class EngineConfig:
     def from_dict(cls, values: dict[str, Any]) -> "EngineConfig":
         rope = values.get("rope")
         if rope is not None:
+            # JSON gives lists; the config's sequences are tuples.
             factors = rope.get("factors")
-            rope = RopeConfig(**{**rope, "factors": None if factors is None else tuple(factors)})
+            rope = RopeConfig(**{**rope, "factors": None if factors is None else tuple(factors), "corr_dims": tuple(rope.get("corr_dims", (0.0, 0.0)))})
         return cls(**{**values, "rope": rope})
