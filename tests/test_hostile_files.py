@@ -96,3 +96,11 @@ def test_gguf_with_inconsistent_merges_and_unknown_tensor_type(tmp_path):
     out = run_cli("generate", "hi", "-m", str(bad), "-n", "1")
     _assert_clean_failure(out, "unknown tensor type")
     assert b"GGMLQuantizationType" in out.stderr, out.stderr
+
+    # A type ggml defines but gptgen does not support (Q8_1, an activation type): named, with the
+    # supported list.
+    struct.pack_into("<I", broken, type_at, gguf.GGMLQuantizationType.Q8_1)
+    bad.write_bytes(bytes(broken))
+    out = run_cli("generate", "hi", "-m", str(bad), "-n", "1")
+    _assert_clean_failure(out, "unsupported tensor type")
+    assert b"type Q8_1 is not supported (supported: " in out.stderr and b"IQ4_XS" in out.stderr, out.stderr

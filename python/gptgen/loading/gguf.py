@@ -133,9 +133,10 @@ def _tensors(path: Path, reader) -> tuple[dict[str, TensorView], dict[str, int]]
     offsets: dict[str, int] = {}
     for t in reader.tensors:
         where = f"{path}: tensor {t.name}"
-        dtype = _GGML_TYPES.get(getattr(t.tensor_type, "name", str(t.tensor_type)))
+        type_name = getattr(t.tensor_type, "name", str(t.tensor_type))
+        dtype = _GGML_TYPES.get(type_name)
         if dtype is None:
-            raise GptgenError(f"{where}: type {t.tensor_type!r} is not supported (supported: {', '.join(_GGML_TYPES)})")
+            raise GptgenError(f"{where}: type {type_name} is not supported (supported: {', '.join(_GGML_TYPES)})")
         if t.name in tensors:
             raise GptgenError(f"{where}: appears twice")
         if (t.data_offset - reader.data_offset) % reader.alignment:
