@@ -29,18 +29,20 @@ class Tokenizer:
     """Text <-> token ids for one model.
 
     `add_bos` prepends the BOS id to every encoded prompt (Llama-family models want it,
-    GPT-2 does not).
+    GPT-2 does not). `sentencepiece`: the vocabulary is SentencePiece's (U+2581 for a space,
+    `<0xNN>` byte tokens) rather than byte-level BPE's.
     """
 
-    def __init__(self, backend, *, bos_id: int | None = None, eos_ids: list[int] | None = None, add_bos: bool = False):
+    def __init__(self, backend, *, bos_id: int | None = None, eos_ids: list[int] | None = None, add_bos: bool = False, sentencepiece: bool = False):
         from tokenizers import decoders
 
         self.backend = backend
         self.bos_id = bos_id
         self.eos_ids = list(eos_ids or [])
         self.add_bos = add_bos
-        if not isinstance(backend.decoder, decoders.ByteLevel):
-            raise GptgenError("only byte-level BPE tokenizers are supported")
+        self.sentencepiece = sentencepiece
+        if not sentencepiece and not isinstance(backend.decoder, decoders.ByteLevel):
+            raise GptgenError("only byte-level BPE and SentencePiece tokenizers are supported")
 
     @classmethod
     def from_hf_dir(cls, directory: Path, *, bos_id: int | None, eos_ids: list[int]) -> "Tokenizer":
@@ -86,7 +88,7 @@ class Tokenizer:
     def token_bytes(self) -> "TokenBytes":
         """The bytes each token id stands for; empty for special (control) tokens."""
         specials = {i for i, t in self.backend.get_added_tokens_decoder().items() if t.special}
-        return TokenBytes(self.backend, specials, self.vocab_size)
+        return TokenBytes(self.backend, specials, self.vocab_size, self.sentencepiece)
 
     def stream(self) -> "TextStream":
         return TextStream(self.token_bytes)
@@ -96,9 +98,10 @@ class TokenBytes(Sequence[bytes]):
     """The bytes of each token id, worked out on first use and kept: the whole vocabulary's
     table took ~0.1 s, most of the startup of a short run that needs a handful of tokens."""
 
-    def __init__(self, backend: Any, specials: set[int], size: int):
+    def __init__(self, backend: Any, specials: set[int], size: int, sentencepiece: bool = False):
         self._backend = backend
         self._specials = specials
+        self._sentencepiece = sentencepiece
         self._byte_of = _byte_decoder()
         self._bytes: list[bytes | None] = [None] * size
 
@@ -115,6 +118,13 @@ class TokenBytes(Sequence[bytes]):
         token = self._backend.id_to_token(token_id)
         if token is None or token_id in self._specials:
             return b""
+        if self._sentencepiece:
+            if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+                try:
+                    return bytes([int(token[3:5], 16)])
+                except ValueError:
+                    pass
+            return token.replace("\u2581", " ").encode("utf-8")
         if all(c in self._byte_of for c in token):
             return bytes(self._byte_of[c] for c in token)
         return token.encode("utf-8")  # an added, non-special token: its text as written

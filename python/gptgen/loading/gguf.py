@@ -162,39 +162,24 @@ def _tensors(path: Path, reader) -> tuple[dict[str, TensorView], dict[str, int]]
 
 
 def _tokenizer(meta: GGUFMetadata) -> Tokenizer:
-    """A `tokenizers` byte-level BPE built from the GGUF vocabulary and merges."""
-    from tokenizers import AddedToken, decoders, models
-    from tokenizers import Tokenizer as HFTokenizer
+    """A `tokenizers` tokenizer built from the GGUF vocabulary: byte-level BPE with the file's
+    merges (`tokenizer.ggml.model` gpt2), or SentencePiece's BPE with byte fallback (llama)."""
+    from tokenizers import AddedToken
 
     kind = meta.get("tokenizer.ggml.model")
-    if kind != "gpt2":
-        raise GptgenError(f"{meta.path}: tokenizer model {kind!r} is not supported (byte-level BPE, 'gpt2')")
-    pre = meta.get("tokenizer.ggml.pre", "default")
-    pre_tokenizer = families.pre_tokenizer(pre)
-    if pre_tokenizer is None:
-        raise GptgenError(f"{meta.path}: tokenizer pre-type {pre!r} is not supported ({', '.join(families.pre_tokenizer_names())})")
+    if kind not in ("gpt2", "llama"):
+        raise GptgenError(f"{meta.path}: tokenizer model {kind!r} is not supported (byte-level BPE 'gpt2', SentencePiece 'llama')")
     tokens = meta.string_list("tokenizer.ggml.tokens")
-    merges = meta.string_list("tokenizer.ggml.merges", [])
     types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
     if len(types) != len(tokens):
         raise GptgenError(f"{meta.path}: {len(types)} token types for {len(tokens)} tokens")
-    pairs = []
-    for m in merges:
-        parts = m.split(" ")
-        if len(parts) != 2:
-            raise GptgenError(f"{meta.path}: merge {m!r} is not two tokens")
-        pairs.append((parts[0], parts[1]))
     vocab = {tok: i for i, tok in enumerate(tokens)}
     if len(vocab) != len(tokens):
         raise GptgenError(f"{meta.path}: the vocabulary has duplicate tokens")
-    try:
-        backend = HFTokenizer(models.BPE(vocab=vocab, merges=pairs, ignore_merges=pre_tokenizer.ignore_merges))
-    except Exception as e:  # the tokenizers library raises plain Exceptions
-        raise GptgenError(f"{meta.path}: inconsistent vocabulary and merges ({e})") from None
-    backend.pre_tokenizer = pre_tokenizer.build()
-    backend.decoder = decoders.ByteLevel()
-    # Control tokens (type 3) are specials; user-defined ones (4) are matched whole but keep their text.
-    backend.add_tokens([AddedToken(tokens[i], special=t == 3, normalized=False) for i, t in enumerate(types) if t in (3, 4)])
+    backend = _byte_level_bpe(meta, vocab) if kind == "gpt2" else _sentencepiece_bpe(meta, tokens, types, vocab)
+    # As llama.cpp parses them in text: control (type 3) and unknown (2) tokens are specials,
+    # user-defined ones (4) are matched whole but keep their text.
+    backend.add_tokens([AddedToken(tokens[i], special=t in (2, 3), normalized=False) for i, t in enumerate(types) if t in (2, 3, 4)])
     n = len(tokens)
 
     def token_id(key: str) -> int | None:
@@ -209,4 +194,60 @@ def _tokenizer(meta: GGUFMetadata) -> Tokenizer:
     eot = token_id("tokenizer.ggml.eot_token_id")
     bos = token_id("tokenizer.ggml.bos_token_id")
     eos_ids = [i for i in dict.fromkeys([eos, eot]) if i is not None]
-    return Tokenizer(backend, bos_id=bos, eos_ids=eos_ids, add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)))
+    add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
+    return Tokenizer(backend, bos_id=bos, eos_ids=eos_ids, add_bos=add_bos, sentencepiece=kind == "llama")
+
+
+def _byte_level_bpe(meta: GGUFMetadata, vocab: dict[str, int]):
+    """GPT-2-style byte-level BPE: the file's merges, its pre-tokenizer's split."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models
+
+    pre = meta.get("tokenizer.ggml.pre", "default")
+    pre_tokenizer = families.pre_tokenizer(pre)
+    if pre_tokenizer is None:
+        raise GptgenError(f"{meta.path}: tokenizer pre-type {pre!r} is not supported ({', '.join(families.pre_tokenizer_names())})")
+    pairs = []
+    for m in meta.string_list("tokenizer.ggml.merges", []):
+        parts = m.split(" ")
+        if len(parts) != 2:
+            raise GptgenError(f"{meta.path}: merge {m!r} is not two tokens")
+        pairs.append((parts[0], parts[1]))
+    try:
+        backend = HFTokenizer(models.BPE(vocab=vocab, merges=pairs, ignore_merges=pre_tokenizer.ignore_merges))
+    except Exception as e:  # the tokenizers library raises plain Exceptions
+        raise GptgenError(f"{meta.path}: inconsistent vocabulary and merges ({e})") from None
+    backend.pre_tokenizer = pre_tokenizer.build()
+    backend.decoder = decoders.ByteLevel()
+    return backend
+
+
+def _sentencepiece_bpe(meta: GGUFMetadata, tokens: list[str], types: list[int], vocab: dict[str, int]):
+    """SentencePiece's BPE as llama.cpp runs it: spaces as U+2581, pieces merged in order of
+    the merged piece's score (as transformers' GGUF converter ranks them), characters without
+    a piece as their UTF-8 bytes' `<0xNN>` tokens; with `add_space_prefix`, a space before each
+    run of text (the start, and after every special token)."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, normalizers
+
+    scores = meta.get("tokenizer.ggml.scores")
+    if not isinstance(scores, list) or len(scores) != len(tokens) or not all(isinstance(v, (int, float)) for v in scores):
+        raise GptgenError(f"{meta.path}: tokenizer.ggml.scores must be one number per token")
+    # Every split of a normal piece into two pieces is a merge, ranked by the piece's score.
+    merges = []
+    for i, (piece, score) in enumerate(zip(tokens, scores)):
+        if types[i] == 1:
+            merges.extend((-score, vocab[piece[:k]], vocab[piece[k:]]) for k in range(1, len(piece)) if piece[:k] in vocab and piece[k:] in vocab)
+    merges.sort()
+    unk = meta.get("tokenizer.ggml.unknown_token_id")
+    unk_token = tokens[unk] if isinstance(unk, int) and 0 <= unk < len(tokens) else None
+    try:
+        backend = HFTokenizer(models.BPE(vocab=vocab, merges=[(tokens[a], tokens[b]) for _, a, b in merges], unk_token=unk_token, fuse_unk=True, byte_fallback=True))
+    except Exception as e:  # the tokenizers library raises plain Exceptions
+        raise GptgenError(f"{meta.path}: inconsistent SentencePiece vocabulary ({e})") from None
+    spaces = [normalizers.Replace(" ", "\u2581")]
+    if meta.get("tokenizer.ggml.add_space_prefix", True):
+        spaces.insert(0, normalizers.Prepend("\u2581"))
+    backend.normalizer = normalizers.Sequence(spaces)
+    backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    return backend
