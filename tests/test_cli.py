@@ -167,3 +167,15 @@ def test_usage_errors_are_one_line():
         err = out.stderr.decode()
         assert out.returncode == 2, args
         assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_version_names_the_package_version_kernels_and_python():
+    import importlib.metadata
+    import platform
+
+    from gptgen import _native
+
+    want = f"gptgen {importlib.metadata.version('gptgen')} (engine kernels: {_native.kernel_name()}; Python {platform.python_version()})\n"
+    for flag in ("--version", "-V"):
+        out = run_cli(flag)
+        assert (out.returncode, out.stdout.decode(), out.stderr) == (0, want, b"")

@@ -127,6 +127,8 @@ def test_uncached_hugging_face_repo_offline_is_a_clear_error(tmp_path):
     assert out.returncode == 1
     err = out.stderr.decode()
     assert err.startswith("error: cannot get openai-community/gpt2") and err.count("\n") == 1
+    # The command it suggests is one huggingface_hub installs.
+    assert "`hf download openai-community/gpt2`" in err
 
 
 def _split_into_wheels(tmp_path, data: bytes, parts: int):

@@ -46,6 +46,25 @@ ModelOption = typer.Option(
 ThreadsOption = typer.Option(None, "--threads", help="Worker threads (default: one per physical core).", min=1)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        import platform
+
+        from . import __version__, _native
+
+        typer.echo(f"gptgen {__version__} (engine kernels: {_native.kernel_name()}; Python {platform.python_version()})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: bool = typer.Option(
+        False, "--version", "-V", help="Print the version, the engine's kernels and the Python version, and exit.", is_eager=True, callback=_print_version
+    ),
+) -> None:
+    """Fast CPU text generation with GPT-family language models."""
+
+
 def _read_prompt(prompt: Optional[str]) -> str:
     """The prompt: the argument, stdin when it is omitted or '-', or both (argument first, then
     a newline and stdin) when an argument is given and stdin is piped. One trailing newline of

@@ -140,7 +140,7 @@ def _hugging_face_snapshot(repo_id: str) -> Path:
     except Exception as e:
         raise GptgenError(
             f"cannot get {repo_id} from the Hugging Face hub ({type(e).__name__}); download it elsewhere "
-            "(`huggingface-cli download " + repo_id + "`) and copy the cache, or pass --model with a local directory"
+            "(`hf download " + repo_id + "`) and copy the cache, or pass --model with a local directory"
         ) from None
 
 
