@@ -15,7 +15,7 @@
 
 use super::add_in_place;
 use crate::kernels::{axpy, axpy_block, dot, Elem};
-use crate::quant::{ActBlock, ActPack, QuantBlock, RowPlace};
+use crate::quant::{ActBlock, ActPack, QuantBlock, RowPlace, SumOrder};
 use crate::tensor::{with_elems, Layout, Matrix};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -409,12 +409,16 @@ fn quant_tile<B: QuantBlock>(out: &mut [f32], ws: &[B], bias: Option<&[f32]>, co
 }
 
 /// out[t - tokens.start, j] += W[col0 + j] · act[t] for t in tokens, j < width; out is
-/// [tokens.len(), width] and tokens starts at a multiple of TOKEN_BLOCK.
+/// [tokens.len(), width] and tokens, at most TOKEN_BLOCK of them, starts at a multiple of it.
 fn packed_dots<B: QuantBlock>(out: &mut [f32], width: usize, col0: usize, tokens: Range<usize>, ws: &[B], rows: &QuantizedRows<B>) {
     let &QuantizedRows { n, per_row, act, packs8, packs4, places } = rows;
     let act_row = |t: usize| &act[t * per_row..(t + 1) * per_row];
     let w_row = |j: usize| &ws[(col0 + j) * per_row..(col0 + j + 1) * per_row];
     let at = |t: usize, j: usize| (t - tokens.start) * width + j;
+    // Each token's summation order, worked out once for every weight row.
+    assert!(tokens.len() <= TOKEN_BLOCK, "packed_dots: more tokens than a block");
+    let orders: [SumOrder; TOKEN_BLOCK] = std::array::from_fn(|k| B::order_at(places.get(tokens.start + k).copied().unwrap_or(RowPlace::ALONE)));
+    let order = |t: usize| orders[t - tokens.start];
     for j in 0..width {
         // Eight, then four tokens at a time share each unpacked weight block (groups of eight
         // start at multiples of 8, as tokens does).
@@ -436,7 +440,6 @@ fn packed_dots<B: QuantBlock>(out: &mut [f32], width: usize, col0: usize, tokens
             t += 4;
         }
         // The rest four at a time where four rows in a row take the same order.
-        let order = |t: usize| B::order_at(places.get(t).copied().unwrap_or(RowPlace::ALONE));
         while t < tokens.end {
             if t + 4 <= tokens.end && (t + 1..t + 4).all(|u| order(u) == order(t)) {
                 let sums = B::dot_x4_in(w_row(j), std::array::from_fn(|k| act_row(t + k)), order(t));
