@@ -40,7 +40,8 @@ def gguf_rope(meta: GGUFMetadata, head_dim: int, pairing: str) -> RopeConfig:
         ext_factor=meta.positive_float(meta.key("rope.scaling.yarn_ext_factor"), 1.0),
         beta_fast=meta.positive_float(meta.key("rope.scaling.yarn_beta_fast"), 32.0),
         beta_slow=meta.positive_float(meta.key("rope.scaling.yarn_beta_slow"), 1.0),
-        log_mul=float(meta.get(meta.key("rope.scaling.yarn_log_multiplier"), 0.0)),
+        # llama.cpp takes the log multiplier as mscale_all_dim, with mscale 1.
+        mscale_all_dim=float(meta.get(meta.key("rope.scaling.yarn_log_multiplier"), 0.0)),
     )
 
 
@@ -51,25 +52,27 @@ def yarn_rope(
     ext_factor: float = 1.0,
     beta_fast: float = 32.0,
     beta_slow: float = 1.0,
-    log_mul: float = 0.0,
+    mscale: float = 1.0,
+    mscale_all_dim: float = 0.0,
     attention: float | None = None,
     truncate: bool = True,
 ) -> RopeConfig:
     """`rope` (its freq_scale 1 / factor) with YaRN in llama.cpp's float32 arithmetic: the
     correction range of pairs (ggml_rope_yarn_corr_dims; not rounded out without `truncate`)
-    and the attention factor (llama_context's: get_mscale, or `attention` where a config gives
-    it, over 1 + 0.1 ln(factor), which rope_yarn multiplies back)."""
+    and the attention factor (llama_context's and transformers': get_mscale(mscale) over
+    get_mscale(mscale_all_dim) where the latter is set, else get_mscale(1); or `attention`
+    where a config gives it), over 1 + 0.1 ln(factor), which rope_yarn multiplies back."""
     f32 = np.float32
     factor = f32(1.0) / f32(rope.freq_scale)
 
     def corr_dim(n_rot: float) -> np.float32:
         return f32(rope.dims) * np.log(f32(original_context) / (f32(n_rot) * f32(2) * f32(math.pi))) / (f32(2) * np.log(f32(rope.base)))
 
-    def mscale(m: float) -> np.float32:
+    def get_mscale(m: float) -> np.float32:
         return f32(1.0) if factor <= 1 else f32(0.1) * f32(m) * np.log(factor) + f32(1.0)
 
     if attention is None:
-        attention = mscale(1.0) / mscale(log_mul) if log_mul != 0.0 else mscale(1.0)
+        attention = get_mscale(mscale) / get_mscale(mscale_all_dim) if mscale_all_dim else get_mscale(1.0)
     attn = f32(attention) * (f32(1.0) / (f32(1.0) + f32(0.1) * np.log(factor))) * f32(rope.attn_factor)
     low, high = corr_dim(beta_fast), corr_dim(beta_slow)
     if truncate:
@@ -161,16 +164,16 @@ def _hf_rope(config: HFConfig, rope_type: object, scaling: dict, base: float, di
         if rope_type == "llama3":
             return replace(rope, factors=llama3_factors(scaling, base, dims))
         if rope_type == "yarn":
+            # transformers uses mscale and mscale_all_dim only when both are set.
             mscale, mscale_all = scaling.get("mscale"), scaling.get("mscale_all_dim")
             attention = scaling.get("attention_factor")
-            if attention is None and mscale and mscale_all:
-                factor = float(scaling["factor"])
-                attention = (0.1 * mscale * math.log(factor) + 1) / (0.1 * mscale_all * math.log(factor) + 1) if factor > 1 else 1.0
             return yarn_rope(
                 replace(rope, freq_scale=1.0 / float(scaling["factor"])),
                 original_context=int(scaling.get("original_max_position_embeddings") or config.positive_int("max_position_embeddings")),
                 beta_fast=float(scaling.get("beta_fast") or 32.0),
                 beta_slow=float(scaling.get("beta_slow") or 1.0),
+                mscale=float(mscale) if mscale and mscale_all else 1.0,
+                mscale_all_dim=float(mscale_all) if mscale and mscale_all else 0.0,
                 attention=None if attention is None else float(attention),
                 truncate=bool(scaling.get("truncate", True)),
             )

@@ -228,7 +228,7 @@ def _sentencepiece_bpe(meta: GGUFMetadata, tokens: list[str], types: list[int], 
     a piece as their UTF-8 bytes' `<0xNN>` tokens; with `add_space_prefix`, a space before each
     run of text (the start, and after every special token)."""
     from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import decoders, models, normalizers
+    from tokenizers import models, normalizers
 
     scores = meta.get("tokenizer.ggml.scores")
     if not isinstance(scores, list) or len(scores) != len(tokens) or not all(isinstance(v, (int, float)) for v in scores):
@@ -248,6 +248,6 @@ def _sentencepiece_bpe(meta: GGUFMetadata, tokens: list[str], types: list[int], 
     spaces = [normalizers.Replace(" ", "\u2581")]
     if meta.get("tokenizer.ggml.add_space_prefix", True):
         spaces.insert(0, normalizers.Prepend("\u2581"))
+    # No decoder: text comes from each token's bytes (`Tokenizer(sentencepiece=True)`).
     backend.normalizer = normalizers.Sequence(spaces)
-    backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
     return backend
