@@ -275,6 +275,19 @@ def random_llama_weights(rng, *, n_vocab, n_embd, n_layer, n_head, n_kv_head, n_
     return w
 
 
+def llama_cpp_last_and_greedy(llm, prompt: list[int], n: int) -> tuple[np.ndarray, list[int]]:
+    """For the fixture scripts: a llama_cpp.Llama (made with logits_all) run on `prompt`, its
+    last-position logits and the n greedy tokens (argmax of its logits) after it."""
+    llm.reset()
+    llm.eval(prompt)
+    last = np.array(llm.scores[len(prompt) - 1], dtype=np.float32)
+    greedy = []
+    for _ in range(n):
+        greedy.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+        llm.eval([greedy[-1]])
+    return last, greedy
+
+
 def byte_vocab() -> list[str]:
     """The 256 byte-level BPE symbols (GPT-2's bytes_to_unicode), in byte order."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
