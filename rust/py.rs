@@ -2,7 +2,7 @@
 //! C-contiguous uint8 NumPy buffer (usually a view of a memory map) and then drives a
 //! `Session` with one call per prompt and one per generated token, the GIL released.
 
-use crate::model::{self, Arch, Config};
+use crate::model::{self, Arch, Config, SlidingWindow};
 use crate::ops::rope::{Rope, RopePairing};
 use crate::quant::{ActBlock, QuantBlock};
 use crate::tensor::{with_elems, DType, Layout, Storage, Tensor, WeightSet};
@@ -66,25 +66,13 @@ fn field<'py, T: FromPyObjectOwned<'py>>(obj: &Bound<'py, PyAny>, name: &str) ->
 /// The engine's Config from gptgen.loading.config.EngineConfig (and its RopeConfig), read
 /// field by field: that class is the one description of these fields.
 fn config_from(obj: &Bound<'_, PyAny>) -> PyResult<(Arch, Config)> {
-    let rope_obj: Bound<'_, PyAny> = field(obj, "rope")?;
-    let rope = if rope_obj.is_none() {
+    let window_obj: Bound<'_, PyAny> = field(obj, "sliding_window")?;
+    let sliding_window = if window_obj.is_none() {
         None
     } else {
-        Some(Rope {
-            base: field(&rope_obj, "base")?,
-            dims: field(&rope_obj, "dims")?,
-            pairing: match field::<String>(&rope_obj, "pairing")?.as_str() {
-                "adjacent" => RopePairing::Adjacent,
-                "halves" => RopePairing::Halves,
-                other => return Err(refuse(format!("unknown rope pairing {other:?}"))),
-            },
-            freq_scale: field(&rope_obj, "freq_scale")?,
-            factors: field::<Option<Vec<f32>>>(&rope_obj, "factors")?.unwrap_or_default(),
-            ext_factor: field(&rope_obj, "ext_factor")?,
-            corr_dims: field::<(f32, f32)>(&rope_obj, "corr_dims").map(|(low, high)| [low, high])?,
-            attn_factor: field(&rope_obj, "attn_factor")?,
-        })
+        Some(SlidingWindow { len: field(&window_obj, "length")?, layers: field(&window_obj, "layers")?, rope: rope_from(&field(&window_obj, "rope")?)? })
     };
+    let rope = rope_from(&field(obj, "rope")?)?;
     let kv_f16 = match field::<String>(obj, "kv_cache")?.as_str() {
         "f32" => false,
         "f16" => true,
@@ -104,8 +92,33 @@ fn config_from(obj: &Bound<'_, PyAny>) -> PyResult<(Arch, Config)> {
         kv_f16,
         qkv_bias: field(obj, "qkv_bias")?,
         qk_norm: field(obj, "qk_norm")?,
+        sliding_window,
+        query_scale: field(obj, "query_scale")?,
+        gelu_lookup: field(obj, "gelu_lookup")?,
+        norm_weight_offset: field(obj, "norm_weight_offset")?,
     };
     Ok((Arch::parse(&field::<String>(obj, "arch")?)?, config))
+}
+
+/// A RopeConfig, or None.
+fn rope_from(rope_obj: &Bound<'_, PyAny>) -> PyResult<Option<Rope>> {
+    if rope_obj.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Rope {
+        base: field(rope_obj, "base")?,
+        dims: field(rope_obj, "dims")?,
+        pairing: match field::<String>(rope_obj, "pairing")?.as_str() {
+            "adjacent" => RopePairing::Adjacent,
+            "halves" => RopePairing::Halves,
+            other => return Err(refuse(format!("unknown rope pairing {other:?}"))),
+        },
+        freq_scale: field(rope_obj, "freq_scale")?,
+        factors: field::<Option<Vec<f32>>>(rope_obj, "factors")?.unwrap_or_default(),
+        ext_factor: field(rope_obj, "ext_factor")?,
+        corr_dims: field::<(f32, f32)>(rope_obj, "corr_dims").map(|(low, high)| [low, high])?,
+        attn_factor: field(rope_obj, "attn_factor")?,
+    }))
 }
 
 /// tensors: {name: (uint8 buffer, dtype name, shape, layout "out_in" | "in_out")}
@@ -223,7 +236,8 @@ impl Session {
         self.inner.max_seq
     }
 
-    /// Forgets every position from `pos` on.
+    /// Forgets every position from `pos` on (from 0, where a sliding window's ring no longer
+    /// holds what `pos` needs: `pos` then says where the session stands).
     fn rewind(&mut self, pos: usize) {
         self.inner.rewind(pos)
     }

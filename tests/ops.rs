@@ -73,46 +73,92 @@ fn matmul_matches_naive_for_every_layout_type_and_batch() {
     }
 }
 
+/// Rows [pos0[s]..][rows[s]] of two sessions over caches [n_kv_head, slots, head_dim], position
+/// p in slot p % slots (those holding positions at or after `slots` are filled by `fill`).
+fn attend_two(heads: Heads, slots: usize, window: Option<usize>, q: &[f32], q_stride: usize, caches: &[(Vec<f32>, Vec<f32>)], pos0: [usize; 2], rows: &[std::ops::Range<usize>; 2]) -> Vec<f32> {
+    let n = rows[1].end;
+    let seqs: Vec<Sequence<f32>> = (0..2)
+        .map(|s| Sequence { k_cache: &caches[s].0, v_cache: &caches[s].1, slots, window, pos0: pos0[s], rows: rows[s].clone() })
+        .collect();
+    let mut out = vec![0.0; n * heads.n_head * heads.head_dim];
+    attention(&mut out, q, q_stride, &seqs, heads, 1.0 / (heads.head_dim as f32).sqrt());
+    out
+}
+
 #[test]
-fn attention_matches_naive_softmax_with_grouped_heads() {
+fn attention_matches_naive_softmax_with_grouped_heads_and_windows() {
     let mut rng = Rng(99);
     let heads = Heads { n_head: 6, n_kv_head: 2, head_dim: 5 };
-    let max_seq = 20;
-    // Two sessions in one call: four new rows at positions 9.. (several tokens' lane order)
+    let max_seq = 60;
+    // Two sessions in one call: four new rows at positions 49.. (several tokens' lane order)
     // and one new row at position 3 (one token's), each over its own cache.
-    let (pos0, rows): ([usize; 2], [std::ops::Range<usize>; 2]) = ([9, 3], [0..4, 4..5]);
+    let (pos0, rows): ([usize; 2], [std::ops::Range<usize>; 2]) = ([49, 3], [0..4, 4..5]);
     let n = 5;
     let q_stride = heads.n_head * heads.head_dim + 3; // rows padded, as in a fused QKV buffer
     let q = rng.vec(n * q_stride, 1.0);
     let cache_len = heads.n_kv_head * max_seq * heads.head_dim;
     let caches: Vec<(Vec<f32>, Vec<f32>)> = (0..2).map(|_| (rng.vec(cache_len, 1.0), rng.vec(cache_len, 1.0))).collect();
-    let seqs: Vec<Sequence<f32>> =
-        (0..2).map(|s| Sequence { k_cache: &caches[s].0, v_cache: &caches[s].1, max_seq, pos0: pos0[s], rows: rows[s].clone() }).collect();
-    let mut out = vec![0.0; n * heads.n_head * heads.head_dim];
-    attention(&mut out, &q, q_stride, &seqs, heads);
-    let hd = heads.head_dim;
-    for s in 0..2 {
-        let (k, v) = &caches[s];
-        for r in rows[s].clone() {
-            let pos = pos0[s] + r - rows[s].start;
-            for h in 0..heads.n_head {
-                let g = h / (heads.n_head / heads.n_kv_head);
-                let qh = &q[r * q_stride + h * hd..][..hd];
-                let row = |c: &[f32], j: usize| c[(g * max_seq + j) * hd..][..hd].to_vec();
-                let scores: Vec<f64> = (0..=pos)
-                    .map(|j| row(k, j).iter().zip(qh).map(|(a, b)| (*a as f64) * (*b as f64)).sum::<f64>() / (hd as f64).sqrt())
-                    .collect();
-                let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let weights: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
-                let total: f64 = weights.iter().sum();
-                for d in 0..hd {
-                    let want: f64 = (0..=pos).map(|j| weights[j] / total * row(v, j)[d] as f64).sum();
-                    let got = out[(r * heads.n_head + h) * hd + d] as f64;
-                    assert!((got - want).abs() < 1e-5, "session {s} row {r} h={h} d={d}: {got} vs {want}");
+    for window in [None, Some(7), Some(40)] {
+        let out = attend_two(heads, max_seq, window, &q, q_stride, &caches, pos0, &rows);
+        let hd = heads.head_dim;
+        for s in 0..2 {
+            let (k, v) = &caches[s];
+            for r in rows[s].clone() {
+                let pos = pos0[s] + r - rows[s].start;
+                let seen = (pos + 1).saturating_sub(window.unwrap_or(usize::MAX))..pos + 1;
+                for h in 0..heads.n_head {
+                    let g = h / (heads.n_head / heads.n_kv_head);
+                    let qh = &q[r * q_stride + h * hd..][..hd];
+                    let row = |c: &[f32], j: usize| c[(g * max_seq + j) * hd..][..hd].to_vec();
+                    let scores: Vec<f64> = seen
+                        .clone()
+                        .map(|j| row(k, j).iter().zip(qh).map(|(a, b)| (*a as f64) * (*b as f64)).sum::<f64>() / (hd as f64).sqrt())
+                        .collect();
+                    let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let weights: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+                    let total: f64 = weights.iter().sum();
+                    for d in 0..hd {
+                        let want: f64 = seen.clone().zip(&weights).map(|(j, w)| w / total * row(v, j)[d] as f64).sum();
+                        let got = out[(r * heads.n_head + h) * hd + d] as f64;
+                        assert!((got - want).abs() < 1e-5, "window {window:?} session {s} row {r} h={h} d={d}: {got} vs {want}");
+                    }
                 }
             }
         }
     }
+}
+
+#[test]
+fn windowed_attention_over_a_ring_equals_it_over_the_whole_cache() {
+    // Rings of 64 slots (two lane groups of 32) holding each session's newest 64 positions: a
+    // window of 20 read from them gives the bits the whole caches give.
+    let mut rng = Rng(7);
+    let heads = Heads { n_head: 4, n_kv_head: 2, head_dim: 16 };
+    let (full, ring) = (128, 64);
+    let (pos0, rows): ([usize; 2], [std::ops::Range<usize>; 2]) = ([97, 70], [0..4, 4..5]);
+    let q_stride = heads.n_head * heads.head_dim;
+    let q = rng.vec(5 * q_stride, 1.0);
+    let whole: Vec<(Vec<f32>, Vec<f32>)> = (0..2).map(|_| (rng.vec(2 * full * 16, 1.0), rng.vec(2 * full * 16, 1.0))).collect();
+    let ringed: Vec<(Vec<f32>, Vec<f32>)> = whole
+        .iter()
+        .enumerate()
+        .map(|(s, (k, v))| {
+            let end = pos0[s] + rows[s].len();
+            let to_ring = |c: &[f32]| {
+                let mut out = vec![f32::NAN; 2 * ring * 16];
+                for g in 0..2 {
+                    for p in end - ring..end {
+                        out[(g * ring + p % ring) * 16..][..16].copy_from_slice(&c[(g * full + p) * 16..][..16]);
+                    }
+                }
+                out
+            };
+            (to_ring(k), to_ring(v))
+        })
+        .collect();
+    let want = attend_two(heads, full, Some(20), &q, q_stride, &whole, pos0, &rows);
+    let got = attend_two(heads, ring, Some(20), &q, q_stride, &ringed, pos0, &rows);
+    assert_eq!(got, want);
 }
 
 #[test]

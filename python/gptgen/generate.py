@@ -165,6 +165,9 @@ class Conversation:
             common += 1
         common = min(common, len(prompt) - 1)  # the last prompt token must run to give logits
         self.session.rewind(common)
+        # A sliding window's ring may no longer hold what that prefix needs: the session says
+        # where it stands.
+        common = self.session.pos
         logits = self.session.forward(prompt[common:])[0]
         self.cached = list(prompt)
         return logits

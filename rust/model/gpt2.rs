@@ -22,8 +22,9 @@ pub struct Gpt2 {
 impl Gpt2 {
     pub fn new(cfg: Config, w: &WeightSet) -> Result<Self> {
         let (d, f, eps) = (cfg.n_embd, cfg.n_ff, cfg.norm_eps);
-        if cfg.n_kv_head != cfg.n_head || cfg.head_dim * cfg.n_head != d || cfg.rope.is_some() || cfg.qkv_bias || cfg.qk_norm {
-            crate::bail!("GPT-2 needs n_kv_head == n_head, head_dim * n_head == n_embd, and no RoPE or Q/K/V options");
+        let options = cfg.rope.is_some() || cfg.qkv_bias || cfg.qk_norm || cfg.sliding_window.is_some() || cfg.query_scale.is_some();
+        if cfg.n_kv_head != cfg.n_head || cfg.head_dim * cfg.n_head != d || options {
+            crate::bail!("GPT-2 needs n_kv_head == n_head, head_dim * n_head == n_embd, and no RoPE, window or Q/K/V options");
         }
         let blocks = (0..cfg.n_layer)
             .map(|i| {
@@ -35,11 +36,15 @@ impl Gpt2 {
                         q_norm: None,
                         k_norm: None,
                         rope: None,
+                        query_scale: None,
                         output: Linear::load(w, &name("attn_output"), d, d, true)?,
                         heads: cfg.heads(),
+                        window: None,
                     },
+                    post_attn_norm: None,
                     ffn_norm: Norm::layer(w, &name("ffn_norm"), d, eps)?,
                     ffn: FeedForward::Gelu { up: Linear::load(w, &name("ffn_up"), f, d, true)?, down: Linear::load(w, &name("ffn_down"), d, f, true)? },
+                    post_ffn_norm: None,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -1,12 +1,13 @@
 //! The pieces decoders are built from: linear maps with optional biases, norms, the attention
 //! block (separate or fused Q/K/V, optional biases, optional per-head Q/K norms, optional
-//! RoPE), the feed-forward variants, the pre-norm residual block, and the token embedding and
-//! LM head at either end. A family's forward (gpt2.rs, llama.rs) strings them together.
+//! RoPE, optional sliding window), the feed-forward variants, the pre-norm residual block
+//! (optionally post-normed too), and the token embedding and LM head at either end. A family's
+//! forward (gpt2.rs, llama.rs, gemma3.rs) strings them together.
 
 use super::session::{sized, Batch};
 use super::Config;
 use crate::error::Result;
-use crate::ops::activation::{gelu_tanh, silu_mul};
+use crate::ops::activation::{gelu_lookup_mul, gelu_mul, gelu_tanh, silu_mul};
 use crate::ops::add_in_place;
 use crate::ops::attention::Heads;
 use crate::ops::matmul::{matmul, matmul_group, MatmulScratch};
@@ -52,9 +53,14 @@ pub enum Norm {
 }
 
 impl Norm {
-    /// RMSNorm with weight `{name}.weight` [n].
-    pub fn rms(w: &WeightSet, name: &str, n: usize, eps: f32) -> Result<Self> {
-        Ok(Norm::Rms { weight: w.vector(&format!("{name}.weight"), n)?, eps })
+    /// RMSNorm with weight `{name}.weight` [n] (plus the config's norm_weight_offset) and the
+    /// config's epsilon.
+    pub fn rms(w: &WeightSet, name: &str, n: usize, cfg: &Config) -> Result<Self> {
+        let mut weight = w.vector(&format!("{name}.weight"), n)?;
+        if cfg.norm_weight_offset != 0.0 {
+            weight.iter_mut().for_each(|v| *v += cfg.norm_weight_offset);
+        }
+        Ok(Norm::Rms { weight, eps: cfg.norm_eps })
     }
 
     /// LayerNorm with `{name}.weight` and `{name}.bias` [n].
@@ -68,6 +74,13 @@ impl Norm {
             Norm::Rms { weight, eps } => rms_norm(out, x, weight, *eps),
             Norm::Layer { weight, bias, eps } => layer_norm(out, x, weight, bias, *eps),
         }
+    }
+
+    /// x [rows, width] normalised in place, through `staging`.
+    pub fn apply_in_place(&self, x: &mut [f32], staging: &mut Vec<f32>) {
+        let staged = sized(staging, x.len());
+        self.apply(staged, x);
+        x.copy_from_slice(staged);
     }
 }
 
@@ -85,10 +98,15 @@ pub struct Attention {
     /// RMSNorm of each query and key head (weights [head_dim]) before RoPE.
     pub q_norm: Option<Norm>,
     pub k_norm: Option<Norm>,
-    pub rope: Option<Rope>,
+    /// The RoPE and which of `AttnScratch::rope_tables`' tables are its.
+    pub rope: Option<(Rope, usize)>,
+    /// Queries times this after RoPE, scores then unscaled; None: scores / sqrt(head_dim).
+    pub query_scale: Option<f32>,
     /// [n_embd, n_head * head_dim]
     pub output: Linear,
     pub heads: Heads,
+    /// Each row sees only its own and the window - 1 positions before it; None: all.
+    pub window: Option<usize>,
 }
 
 /// The attention block's buffers, each [rows, width] for the current call.
@@ -101,20 +119,24 @@ pub struct AttnScratch {
     /// [n, n_kv_head * head_dim]
     k: Vec<f32>,
     v: Vec<f32>,
-    /// attention output [n, n_head * head_dim]; also the per-head norms' staging buffer
+    /// attention output [n, n_head * head_dim]
     out: Vec<f32>,
-    /// RoPE cos and sin of every row's position [n, rope_dims / 2]
-    rope_cos: Vec<f32>,
-    rope_sin: Vec<f32>,
+    /// the per-head norms' staging buffer [n, n_head * head_dim]
+    staging: Vec<f32>,
+    /// per RoPE (`rope_tables`' order): cos and sin of every row's position, each
+    /// [n, rope_dims / 2]
+    rope: Vec<(Vec<f32>, Vec<f32>)>,
 }
 
 impl AttnScratch {
-    /// The RoPE tables for this call's rows, at `positions`, shared by every layer.
-    pub fn rope_tables(&mut self, rope: &Rope, positions: &[usize]) {
-        let half = rope.dims / 2;
-        let cos = sized(&mut self.rope_cos, positions.len() * half);
-        let sin = sized(&mut self.rope_sin, positions.len() * half);
-        rope.tables(positions, cos, sin);
+    /// The tables of each of `ropes` (the layers' `Attention::rope` index them) for this
+    /// call's rows, at `positions`, shared by every layer.
+    pub fn rope_tables(&mut self, ropes: &[Rope], positions: &[usize]) {
+        self.rope.resize_with(ropes.len(), Default::default);
+        for (rope, (cos, sin)) in ropes.iter().zip(&mut self.rope) {
+            let half = rope.dims / 2;
+            rope.tables(positions, sized(cos, positions.len() * half), sized(sin, positions.len() * half));
+        }
     }
 }
 
@@ -125,7 +147,13 @@ impl Attention {
         let name = |part: &str| format!("blk.{layer}.{part}");
         let heads = cfg.heads();
         let (d, q_dim, kv_dim) = (cfg.n_embd, heads.q_dim(), heads.kv_dim());
-        let head_norm = |part: &str| cfg.qk_norm.then(|| Norm::rms(w, &name(part), cfg.head_dim, cfg.norm_eps)).transpose();
+        let head_norm = |part: &str| cfg.qk_norm.then(|| Norm::rms(w, &name(part), cfg.head_dim, cfg)).transpose();
+        let window = cfg.sliding_window.as_ref().filter(|window| window.layers[layer]);
+        // A windowed layer's own RoPE is the second table.
+        let rope = match window.and_then(|window| window.rope.clone()) {
+            Some(local) => Some((local, 1)),
+            None => cfg.rope.clone().map(|rope| (rope, 0)),
+        };
         Ok(Attention {
             qkv: QkvProjection::Separate {
                 q: Linear::load(w, &name("attn_q"), q_dim, d, cfg.qkv_bias)?,
@@ -134,9 +162,11 @@ impl Attention {
             },
             q_norm: head_norm("attn_q_norm")?,
             k_norm: head_norm("attn_k_norm")?,
-            rope: cfg.rope.clone(),
+            rope,
+            query_scale: cfg.query_scale,
             output: Linear::load(w, &name("attn_output"), d, q_dim, false)?,
             heads,
+            window: window.map(|window| window.len),
         })
     }
 
@@ -162,32 +192,48 @@ impl Attention {
                 }
             }
         }
-        let out = sized(&mut s.out, n * q_dim);
         for (norm, x) in [(&self.q_norm, &mut *q), (&self.k_norm, &mut *k)] {
             if let Some(norm) = norm {
                 // Rows of head_dim: every head of every token.
-                let staged = &mut out[..x.len()];
-                norm.apply(staged, x);
-                x.copy_from_slice(staged);
+                norm.apply_in_place(x, &mut s.staging);
             }
         }
-        if let Some(rope) = &self.rope {
-            let (cos, sin) = (&s.rope_cos[..n * rope.dims / 2], &s.rope_sin[..n * rope.dims / 2]);
-            rope.apply(q, head_dim, cos, sin);
-            rope.apply(k, head_dim, cos, sin);
+        if let Some((rope, table)) = &self.rope {
+            let (cos, sin) = &s.rope[*table];
+            let half = rope.dims / 2;
+            rope.apply(q, head_dim, &cos[..n * half], &sin[..n * half]);
+            rope.apply(k, head_dim, &cos[..n * half], &sin[..n * half]);
         }
+        let kq_scale = match self.query_scale {
+            Some(scale) => {
+                q.iter_mut().for_each(|v| *v *= scale);
+                1.0
+            }
+            None => 1.0 / (head_dim as f32).sqrt(),
+        };
         batch.store_kv(layer, k, v, kv_dim);
-        batch.attend(layer, out, q, q_dim, self.heads);
+        let out = sized(&mut s.out, n * q_dim);
+        batch.attend(layer, out, q, q_dim, self.heads, kq_scale);
         self.output.forward(h, out, mm);
     }
 }
 
 /// The position-wise feed-forward network.
 pub enum FeedForward {
-    /// down(silu(gate x) · up x): SwiGLU (Llama).
-    SwiGlu { gate: Linear, up: Linear, down: Linear },
+    /// down(act(gate x) · up x): SwiGLU (Llama), GeGLU (Gemma).
+    Gated { gate: Linear, up: Linear, down: Linear, act: GateActivation },
     /// down(gelu(up x)), GELU's tanh approximation (GPT-2).
     Gelu { up: Linear, down: Linear },
+}
+
+/// The activation of a gated feed-forward's gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateActivation {
+    Silu,
+    /// GELU (tanh approximation) computed in f32.
+    Gelu,
+    /// GELU read from ggml's table over f16 inputs, as llama.cpp's CPU backend computes it.
+    GeluLookup,
 }
 
 /// The feed-forward buffers [n, n_ff].
@@ -198,25 +244,31 @@ pub struct FfnScratch {
 }
 
 impl FeedForward {
-    /// The GGUF-named SwiGLU of block `layer`: `blk.N.ffn_{gate,up,down}`, no biases.
-    pub fn swiglu(w: &WeightSet, cfg: &Config, layer: usize) -> Result<Self> {
+    /// The GGUF-named gated feed-forward of block `layer`: `blk.N.ffn_{gate,up,down}`, no
+    /// biases.
+    pub fn gated(w: &WeightSet, cfg: &Config, layer: usize, act: GateActivation) -> Result<Self> {
         let name = |part: &str| format!("blk.{layer}.{part}");
         let (d, f) = (cfg.n_embd, cfg.n_ff);
-        Ok(FeedForward::SwiGlu {
+        Ok(FeedForward::Gated {
             gate: Linear::load(w, &name("ffn_gate"), f, d, false)?,
             up: Linear::load(w, &name("ffn_up"), f, d, false)?,
             down: Linear::load(w, &name("ffn_down"), d, f, false)?,
+            act,
         })
     }
 
     /// h [n, n_embd]: in, the normalised input; out, the network's output.
     pub fn forward(&self, h: &mut [f32], s: &mut FfnScratch, mm: &mut MatmulScratch) {
         match self {
-            FeedForward::SwiGlu { gate: w_gate, up: w_up, down } => {
+            FeedForward::Gated { gate: w_gate, up: w_up, down, act } => {
                 let rows = h.len() / w_up.weight.n_in * w_up.weight.n_out;
                 let (gate, up) = (sized(&mut s.gate, rows), sized(&mut s.up, rows));
                 forward_group([&mut *gate, &mut *up], h, [w_gate, w_up], mm);
-                silu_mul(gate, up);
+                match act {
+                    GateActivation::Silu => silu_mul(gate, up),
+                    GateActivation::Gelu => gelu_mul(gate, up),
+                    GateActivation::GeluLookup => gelu_lookup_mul(gate, up),
+                }
                 down.forward(h, gate, mm);
             }
             FeedForward::Gelu { up: w_up, down } => {
@@ -229,12 +281,15 @@ impl FeedForward {
     }
 }
 
-/// A pre-norm residual block: x += attn(norm(x)); x += ffn(norm(x)).
+/// A pre-norm residual block: x += attn(norm(x)); x += ffn(norm(x)); with post-norms
+/// (Gemma), x += post_norm(attn(norm(x))) and likewise for the feed-forward.
 pub struct Block {
     pub attn_norm: Norm,
     pub attn: Attention,
+    pub post_attn_norm: Option<Norm>,
     pub ffn_norm: Norm,
     pub ffn: FeedForward,
+    pub post_ffn_norm: Option<Norm>,
 }
 
 /// The per-call buffers of the blocks.
@@ -243,6 +298,8 @@ pub struct BlockScratch {
     pub attn: AttnScratch,
     pub ffn: FfnScratch,
     pub matmul: MatmulScratch,
+    /// the post-norms' staging buffer [n, n_embd]
+    staging: Vec<f32>,
 }
 
 impl Block {
@@ -263,9 +320,15 @@ impl Block {
                 s.matmul.place_rows(batch.logit_rows_per_segment());
             }
             let (x, h) = (&mut x[..rows * width], &mut h[..rows * width]);
+            if let Some(norm) = &b.post_attn_norm {
+                norm.apply_in_place(h, &mut s.staging);
+            }
             add_in_place(x, h);
             b.ffn_norm.apply(h, x);
             b.ffn.forward(h, &mut s.ffn, &mut s.matmul);
+            if let Some(norm) = &b.post_ffn_norm {
+                norm.apply_in_place(h, &mut s.staging);
+            }
             add_in_place(x, h);
         }
         rows

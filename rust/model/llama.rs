@@ -3,7 +3,7 @@
 //! and per-head Q/K norms) and a SwiGLU feed-forward; final RMSNorm; an LM head tied to the
 //! token embedding unless an `output.weight` is given.
 
-use super::layers::{embed, Attention, Block, FeedForward, Head, Norm};
+use super::layers::{embed, Attention, Block, FeedForward, GateActivation, Head, Norm};
 use super::session::{sized, Batch, Scratch};
 use super::{Config, Model};
 use crate::bail;
@@ -23,19 +23,21 @@ pub struct Llama {
 impl Llama {
     pub fn new(cfg: Config, w: &WeightSet) -> Result<Self> {
         let Some(rope) = cfg.rope.clone() else { bail!("a Llama model needs RoPE settings") };
-        let (d, eps) = (cfg.n_embd, cfg.norm_eps);
+        let d = cfg.n_embd;
         let blocks = (0..cfg.n_layer)
             .map(|i| {
                 Ok(Block {
-                    attn_norm: Norm::rms(w, &format!("blk.{i}.attn_norm"), d, eps)?,
+                    attn_norm: Norm::rms(w, &format!("blk.{i}.attn_norm"), d, &cfg)?,
                     attn: Attention::separate(w, &cfg, i)?,
-                    ffn_norm: Norm::rms(w, &format!("blk.{i}.ffn_norm"), d, eps)?,
-                    ffn: FeedForward::swiglu(w, &cfg, i)?,
+                    post_attn_norm: None,
+                    ffn_norm: Norm::rms(w, &format!("blk.{i}.ffn_norm"), d, &cfg)?,
+                    ffn: FeedForward::gated(w, &cfg, i, GateActivation::Silu)?,
+                    post_ffn_norm: None,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         let token_embd = w.matrix("token_embd.weight", cfg.n_vocab, d)?;
-        let head = Head::load(w, &cfg, Norm::rms(w, "output_norm", d, eps)?, &token_embd)?;
+        let head = Head::load(w, &cfg, Norm::rms(w, "output_norm", d, &cfg)?, &token_embd)?;
         Ok(Llama { rope, token_embd, blocks, head, cfg })
     }
 }
@@ -48,7 +50,7 @@ impl Model for Llama {
     fn forward(&self, batch: &mut Batch<'_>, s: &mut Scratch, logits: &mut Vec<f32>) {
         let n = batch.tokens.len() * self.cfg.n_embd;
         batch.positions(&mut s.positions);
-        s.blocks.attn.rope_tables(&self.rope, &s.positions);
+        s.blocks.attn.rope_tables(std::slice::from_ref(&self.rope), &s.positions);
         let (x, h) = (sized(&mut s.x, n), sized(&mut s.h, n));
         embed(&self.token_embd, &batch.tokens, x);
         let rows = Block::run_all(&self.blocks, batch, x, h, &mut s.blocks);

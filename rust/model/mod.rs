@@ -1,6 +1,7 @@
 //! Models: an architecture's weights and forward pass (`Model`), the per-sequence state
 //! (`Session`), and the `Engine` that runs one on its own thread pool.
 
+pub mod gemma3;
 pub mod gpt2;
 pub mod layers;
 pub mod llama;
@@ -35,6 +36,28 @@ pub struct Config {
     pub qkv_bias: bool,
     /// RMSNorm of each query and key head before RoPE (Qwen3).
     pub qk_norm: bool,
+    /// Sliding-window attention on some layers (Gemma 3); None: every layer sees the whole
+    /// sequence.
+    pub sliding_window: Option<SlidingWindow>,
+    /// Queries multiplied by this after RoPE, the attention scores then left unscaled (Gemma's
+    /// query_pre_attn_scalar^-1/2); None: scores scaled by 1/sqrt(head_dim).
+    pub query_scale: Option<f32>,
+    /// GELU read from ggml's table over f16 inputs (llama.cpp's CPU GELU) instead of computed
+    /// in f32 (transformers').
+    pub gelu_lookup: bool,
+    /// Added to every RMSNorm weight at load: Gemma's Hugging Face checkpoints store w - 1
+    /// (GGUF files have the 1 added already).
+    pub norm_weight_offset: f32,
+}
+
+/// Layers that attend only to the last `len` positions (their own and len - 1 before).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlidingWindow {
+    pub len: usize,
+    /// [n_layer]: whether the layer is windowed.
+    pub layers: Vec<bool>,
+    /// RoPE of the windowed layers, where it differs from `Config::rope` (Gemma 3's local base).
+    pub rope: Option<Rope>,
 }
 
 impl Config {
@@ -59,7 +82,21 @@ impl Config {
                 bail!("config {name} = {value} is out of range");
             }
         }
-        if let Some(rope) = &self.rope {
+        if let Some(window) = &self.sliding_window {
+            if window.len == 0 || window.layers.len() != self.n_layer {
+                bail!("a sliding window of {} over {} of {} layers", window.len, window.layers.len(), self.n_layer);
+            }
+        }
+        if let Some(scale) = self.query_scale {
+            if !(scale.is_finite() && scale > 0.0) {
+                bail!("query scale {scale} must be a positive number");
+            }
+        }
+        if !self.norm_weight_offset.is_finite() {
+            bail!("norm weight offset {} must be a number", self.norm_weight_offset);
+        }
+        let ropes = self.rope.iter().chain(self.sliding_window.as_ref().and_then(|w| w.rope.as_ref()));
+        for rope in ropes {
             if rope.dims == 0 || rope.dims % 2 != 0 || rope.dims > self.head_dim {
                 bail!("rope dimensions {} must be even and at most head_dim {}", rope.dims, self.head_dim);
             }
@@ -100,6 +137,7 @@ pub trait Model: Send + Sync {
 pub enum Arch {
     Gpt2,
     Llama,
+    Gemma3,
 }
 
 impl Arch {
@@ -107,6 +145,7 @@ impl Arch {
         match name {
             "gpt2" => Ok(Arch::Gpt2),
             "llama" => Ok(Arch::Llama),
+            "gemma3" => Ok(Arch::Gemma3),
             _ => bail!("unsupported architecture {name:?}"),
         }
     }
@@ -126,6 +165,10 @@ pub struct Engine {
 /// CPU this runs on, and a mistyped count does not start thousands of threads.
 pub const MAX_THREADS: usize = 512;
 
+/// The most rows of one session a forward pass takes when the model has sliding-window layers
+/// (llama.cpp's default ubatch): their ring caches are sized for a window plus this many.
+pub const WINDOWED_PASS_ROWS: usize = 512;
+
 impl Engine {
     /// `threads` = 0 means one per physical core; `name` is what error messages call the model.
     pub fn new(arch: Arch, config: Config, weights: &WeightSet, threads: usize, name: &str) -> Result<Self> {
@@ -136,6 +179,7 @@ impl Engine {
         let model: Box<dyn Model> = match arch {
             Arch::Gpt2 => Box::new(gpt2::Gpt2::new(config, weights)?),
             Arch::Llama => Box::new(llama::Llama::new(config, weights)?),
+            Arch::Gemma3 => Box::new(gemma3::Gemma3::new(config, weights)?),
         };
         weights.check_all_used()?;
         let threads = if threads == 0 { num_cpus::get_physical().max(1) } else { threads };
@@ -173,13 +217,16 @@ impl Engine {
     /// Runs `tokens[i]` at the next positions of `sessions[i]`, all in one pass (the weights are
     /// read once for every row). Returns the logits [rows, n_vocab]: every row if `all_logits`,
     /// else the last row of each session, in order.
+    ///
+    /// With sliding-window layers, whose caches hold a window plus one pass's rows, a session
+    /// given more than `WINDOWED_PASS_ROWS` tokens runs alone in passes of that many (as
+    /// llama.cpp's ubatches of 512).
     pub fn forward_batch(&self, sessions: &mut [&mut Session], tokens: &[&[u32]], all_logits: bool) -> Result<Vec<f32>> {
         let cfg = self.config();
         if sessions.is_empty() || sessions.len() != tokens.len() {
             bail!("a batch needs one token list per session");
         }
-        let mut batch = Batch { tokens: Vec::new(), segments: Vec::with_capacity(sessions.len()), all_logits };
-        for (session, toks) in sessions.iter_mut().zip(tokens) {
+        for (session, toks) in sessions.iter().zip(tokens) {
             if toks.is_empty() {
                 bail!("no tokens to process");
             }
@@ -192,6 +239,27 @@ impl Engine {
             if session.pos + toks.len() > session.max_seq {
                 bail!("{} tokens at position {} exceed the session length {}", toks.len(), session.pos, session.max_seq);
             }
+        }
+        if cfg.sliding_window.is_none() || tokens.iter().all(|t| t.len() <= WINDOWED_PASS_ROWS) {
+            return self.run_pass(sessions, tokens, all_logits);
+        }
+        let mut logits = Vec::new();
+        for (session, toks) in sessions.iter_mut().zip(tokens) {
+            let passes = toks.len().div_ceil(WINDOWED_PASS_ROWS);
+            for (i, part) in toks.chunks(WINDOWED_PASS_ROWS).enumerate() {
+                let part_logits = self.run_pass(&mut [&mut **session], &[part], all_logits)?;
+                if all_logits || i + 1 == passes {
+                    logits.extend_from_slice(&part_logits);
+                }
+            }
+        }
+        Ok(logits)
+    }
+
+    /// One forward pass over validated rows.
+    fn run_pass(&self, sessions: &mut [&mut Session], tokens: &[&[u32]], all_logits: bool) -> Result<Vec<f32>> {
+        let mut batch = Batch { tokens: Vec::new(), segments: Vec::with_capacity(sessions.len()), all_logits };
+        for (session, toks) in sessions.iter_mut().zip(tokens) {
             let start = batch.tokens.len();
             batch.tokens.extend_from_slice(toks);
             batch.segments.push(Segment { kv: &mut session.kv, pos0: session.pos, rows: start..batch.tokens.len() });

@@ -3,9 +3,9 @@
 //! activation buffers (`Scratch`: grown once to the largest batch, never per token).
 
 use super::layers::BlockScratch;
-use super::Config;
+use super::{Config, WINDOWED_PASS_ROWS};
 use crate::kernels::{narrow, Elem};
-use crate::ops::attention::{attention, Heads, Sequence};
+use crate::ops::attention::{attention, Heads, Sequence, WINDOW_ALIGN};
 use half::f16;
 use std::any::Any;
 use std::ops::Range;
@@ -71,28 +71,30 @@ impl Batch<'_> {
         }
     }
 
-    /// Attention of every row's queries (q: [rows, q_stride]) over its own session's cache,
-    /// into out: [rows, n_head * head_dim], all sessions in one parallel region.
-    pub fn attend(&self, layer: usize, out: &mut [f32], q: &[f32], q_stride: usize, heads: Heads) {
+    /// Attention of every row's queries (q: [rows, q_stride]) over its own session's cache
+    /// (scores times `kq_scale`), into out: [rows, n_head * head_dim], all sessions in one
+    /// parallel region.
+    pub fn attend(&self, layer: usize, out: &mut [f32], q: &[f32], q_stride: usize, heads: Heads, kq_scale: f32) {
         match self.segments.first() {
-            Some(seg) if seg.kv.is_f16() => self.attend_as::<f16>(layer, out, q, q_stride, heads),
-            Some(_) => self.attend_as::<f32>(layer, out, q, q_stride, heads),
+            Some(seg) if seg.kv.is_f16() => self.attend_as::<f16>(layer, out, q, q_stride, heads, kq_scale),
+            Some(_) => self.attend_as::<f32>(layer, out, q, q_stride, heads, kq_scale),
             None => {}
         }
     }
 
     /// `attend` for caches of element type C (every session of a batch fits the model, so
     /// all of them hold C).
-    fn attend_as<C: Elem>(&self, layer: usize, out: &mut [f32], q: &[f32], q_stride: usize, heads: Heads) {
+    fn attend_as<C: Elem>(&self, layer: usize, out: &mut [f32], q: &[f32], q_stride: usize, heads: Heads, kq_scale: f32) {
         let seqs: Vec<Sequence<C>> = self
             .segments
             .iter()
             .map(|seg| {
                 let (k_cache, v_cache) = seg.kv.layer_as::<C>(layer).expect("the sessions of a batch share the cache type");
-                Sequence { k_cache, v_cache, max_seq: seg.kv.max_seq, pos0: seg.pos0, rows: seg.rows.clone() }
+                let KvLayer { slots, window, .. } = seg.kv.layers[layer];
+                Sequence { k_cache, v_cache, slots, window, pos0: seg.pos0, rows: seg.rows.clone() }
             })
             .collect();
-        attention(out, q, q_stride, &seqs, heads);
+        attention(out, q, q_stride, &seqs, heads, kq_scale);
     }
 }
 
@@ -114,22 +116,41 @@ impl Session {
     }
 
     pub(super) fn fits(&self, cfg: &Config) -> bool {
-        self.kv.geometry == (cfg.n_layer, cfg.n_kv_head, cfg.head_dim) && self.kv.is_f16() == cfg.kv_f16
+        self.kv.geometry == (cfg.n_layer, cfg.n_kv_head, cfg.head_dim) && self.kv.is_f16() == cfg.kv_f16 && self.kv.windows_match(cfg)
     }
 
-    /// Forgets positions from `pos` on (0 clears the whole sequence); the cache is kept.
+    /// Forgets positions from `pos` on (0 clears the whole sequence); the cache is kept. A ring
+    /// cache (sliding-window layers) that no longer holds the window before `pos` forgets the
+    /// whole sequence instead: `self.pos` says where the session now stands.
     pub fn rewind(&mut self, pos: usize) {
-        self.pos = self.pos.min(pos);
+        let kept = self.kv.layers.iter().filter(|l| l.slots < self.max_seq).map(|l| l.slots - l.window.unwrap_or(0) - WINDOW_ALIGN).min();
+        self.pos = match kept {
+            Some(kept) if self.pos - self.pos.min(pos) > kept => 0,
+            _ => self.pos.min(pos),
+        };
     }
 }
 
-/// Keys and values of every layer, each [n_layer, n_kv_head, max_seq, head_dim], stored as
-/// f32 or (halving the memory, as llama.cpp does) f16.
+/// Keys and values of every layer, layer after layer, each [n_kv_head, slots, head_dim],
+/// stored as f32 or (halving the memory, as llama.cpp does) f16. A layer of the whole sequence
+/// has a slot per position; a sliding-window layer has a ring of a window and one pass's rows
+/// (position p in slot p % slots), so its memory stops growing there.
 pub struct KvCache {
     store: KvStore,
-    max_seq: usize,
+    layers: Vec<KvLayer>,
     /// (n_layer, n_kv_head, head_dim)
     geometry: (usize, usize, usize),
+}
+
+/// Where a layer's keys (and values) sit in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct KvLayer {
+    /// First element in the store.
+    start: usize,
+    /// Positions it holds at once.
+    slots: usize,
+    /// The layer's sliding window, if it has one.
+    window: Option<usize>,
 }
 
 enum KvStore {
@@ -139,44 +160,68 @@ enum KvStore {
 
 impl KvCache {
     fn new(cfg: &Config, max_seq: usize) -> Self {
-        let len = cfg.n_layer * cfg.n_kv_head * max_seq * cfg.head_dim;
+        let layers = Self::layers(cfg, max_seq);
+        let len = layers.last().map_or(0, |l| l.start + cfg.n_kv_head * l.slots * cfg.head_dim);
         let store = if cfg.kv_f16 {
             KvStore::F16 { k: vec![f16::ZERO; len], v: vec![f16::ZERO; len] }
         } else {
             KvStore::F32 { k: vec![0.0; len], v: vec![0.0; len] }
         };
-        KvCache { store, max_seq, geometry: (cfg.n_layer, cfg.n_kv_head, cfg.head_dim) }
+        KvCache { store, layers, geometry: (cfg.n_layer, cfg.n_kv_head, cfg.head_dim) }
+    }
+
+    /// Each layer's place for a session of `max_seq` positions. A window's ring holds the
+    /// window, one pass's rows, and the lane group before the window (attention starts at a
+    /// whole group of lanes, `WINDOW_ALIGN`), in a whole number of groups.
+    fn layers(cfg: &Config, max_seq: usize) -> Vec<KvLayer> {
+        let mut start = 0;
+        (0..cfg.n_layer)
+            .map(|i| {
+                let window = cfg.sliding_window.as_ref().filter(|w| w.layers[i]).map(|w| w.len);
+                let ring = window.map_or(max_seq, |w| (w + WINDOWED_PASS_ROWS + WINDOW_ALIGN).next_multiple_of(WINDOW_ALIGN));
+                let layer = KvLayer { start, slots: ring.min(max_seq), window };
+                start += cfg.n_kv_head * layer.slots * cfg.head_dim;
+                layer
+            })
+            .collect()
     }
 
     fn is_f16(&self) -> bool {
         matches!(self.store, KvStore::F16 { .. })
     }
 
-    fn layer_range(&self, layer: usize) -> std::ops::Range<usize> {
-        let (_, n_kv_head, head_dim) = self.geometry;
-        let len = n_kv_head * self.max_seq * head_dim;
-        layer * len..(layer + 1) * len
+    /// Whether each layer has the sliding window (or none) `cfg` gives it.
+    fn windows_match(&self, cfg: &Config) -> bool {
+        self.layers.iter().enumerate().all(|(i, l)| l.window == cfg.sliding_window.as_ref().filter(|w| w.layers[i]).map(|w| w.len))
     }
 
-    /// Writes one position's keys and values, each [n_kv_head * head_dim] (heads contiguous).
+    fn layer_range(&self, layer: usize) -> std::ops::Range<usize> {
+        let (_, n_kv_head, head_dim) = self.geometry;
+        let l = self.layers[layer];
+        l.start..l.start + n_kv_head * l.slots * head_dim
+    }
+
+    /// Writes one position's keys and values, each [n_kv_head * head_dim] (heads contiguous),
+    /// into the position's slot.
     pub fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
-        fn write<C: Elem>(cache: &mut [C], values: &[f32], pos: usize, max_seq: usize, head_dim: usize) {
+        fn write<C: Elem>(cache: &mut [C], values: &[f32], slot: usize, slots: usize, head_dim: usize) {
             for (g, head) in values.chunks_exact(head_dim).enumerate() {
-                let at = (g * max_seq + pos) * head_dim;
+                let at = (g * slots + slot) * head_dim;
                 narrow(&mut cache[at..at + head_dim], head);
             }
         }
         let (_, n_kv_head, head_dim) = self.geometry;
-        assert!(pos < self.max_seq && k.len() == n_kv_head * head_dim && v.len() == k.len());
-        let (range, max_seq) = (self.layer_range(layer), self.max_seq);
+        assert!(k.len() == n_kv_head * head_dim && v.len() == k.len());
+        let (range, slots) = (self.layer_range(layer), self.layers[layer].slots);
+        let slot = pos % slots;
         match &mut self.store {
             KvStore::F32 { k: kc, v: vc } => {
-                write(&mut kc[range.clone()], k, pos, max_seq, head_dim);
-                write(&mut vc[range], v, pos, max_seq, head_dim);
+                write(&mut kc[range.clone()], k, slot, slots, head_dim);
+                write(&mut vc[range], v, slot, slots, head_dim);
             }
             KvStore::F16 { k: kc, v: vc } => {
-                write(&mut kc[range.clone()], k, pos, max_seq, head_dim);
-                write(&mut vc[range], v, pos, max_seq, head_dim);
+                write(&mut kc[range.clone()], k, slot, slots, head_dim);
+                write(&mut vc[range], v, slot, slots, head_dim);
             }
         }
     }

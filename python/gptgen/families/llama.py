@@ -130,14 +130,6 @@ def hf_config(config: HFConfig, **options: bool) -> EngineConfig:
     if config.get("hidden_act", "silu") != "silu":
         raise GptgenError(f"{config.path}: hidden_act {config.get('hidden_act')!r} is not supported (silu)")
     rope_parameters = config.get("rope_parameters") or {}
-    # transformers 5 keeps the scaling in rope_parameters, earlier versions in rope_scaling.
-    rope_scaling = rope_parameters or config.get("rope_scaling") or {}
-    if not isinstance(rope_scaling, dict):
-        raise GptgenError(f"{config.path}: rope_scaling must be an object, not {rope_scaling!r}")
-    rope_type = rope_scaling.get("rope_type", rope_scaling.get("type", "default"))
-    rope_base = rope_parameters.get("rope_theta", config.get("rope_theta", 10000.0))
-    if isinstance(rope_base, bool) or not isinstance(rope_base, (int, float)) or not rope_base > 0:
-        raise GptgenError(f"{config.path}: rope_theta must be a positive number, not {rope_base!r}")
     sizes = config.sizes(
         {"n_vocab": "vocab_size", "n_ctx": "max_position_embeddings", "n_embd": "hidden_size", "n_layer": "num_hidden_layers", "n_head": "num_attention_heads", "n_ff": "intermediate_size"}
     )
@@ -148,21 +140,30 @@ def hf_config(config: HFConfig, **options: bool) -> EngineConfig:
         n_kv_head=config.positive_int("num_key_value_heads", sizes["n_head"]),
         head_dim=head_dim,
         norm_eps=config.positive_float("rms_norm_eps", 1e-6),
-        # Hugging Face checkpoints keep Q and K rows as trained: rotate_half pairs.
-        rope=_hf_rope(config, rope_type, rope_scaling, float(rope_base), head_dim),
+        rope=hf_rope(config, rope_parameters or config.get("rope_scaling"), config.get("rope_theta", 10000.0), head_dim),
         **options,
     )
 
 
-def _hf_rope(config: HFConfig, rope_type: object, scaling: dict, base: float, dims: int) -> RopeConfig:
-    rope = RopeConfig(base=base, dims=dims, pairing="halves")
+def hf_rope(config: HFConfig, scaling: object, default_base: object, dims: int) -> RopeConfig:
+    """RoPE from a config.json's scaling settings (transformers 5's rope_parameters or an
+    earlier rope_scaling: a dict or None), its base from them or else `default_base`.
+    Hugging Face checkpoints keep Q and K rows as trained: rotate_half pairs."""
+    scaling = scaling or {}
+    if not isinstance(scaling, dict):
+        raise GptgenError(f"{config.path}: rope_scaling must be an object, not {scaling!r}")
+    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+    base = scaling.get("rope_theta", default_base)
+    if isinstance(base, bool) or not isinstance(base, (int, float)) or not base > 0:
+        raise GptgenError(f"{config.path}: rope_theta must be a positive number, not {base!r}")
+    rope = RopeConfig(base=float(base), dims=dims, pairing="halves")
     try:
         if rope_type == "default":
             return rope
         if rope_type == "linear":
             return replace(rope, freq_scale=1.0 / float(scaling["factor"]))
         if rope_type == "llama3":
-            return replace(rope, factors=llama3_factors(scaling, base, dims))
+            return replace(rope, factors=llama3_factors(scaling, float(base), dims))
         if rope_type == "yarn":
             # transformers uses mscale and mscale_all_dim only when both are set.
             mscale, mscale_all = scaling.get("mscale"), scaling.get("mscale_all_dim")

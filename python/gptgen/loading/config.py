@@ -32,9 +32,20 @@ class RopeConfig:
 
 
 @dataclass(frozen=True)
+class SlidingWindow:
+    """Layers that attend only to the last `length` positions (their own and length - 1
+    before): `layers[i]` says whether layer i does; `rope` is their own RoPE where it differs
+    from the model's (Gemma 3's local base)."""
+
+    length: int
+    layers: tuple[bool, ...]
+    rope: RopeConfig | None = None
+
+
+@dataclass(frozen=True)
 class EngineConfig:
-    # The engine's forward pass (rust/model/): "gpt2" or "llama". Several families can share
-    # one forward, each setting the options below.
+    # The engine's forward pass (rust/model/): "gpt2", "llama" or "gemma3". Several families
+    # can share one forward, each setting the options below.
     arch: str
     n_vocab: int
     # Longest sequence the model was trained for.
@@ -54,15 +65,30 @@ class EngineConfig:
     qkv_bias: bool = False
     # RMSNorm of each query and key head before RoPE (blk.N.attn_{q,k}_norm.weight, [head_dim]).
     qk_norm: bool = False
+    sliding_window: SlidingWindow | None = None
+    # Queries times this after RoPE, the scores then unscaled (Gemma's query_pre_attn_scalar^-1/2);
+    # None: scores times 1/sqrt(head_dim).
+    query_scale: float | None = None
+    # GELU as llama.cpp's CPU backend computes it (a table over f16 inputs), for GGUF files;
+    # else in float32, as transformers does.
+    gelu_lookup: bool = False
+    # Added to every RMSNorm weight at load (Gemma's checkpoints store w - 1; GGUF files w).
+    norm_weight_offset: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "EngineConfig":
-        rope = values.get("rope")
-        if rope is not None:
-            # JSON gives lists; the config's sequences are tuples.
-            factors = rope.get("factors")
-            rope = RopeConfig(**{**rope, "factors": None if factors is None else tuple(factors), "corr_dims": tuple(rope.get("corr_dims", (0.0, 0.0)))})
-        return cls(**{**values, "rope": rope})
+        window = values.get("sliding_window")
+        if window is not None:
+            window = SlidingWindow(window["length"], tuple(window["layers"]), _rope_from_dict(window.get("rope")))
+        return cls(**{**values, "rope": _rope_from_dict(values.get("rope")), "sliding_window": window})
+
+
+def _rope_from_dict(rope: dict[str, Any] | None) -> RopeConfig | None:
+    if rope is None:
+        return None
+    # JSON gives lists; the config's sequences are tuples.
+    factors = rope.get("factors")
+    return RopeConfig(**{**rope, "factors": None if factors is None else tuple(factors), "corr_dims": tuple(rope.get("corr_dims", (0.0, 0.0)))})

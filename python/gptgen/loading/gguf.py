@@ -161,6 +161,11 @@ def _tensors(path: Path, reader) -> tuple[dict[str, TensorView], dict[str, int]]
     return tensors, offsets
 
 
+# Tokens that end a turn, whatever the file's eos and eot ids say (llama.cpp's
+# llama_vocab::load marks them end-of-generation by these texts).
+_TURN_END_TEXTS = ("<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<end_of_utterance>")
+
+
 def _tokenizer(meta: GGUFMetadata) -> Tokenizer:
     """A `tokenizers` tokenizer built from the GGUF vocabulary: byte-level BPE with the file's
     merges (`tokenizer.ggml.model` gpt2), or SentencePiece's BPE with byte fallback (llama)."""
@@ -193,7 +198,9 @@ def _tokenizer(meta: GGUFMetadata) -> Tokenizer:
     eos = token_id("tokenizer.ggml.eos_token_id")
     eot = token_id("tokenizer.ggml.eot_token_id")
     bos = token_id("tokenizer.ggml.bos_token_id")
-    eos_ids = [i for i in dict.fromkeys([eos, eot]) if i is not None]
+    # As llama.cpp: generation also ends at the turn-end tokens it knows by their text.
+    turn_ends = [vocab[text] for text in _TURN_END_TEXTS if text in vocab]
+    eos_ids = [i for i in dict.fromkeys([eos, eot, *turn_ends]) if i is not None]
     add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
     return Tokenizer(backend, bos_id=bos, eos_ids=eos_ids, add_bos=add_bos, sentencepiece=kind == "llama")
 
