@@ -246,10 +246,15 @@ def llama_logits(w: dict[str, np.ndarray], tokens: list[int], *, n_head, n_kv_he
     return x @ w.get("output.weight", w["token_embd.weight"]).T
 
 
-def random_llama_weights(rng, *, n_vocab, n_embd, n_layer, n_head, n_kv_head, n_ff, qkv_bias=False, qk_norm=False) -> dict[str, np.ndarray]:
+def random_llama_weights(
+    rng, *, n_vocab, n_embd, n_layer, n_head, n_kv_head, n_ff, qkv_bias=False, qk_norm=False, head_dim=None, post_norms=False
+) -> dict[str, np.ndarray]:
     """GGUF-named Llama tensors ([out, in]) with random float32 values; with Q/K/V biases
-    (Qwen2) and per-head Q/K norm weights (Qwen3) when asked."""
-    head_dim = n_embd // n_head
+    (Qwen2), per-head Q/K norm weights (Qwen3) and Gemma 3's norms after attention and after the
+    feed-forward (`blk.N.post_attention_norm`, `blk.N.post_ffw_norm`) when asked; `head_dim`
+    defaults to n_embd / n_head. Norm weights are 1 + small noise (GGUF's Gemma norms hold the
+    converter's + 1 already)."""
+    head_dim = head_dim or n_embd // n_head
 
     def normal(*shape, scale=0.2):
         return (rng.standard_normal(shape) * scale).astype(np.float32)
@@ -272,6 +277,9 @@ def random_llama_weights(rng, *, n_vocab, n_embd, n_layer, n_head, n_kv_head, n_
         if qk_norm:
             w[p + "attn_q_norm.weight"] = 1 + normal(head_dim, scale=0.1)
             w[p + "attn_k_norm.weight"] = 1 + normal(head_dim, scale=0.1)
+        if post_norms:
+            w[p + "post_attention_norm.weight"] = 1 + normal(n_embd, scale=0.1)
+            w[p + "post_ffw_norm.weight"] = 1 + normal(n_embd, scale=0.1)
     return w
 
 
@@ -314,25 +322,59 @@ def write_llama_gguf(
     arch: str = "llama",
     linear_rope_factor: float | None = None,
     yarn: tuple[float, int] | None = None,
+    head_dim: int | None = None,
+    rms_eps: float = 1e-5,
+    sliding_window: int | None = None,
+    sliding_window_pattern: int | None = None,
+    rope_base_swa: float | None = None,
+    spm_vocab: tuple[list[str], list[float], list[int]] | None = None,
+    longrope: tuple[int, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """A GGUF file of a Llama-shaped model (architecture `arch`) written with gguf-py's
     GGUFWriter; `types` maps tensor names to gguf.GGMLQuantizationType (default F32). Returns
-    the weights as stored (dequantized by gguf-py), for the reference."""
+    the weights as stored (dequantized by gguf-py), for the reference.
+
+    The vocabulary: the 256 byte-level BPE symbols, `<|end|>` (id 256, BOS and EOS) and, where the
+    token embedding has more rows, control tokens `<|unusedN|>` up to its row count; or, with
+    `spm_vocab` (tokens, scores, token types), a SentencePiece one (`tokenizer.ggml.model` llama,
+    `<unk>` 0, `<s>` 1, `</s>` 2, add_bos, add_space_prefix). With `head_dim` (Gemma 3's way, as
+    its converter writes it): `attention.key_length` / `value_length` and no
+    `rope.dimension_count` (llama.cpp then rotates all of head_dim). `sliding_window`,
+    `sliding_window_pattern` and `rope_base_swa` write `attention.sliding_window`,
+    `attention.sliding_window_pattern` and `rope.freq_base_swa`; `longrope` (original context
+    length, attention factor) `rope.scaling.original_context_length` and `rope.scaling.attn_factor`
+    (Phi-3's; its factors are the tensors `rope_factors_long` / `rope_factors_short`). n_ff is read
+    from ffn_down, so fused `blk.N.attn_qkv` / `blk.N.ffn_up` (gate | up) weights work too."""
     import gguf
     from gguf.quants import dequantize, quantize
 
+    n_vocab, n_embd = weights["token_embd.weight"].shape
     vocab = byte_vocab() + ["<|end|>"]
-    n_embd = weights["token_embd.weight"].shape[1]
+    vocab += [f"<|unused{i}|>" for i in range(n_vocab - len(vocab))]
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_context_length(n_ctx)
     writer.add_embedding_length(n_embd)
     writer.add_block_count(len({k.split(".")[1] for k in weights if k.startswith("blk.")}))
-    writer.add_feed_forward_length(weights["blk.0.ffn_gate.weight"].shape[0])
+    writer.add_feed_forward_length(weights["blk.0.ffn_down.weight"].shape[1])
     writer.add_head_count(n_head)
     writer.add_head_count_kv(n_kv_head)
     writer.add_rope_freq_base(rope_base)
-    writer.add_rope_dimension_count(n_embd // n_head)
-    writer.add_layer_norm_rms_eps(1e-5)
+    if longrope is not None:
+        # (original context length, attention factor), as llama.cpp's Phi-3 converter writes them
+        writer.add_rope_scaling_orig_ctx_len(longrope[0])
+        writer.add_rope_scaling_attn_factors(longrope[1])
+    if head_dim is None:
+        writer.add_rope_dimension_count(n_embd // n_head)
+    else:
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+    if rope_base_swa is not None:
+        writer.add_rope_freq_base_swa(rope_base_swa)
+    if sliding_window is not None:
+        writer.add_sliding_window(sliding_window)
+    if sliding_window_pattern is not None:
+        writer.add_sliding_window_pattern(sliding_window_pattern)
+    writer.add_layer_norm_rms_eps(rms_eps)
     if linear_rope_factor is not None:
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         writer.add_rope_scaling_factor(linear_rope_factor)
@@ -341,13 +383,27 @@ def write_llama_gguf(
         writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
         writer.add_rope_scaling_factor(yarn[0])
         writer.add_rope_scaling_orig_ctx_len(yarn[1])
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt-2")
-    writer.add_token_list(vocab)
-    writer.add_token_types([1] * 256 + [3])
-    writer.add_token_merges(merges or [])
-    writer.add_eos_token_id(256)
-    writer.add_bos_token_id(256)
+    if spm_vocab is None:
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("gpt-2")
+        writer.add_token_list(vocab)
+        writer.add_token_types([1] * 256 + [3] * (len(vocab) - 256))
+        writer.add_token_merges(merges or [])
+        writer.add_eos_token_id(256)
+        writer.add_bos_token_id(256)
+    else:
+        tokens, scores, token_types = spm_vocab
+        assert len(tokens) == n_vocab
+        writer.add_tokenizer_model("llama")
+        writer.add_tokenizer_pre("default")
+        writer.add_token_list(tokens)
+        writer.add_token_scores(scores)
+        writer.add_token_types(token_types)
+        writer.add_unk_token_id(0)
+        writer.add_bos_token_id(1)
+        writer.add_eos_token_id(2)
+        writer.add_add_bos_token(True)
+        writer.add_add_space_prefix(True)
     stored = {}
     for name, values in weights.items():
         qtype = types.get(name, gguf.GGMLQuantizationType.F32)

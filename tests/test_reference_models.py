@@ -1,9 +1,11 @@
-"""Known models against llama.cpp on the same file: the built-in default (fixtures/smollm2) and
-Qwen2.5-Coder-0.5B-Instruct (fixtures/qwen2.5-coder, made by its make_reference.py). Each model
-is pulled into the cache as a user would get it (once; later runs reuse it)."""
+"""Known models against llama.cpp on the same file: the built-in default (fixtures/smollm2),
+Qwen2.5-Coder-0.5B-Instruct (fixtures/qwen2.5-coder) and Gemma 3 270M (fixtures/gemma-3-270m),
+each made by its folder's make_reference.py. Each model is pulled into the cache as a user
+would get it (once; later runs reuse it)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -34,11 +36,12 @@ class Known:
     block_types: frozenset[str]
 
 
-# Both models' logits are bit-identical to llama.cpp's AVX2 build: identical predictions, and
+# Every model's logits are bit-identical to llama.cpp's AVX2 build: identical predictions, and
 # perplexity equal to 4 significant digits (the issue's bar; the sums differ only in float64).
 KNOWN = [
     Known("smollm2-135m-instruct", "smollm2", 1.0, 5e-5, 5e-4, frozenset({"Q4_1", "Q8_0"})),
     Known("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder", 1.0, 5e-5, 5e-4, frozenset({"Q5_0", "Q8_0", "Q6_K", "Q4_K"})),
+    Known("gemma-3-270m", "gemma-3-270m", 1.0, 5e-5, 5e-4, frozenset({"Q5_0", "Q8_0", "Q6_K", "Q4_K"})),
 ]
 
 
@@ -46,10 +49,14 @@ def _reference(known: Known) -> dict:
     return json.loads((FIXTURES / known.fixtures / "llama.cpp-reference.json").read_text())
 
 
+@functools.cache
+def _load(name: str) -> gptgen.Model:
+    return gptgen.load(str(resolve(name)), threads=2)
+
+
 @pytest.fixture(scope="module", params=KNOWN, ids=lambda k: k.name)
 def known(request):
-    model = gptgen.load(str(resolve(request.param.name)), threads=2)
-    return request.param, model, _reference(request.param)
+    return request.param, _load(request.param.name), _reference(request.param)
 
 
 def test_pulled_file_is_the_published_one(known):
@@ -85,6 +92,22 @@ def test_last_position_logits_equal_llama_cpp(known, i):
     assert int(np.argmax(logits)) == p["last_top10_ids"][0]
     # The engine repeats the arithmetic of llama.cpp's AVX2 build, summation order included.
     np.testing.assert_array_equal(logits[p["last_top10_ids"]], np.float32(p["last_top10_logits"]))
+
+
+def test_a_prompt_past_the_sliding_window_continues_as_llama_cpp():
+    """Gemma 3's local layers see 512 positions: a 1,200-token prompt (evaluated, as llama.cpp
+    does, in passes of 512) through their ring caches, then 32 greedy tokens."""
+    model = _load("gemma-3-270m")
+    long = _reference(next(k for k in KNOWN if k.name == "gemma-3-270m"))["long_prompt"]
+    ids = long["ids"]
+    assert model.tokenizer.encode((FIXTURES / "texts" / f"{long['text']}.txt").read_text())[: len(ids)] == ids
+    session = model.new_session(len(ids))
+    # llama.cpp's last pass of 512 (rows 1024..) with every row's logits, as it made the fixture.
+    session.forward(ids[:1024])
+    logits = session.forward(ids[1024:], all_logits=True)[-1]
+    np.testing.assert_array_equal(logits[long["top_logits"]["ids"]], np.float32(long["top_logits"]["logits"]))
+    result = generate(model, GenerationRequest(ids, 32, SamplingParams(temperature=0), ignore_eos=True))
+    assert result.tokens == long["greedy"]
 
 
 def test_chat_template_and_reply_match_llama_cpp(known):

