@@ -40,7 +40,7 @@ impl Gemma3 {
                 let norm = |part: &str| Norm::rms(w, &format!("blk.{i}.{part}"), d, &cfg);
                 Ok(Block {
                     attn_norm: norm("attn_norm")?,
-                    attn: Attention::separate(w, &cfg, i)?,
+                    attn: Attention::load(w, &cfg, i)?,
                     post_attn_norm: Some(norm("post_attention_norm")?),
                     ffn_norm: norm("ffn_norm")?,
                     ffn: FeedForward::gated(w, &cfg, i, act)?,

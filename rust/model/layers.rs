@@ -141,9 +141,9 @@ impl AttnScratch {
 }
 
 impl Attention {
-    /// The GGUF-named attention of block `layer` as `cfg` describes it (Llama-style: separate
-    /// Q/K/V as `blk.N.attn_{q,k,v}`, no output bias).
-    pub fn separate(w: &WeightSet, cfg: &Config, layer: usize) -> Result<Self> {
+    /// The GGUF-named attention of block `layer` as `cfg` describes it (Llama-style: Q/K/V as
+    /// `blk.N.attn_{q,k,v}`, or fused as `blk.N.attn_qkv` (Phi-3); no output bias).
+    pub fn load(w: &WeightSet, cfg: &Config, layer: usize) -> Result<Self> {
         let name = |part: &str| format!("blk.{layer}.{part}");
         let heads = cfg.heads();
         let (d, q_dim, kv_dim) = (cfg.n_embd, heads.q_dim(), heads.kv_dim());
@@ -154,12 +154,17 @@ impl Attention {
             Some(local) => Some((local, 1)),
             None => cfg.rope.clone().map(|rope| (rope, 0)),
         };
-        Ok(Attention {
-            qkv: QkvProjection::Separate {
+        let qkv = if w.contains(&name("attn_qkv.weight")) {
+            QkvProjection::Fused(Linear::load(w, &name("attn_qkv"), q_dim + 2 * kv_dim, d, cfg.qkv_bias)?)
+        } else {
+            QkvProjection::Separate {
                 q: Linear::load(w, &name("attn_q"), q_dim, d, cfg.qkv_bias)?,
                 k: Linear::load(w, &name("attn_k"), kv_dim, d, cfg.qkv_bias)?,
                 v: Linear::load(w, &name("attn_v"), kv_dim, d, cfg.qkv_bias)?,
-            },
+            }
+        };
+        Ok(Attention {
+            qkv,
             q_norm: head_norm("attn_q_norm")?,
             k_norm: head_norm("attn_k_norm")?,
             rope,
@@ -220,8 +225,9 @@ impl Attention {
 
 /// The position-wise feed-forward network.
 pub enum FeedForward {
-    /// down(act(gate x) · up x): SwiGLU (Llama), GeGLU (Gemma).
-    Gated { gate: Linear, up: Linear, down: Linear, act: GateActivation },
+    /// down(act(gate x) · up x): SwiGLU (Llama), GeGLU (Gemma). Without `gate`, `up` holds the
+    /// gate's rows and then the up rows [2 n_ff, n_embd] (Phi-3's fused gate_up).
+    Gated { gate: Option<Linear>, up: Linear, down: Linear, act: GateActivation },
     /// down(gelu(up x)), GELU's tanh approximation (GPT-2).
     Gelu { up: Linear, down: Linear },
 }
@@ -244,14 +250,15 @@ pub struct FfnScratch {
 }
 
 impl FeedForward {
-    /// The GGUF-named gated feed-forward of block `layer`: `blk.N.ffn_{gate,up,down}`, no
-    /// biases.
+    /// The GGUF-named gated feed-forward of block `layer`: `blk.N.ffn_{gate,up,down}`, or
+    /// without `ffn_gate` the fused `ffn_up` [2 n_ff, n_embd]; no biases.
     pub fn gated(w: &WeightSet, cfg: &Config, layer: usize, act: GateActivation) -> Result<Self> {
         let name = |part: &str| format!("blk.{layer}.{part}");
         let (d, f) = (cfg.n_embd, cfg.n_ff);
+        let fused = !w.contains(&name("ffn_gate.weight"));
         Ok(FeedForward::Gated {
-            gate: Linear::load(w, &name("ffn_gate"), f, d, false)?,
-            up: Linear::load(w, &name("ffn_up"), f, d, false)?,
+            gate: if fused { None } else { Some(Linear::load(w, &name("ffn_gate"), f, d, false)?) },
+            up: Linear::load(w, &name("ffn_up"), if fused { 2 * f } else { f }, d, false)?,
             down: Linear::load(w, &name("ffn_down"), d, f, false)?,
             act,
         })
@@ -261,9 +268,20 @@ impl FeedForward {
     pub fn forward(&self, h: &mut [f32], s: &mut FfnScratch, mm: &mut MatmulScratch) {
         match self {
             FeedForward::Gated { gate: w_gate, up: w_up, down, act } => {
-                let rows = h.len() / w_up.weight.n_in * w_up.weight.n_out;
-                let (gate, up) = (sized(&mut s.gate, rows), sized(&mut s.up, rows));
-                forward_group([&mut *gate, &mut *up], h, [w_gate, w_up], mm);
+                let (n, f) = (h.len() / w_up.weight.n_in, down.weight.n_in);
+                let (gate, up) = (sized(&mut s.gate, n * f), sized(&mut s.up, n * w_up.weight.n_out));
+                match w_gate {
+                    Some(w_gate) => forward_group([&mut *gate, &mut *up], h, [w_gate, w_up], mm),
+                    None => {
+                        // [n, 2f] rows of gate | up: the gates to `gate`, the up halves to the front of `up`.
+                        w_up.forward(up, h, mm);
+                        for t in 0..n {
+                            gate[t * f..(t + 1) * f].copy_from_slice(&up[2 * t * f..(2 * t + 1) * f]);
+                            up.copy_within((2 * t + 1) * f..(2 * t + 2) * f, t * f);
+                        }
+                    }
+                }
+                let up = &up[..n * f];
                 match act {
                     GateActivation::Silu => silu_mul(gate, up),
                     GateActivation::Gelu => gelu_mul(gate, up),

@@ -28,7 +28,7 @@ impl Llama {
             .map(|i| {
                 Ok(Block {
                     attn_norm: Norm::rms(w, &format!("blk.{i}.attn_norm"), d, &cfg)?,
-                    attn: Attention::separate(w, &cfg, i)?,
+                    attn: Attention::load(w, &cfg, i)?,
                     post_attn_norm: None,
                     ffn_norm: Norm::rms(w, &format!("blk.{i}.ffn_norm"), d, &cfg)?,
                     ffn: FeedForward::gated(w, &cfg, i, GateActivation::Silu)?,

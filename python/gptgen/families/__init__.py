@@ -1,4 +1,4 @@
-"""Model families: one module each (gpt2.py, llama.py, qwen.py, gemma.py), holding everything gptgen knows about
+"""Model families: one module each (gpt2.py, llama.py, qwen.py, gemma.py, phi3.py), holding everything gptgen knows about
 the family on the Python side; the loaders find a file's family here. A new family is a new
 module with a `FAMILY` (families/base.py), listed in _BUILTIN, plus its forward pass in
 rust/model/ unless an existing one serves (see README, "Layout")."""
@@ -9,9 +9,10 @@ from .base import Family, HFTensorNames, PreTokenizer
 from .gemma import GEMMA3
 from .gpt2 import FAMILY as GPT2
 from .llama import FAMILY as LLAMA
+from .phi3 import PHI3
 from .qwen import QWEN2, QWEN3
 
-_BUILTIN = (GPT2, LLAMA, QWEN2, QWEN3, GEMMA3)
+_BUILTIN = (GPT2, LLAMA, QWEN2, QWEN3, GEMMA3, PHI3)
 _FAMILIES: list[Family] = list(_BUILTIN)
 
 

@@ -164,6 +164,8 @@ def hf_rope(config: HFConfig, scaling: object, default_base: object, dims: int) 
             return replace(rope, freq_scale=1.0 / float(scaling["factor"]))
         if rope_type == "llama3":
             return replace(rope, factors=llama3_factors(scaling, float(base), dims))
+        if rope_type in ("longrope", "su"):
+            return _longrope(config, scaling, rope)
         if rope_type == "yarn":
             # transformers uses mscale and mscale_all_dim only when both are set.
             mscale, mscale_all = scaling.get("mscale"), scaling.get("mscale_all_dim")
@@ -180,7 +182,23 @@ def hf_rope(config: HFConfig, scaling: object, default_base: object, dims: int) 
             )
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
         raise GptgenError(f"{config.path}: rope_scaling {scaling!r} is not valid ({type(e).__name__}: {e})") from None
-    raise GptgenError(f"{config.path}: RoPE scaling {rope_type!r} is not supported (linear, llama3, yarn)")
+    raise GptgenError(f"{config.path}: RoPE scaling {rope_type!r} is not supported (linear, llama3, yarn, longrope)")
+
+
+def _longrope(config: HFConfig, scaling: dict, rope: RopeConfig) -> RopeConfig:
+    """Phi-3's LongRoPE as transformers computes it: the long factors beyond the original
+    context (gptgen's sessions span the model's context, so: when max_position_embeddings
+    exceeds it), else the short ones; cos and sin times the attention factor,
+    sqrt(1 + ln(factor) / ln(original)) unless the config gives one."""
+    original = int(scaling.get("original_max_position_embeddings") or config.positive_int("original_max_position_embeddings"))
+    factor = config.positive_int("max_position_embeddings") / original
+    factors = scaling["long_factor"] if factor > 1 else scaling["short_factor"]
+    if len(factors) != rope.dims // 2:
+        raise GptgenError(f"{config.path}: {len(factors)} LongRoPE factors for {rope.dims} rotated dimensions (want {rope.dims // 2})")
+    attention = scaling.get("attention_factor")
+    if attention is None:
+        attention = math.sqrt(1 + math.log(factor) / math.log(original)) if factor > 1 else 1.0
+    return replace(rope, factors=tuple(float(np.float32(f)) for f in factors), attn_factor=float(attention))
 
 
 # Llama 3's pre-tokenizer regex (llama.cpp's LLAMA_VOCAB_PRE_TYPE_LLAMA3).

@@ -89,8 +89,9 @@ def _parse(path: Path) -> tuple[ModelSpec, Tokenizer, dict[str, int]]:
     # f16 keys and values, as llama.cpp keeps them: same memory, same numerics.
     common = {"n_vocab": n_vocab, "kv_cache": "f16", **meta.sizes()}
     config = family.gguf_config(meta, common)
-    if "rope_freqs.weight" in tensors:
-        config = _with_rope_factors(path, config, tensors.pop("rope_freqs.weight"))
+    factor_tensors = {name: tensors.pop(name) for name in _ROPE_FACTOR_TENSORS if name in tensors}
+    if factor_tensors:
+        config = _with_rope_factors(path, config, *_chosen_rope_factors(meta, config, factor_tensors))
     spec = ModelSpec(
         arch=family.name,
         config=config,
@@ -104,17 +105,34 @@ def _parse(path: Path) -> tuple[ModelSpec, Tokenizer, dict[str, int]]:
     return spec, tokenizer, offsets
 
 
-def _with_rope_factors(path: Path, config: EngineConfig, freqs: TensorView) -> EngineConfig:
-    """`config` with the file's `rope_freqs.weight` (llama.cpp's per-pair divisors of the RoPE
-    angle, how GGUF carries Llama 3's rope scaling) as its RoPE factors."""
+# Per-pair divisors of the RoPE angle a file may carry: Llama 3's scaling, or Phi-3's LongRoPE
+# pair (for contexts beyond the original one, and within it).
+_ROPE_FACTOR_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
+
+
+def _chosen_rope_factors(meta: GGUFMetadata, config: EngineConfig, tensors: dict[str, TensorView]) -> tuple[str, TensorView]:
+    """The factors llama.cpp's get_rope_factors uses (rope_freqs; else the long ones for a
+    context beyond rope.scaling.original_context_length, else the short ones), with gptgen's
+    session context being the model's."""
+    if "rope_freqs.weight" in tensors:
+        return "rope_freqs.weight", tensors["rope_freqs.weight"]
+    original = meta.positive_int(meta.key("rope.scaling.original_context_length"), config.n_ctx)
+    name = "rope_factors_long.weight" if config.n_ctx > original else "rope_factors_short.weight"
+    if name not in tensors:
+        raise GptgenError(f"{meta.path}: {name} is missing ({', '.join(tensors)} given)")
+    return name, tensors[name]
+
+
+def _with_rope_factors(path: Path, config: EngineConfig, name: str, freqs: TensorView) -> EngineConfig:
+    """`config` with the file's per-pair divisors of the RoPE angle `name` as its RoPE factors."""
     if config.rope is None:
-        raise GptgenError(f"{path}: rope_freqs.weight is given but the model has no RoPE")
+        raise GptgenError(f"{path}: {name} is given but the model has no RoPE")
     want = config.rope.dims // 2
     if freqs.dtype != "f32" or freqs.shape != (want,):
-        raise GptgenError(f"{path}: rope_freqs.weight is {freqs.dtype} {list(freqs.shape)}; RoPE over {config.rope.dims} dimensions needs f32 [{want}]")
+        raise GptgenError(f"{path}: {name} is {freqs.dtype} {list(freqs.shape)}; RoPE over {config.rope.dims} dimensions needs f32 [{want}]")
     factors = freqs.to_numpy()
     if not (np.isfinite(factors).all() and (factors > 0).all()):
-        raise GptgenError(f"{path}: rope_freqs.weight holds values that are not positive numbers")
+        raise GptgenError(f"{path}: {name} holds values that are not positive numbers")
     return replace(config, rope=replace(config.rope, factors=tuple(float(f) for f in factors)))
 
 
