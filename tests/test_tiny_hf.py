@@ -17,7 +17,7 @@ from gptgen.sampling import SamplingParams
 
 TINY = FIXTURES / "tiny-hf"
 EXPECTED = json.loads((TINY / "expected.json").read_text())["checkpoints"]
-ARCH = {"qwen2": "qwen2", "qwen3": "qwen3", "llama3": "llama", "llama-linear": "llama", "qwen2-yarn": "qwen2", "gemma3": "gemma3", "phi3": "phi3"}
+ARCH = {"qwen2": "qwen2", "qwen3": "qwen3", "llama3": "llama", "llama-linear": "llama", "qwen2-yarn": "qwen2", "gemma3": "gemma3", "phi3": "phi3", "mistral": "llama"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -1,5 +1,6 @@
 """Llama (llama.cpp src/models/llama.cpp, transformers modeling_llama.py), and the models
-built like it (SmolLM2): RMSNorm, RoPE, grouped-query attention, a SwiGLU feed-forward; the
+built like it (SmolLM2, Llama 2, TinyLlama, Mistral; GGUF files of the last three carry
+SentencePiece vocabularies): RMSNorm, RoPE, grouped-query attention, a SwiGLU feed-forward; the
 engine's `llama` forward (rust/model/llama.rs)."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GptgenError
-from ..loading.config import EngineConfig, RopeConfig
+from ..loading.config import EngineConfig, RopeConfig, SlidingWindow
 from ..loading.gguf_metadata import GGUFMetadata
 from ..loading.hf_config import HFConfig
 from .base import Family, HFTensorNames, PreTokenizer
@@ -121,7 +122,12 @@ def _hf_config(config: HFConfig) -> EngineConfig:
     for flag in ("attention_bias", "mlp_bias"):
         if config.get(flag):
             raise GptgenError(f"{config.path}: {flag} = true is not supported")
-    return hf_config(config)
+    engine = hf_config(config)
+    # Mistral is Llama with, in its first release, a sliding window on every layer.
+    if config.get("model_type") == "mistral" and config.get("sliding_window") is not None:
+        window = SlidingWindow(config.positive_int("sliding_window"), (True,) * engine.n_layer)
+        engine = replace(engine, sliding_window=window)
+    return engine
 
 
 def hf_config(config: HFConfig, **options: bool) -> EngineConfig:
@@ -242,7 +248,7 @@ HF_NAMES = HFTensorNames(
 
 
 FAMILY = Family(
-    name="llama", gguf_arch="llama", hf_model_types=("llama",), gguf_config=_gguf_config, hf_config=_hf_config,
+    name="llama", gguf_arch="llama", hf_model_types=("llama", "mistral"), gguf_config=_gguf_config, hf_config=_hf_config,
     hf_names=HF_NAMES,
     pre_tokenizers={
         "smollm": PreTokenizer(_smollm),
