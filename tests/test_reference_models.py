@@ -65,12 +65,40 @@ def test_pulled_file_is_the_published_one(known):
     assert digest == REGISTRY[spec.name].sha256
 
 
+# llama.cpp's end-of-generation tokens of each file (llama_vocab_is_eog over the vocabulary):
+# its eos, the turn ends and fill-in-the-middle tokens it recognises by their texts.
+END_OF_GENERATION = {
+    "smollm2-135m-instruct": {0, 2, 4},
+    "qwen2.5-coder-0.5b-instruct": {128247, 151643, 151645, 151662, 151663, 151664},
+    "gemma-3-270m": {1, 106, 212},
+}
+
+
+def test_generation_ends_where_llama_cpp_s_does(known):
+    spec, model, _ = known
+    assert set(model.tokenizer.eos_ids) == END_OF_GENERATION[spec.name]
+
+
 def test_tokenization_matches_llama_cpp(known):
     spec, model, _ = known
     cases = json.loads((FIXTURES / spec.fixtures / "tokenization.json").read_text())
     assert len(cases) == 20
     for case in cases:
         assert model.tokenizer.encode(case["text"]) == case["ids_special"], case["text"]
+
+
+def test_detokenization_round_trips_llama_cpp_s_ids(known):
+    """llama.cpp's ids of each awkward string (special tokens as plain text) decode to the string,
+    whole and streamed one token at a time (no character split between pieces)."""
+    spec, model, _ = known
+    tokenizer = model.tokenizer
+    for case in json.loads((FIXTURES / spec.fixtures / "tokenization.json").read_text()):
+        ids = case["ids_plain"]
+        if tokenizer.add_bos and ids[:1] == [tokenizer.bos_id]:
+            ids = ids[1:]
+        assert tokenizer.decode(ids) == case["text"]
+        stream = tokenizer.stream()
+        assert "".join(stream.push(i) for i in ids) + stream.finish() == case["text"]
 
 
 @pytest.mark.parametrize("i", range(4))

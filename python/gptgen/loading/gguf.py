@@ -179,9 +179,15 @@ def _tensors(path: Path, reader) -> tuple[dict[str, TensorView], dict[str, int]]
     return tensors, offsets
 
 
-# Tokens that end a turn, whatever the file's eos and eot ids say (llama.cpp's
-# llama_vocab::load marks them end-of-generation by these texts).
-_TURN_END_TEXTS = ("<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<end_of_utterance>")
+# Tokens that end generation whatever the file's eos and eot ids say: llama.cpp's
+# llama_vocab::load marks these texts end-of-generation, and the fill-in-the-middle pad, repo
+# and file-separator tokens it finds by their texts too.
+_END_OF_GENERATION_TEXTS = (
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
+    "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>", "<end_of_utterance>",
+    "<eos>", "<turn|>", "<|tool_response>", "<\uff5cend\u2581of\u2581sentence\uff5c>", "[e~[",
+    "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>", "<|file_sep|>",
+)
 
 
 def _tokenizer(meta: GGUFMetadata) -> Tokenizer:
@@ -216,9 +222,9 @@ def _tokenizer(meta: GGUFMetadata) -> Tokenizer:
     eos = token_id("tokenizer.ggml.eos_token_id")
     eot = token_id("tokenizer.ggml.eot_token_id")
     bos = token_id("tokenizer.ggml.bos_token_id")
-    # As llama.cpp: generation also ends at the turn-end tokens it knows by their text.
-    turn_ends = [vocab[text] for text in _TURN_END_TEXTS if text in vocab]
-    eos_ids = [i for i in dict.fromkeys([eos, eot, *turn_ends]) if i is not None]
+    # As llama.cpp: generation also ends at the tokens it knows by their text.
+    ends = sorted(vocab[text] for text in _END_OF_GENERATION_TEXTS if text in vocab)
+    eos_ids = [i for i in dict.fromkeys([eos, eot, *ends]) if i is not None]
     add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
     return Tokenizer(backend, bos_id=bos, eos_ids=eos_ids, add_bos=add_bos, sentencepiece=kind == "llama")
 
