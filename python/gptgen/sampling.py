@@ -172,11 +172,16 @@ class Sampler:
         self.rng = np.random.default_rng(self.params.seed)
 
     def process(self, logits: np.ndarray, sequence: Sequence[int]) -> np.ndarray:
-        """The logits after every processor that applies to greedy decoding too; `sequence` is
-        the prompt and the tokens generated so far."""
+        """The logits after every processor that applies to greedy decoding too, in float64;
+        `sequence` is the prompt and the tokens generated so far. Where none applies, the
+        logits as they are (a float64 copy of a large vocabulary costs more than the rest of a
+        step's sampling)."""
         p = self.params
-        scores = apply_logit_bias(logits.astype(np.float64), p.logit_bias)
         window = sequence if p.repeat_last_n == -1 else sequence[max(0, len(sequence) - p.repeat_last_n) :] if p.repeat_last_n else []
+        penalised = window and (p.repetition_penalty != 1 or p.presence_penalty != 0 or p.frequency_penalty != 0)
+        if not (p.logit_bias or penalised or banned_ngram_tokens(sequence, p.no_repeat_ngram_size)):
+            return logits
+        scores = apply_logit_bias(logits.astype(np.float64), p.logit_bias)
         scores = apply_repetition_penalty(scores, window, p.repetition_penalty)
         scores = apply_presence_frequency(scores, window, p.presence_penalty, p.frequency_penalty)
         return apply_no_repeat_ngram(scores, sequence, p.no_repeat_ngram_size)
@@ -186,12 +191,13 @@ class Sampler:
         scores = self.process(logits, sequence)
         if p.temperature == 0:
             return int(np.argmax(scores))
-        scores = apply_temperature(scores, p.temperature)
-        # Only top-k's candidates can survive: the later filters and the draw look at them
-        # alone (in vocabulary order), not at the whole vocabulary.
+        # Only top-k's candidates can survive: the temperature, the later filters and the draw
+        # look at them alone (in vocabulary order), not at the whole vocabulary. Dividing by the
+        # temperature keeps the order (and ties), so top-k may come first.
         candidates = top_k_candidates(scores, p.top_k)
         if candidates is not None:
             scores = scores[candidates]
+        scores = apply_temperature(scores.astype(np.float64), p.temperature)
         scores = typical_filter(scores, p.typical_p)
         scores = top_p_filter(scores, p.top_p)
         scores = min_p_filter(scores, p.min_p)
