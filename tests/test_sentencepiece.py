@@ -1,6 +1,8 @@
 """SentencePiece vocabularies (GGUF `tokenizer.ggml.model = llama`): a tiny `llama` file with a
 made-up vocabulary (fixtures/tiny-spm, made and run by llama.cpp; see make_fixtures.py there)
-against llama.cpp's token ids, detokenization, logits and greedy tokens."""
+against llama.cpp's token ids, detokenization, logits and greedy tokens; and the same
+vocabulary as a Hugging Face tokenizer.json (as transformers converts it, fixtures/tiny-spm/hf)
+against transformers' ids and llama.cpp's text."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from conftest import FIXTURES
 import gptgen
 from gptgen.generate import GenerationRequest, generate
 from gptgen.sampling import SamplingParams
+from gptgen.tokenizer import Tokenizer
 
 TINY = FIXTURES / "tiny-spm"
 EXPECTED = json.loads((TINY / "expected.json").read_text())
@@ -42,3 +45,19 @@ def test_tiny_spm_model_matches_llama_cpp(model):
     np.testing.assert_allclose(logits, EXPECTED["last_logits"], atol=1e-3, rtol=0)
     result = generate(model, GenerationRequest(EXPECTED["prompt"], 16, SamplingParams(temperature=0), ignore_eos=True))
     assert result.tokens == EXPECTED["greedy16"]
+
+
+HF_EXPECTED = json.loads((TINY / "hf" / "expected.json").read_text())
+
+
+@pytest.mark.parametrize("i", range(len(EXPECTED["tokenization"])))
+def test_a_sentencepiece_tokenizer_json_encodes_as_transformers_and_decodes_as_llama_cpp(i):
+    """A checkpoint's SentencePiece-kind tokenizer.json: transformers' ids (its Metaspace puts no
+    second U+2581 before text that starts with a space, unlike llama.cpp), and the text of
+    llama.cpp's ids as llama.cpp writes it, whole and streamed."""
+    tokenizer = Tokenizer.from_hf_dir(TINY / "hf", bos_id=1, eos_ids=[2])
+    case, hf_case = EXPECTED["tokenization"][i], HF_EXPECTED["tokenization"][i]
+    assert tokenizer.encode(hf_case["text"]) == hf_case["ids"]
+    assert tokenizer.decode(case["ids_plain"]) == case["detokenized"]
+    stream = tokenizer.stream()
+    assert "".join(stream.push(t) for t in case["ids_plain"]) + stream.finish() == case["detokenized"]

@@ -65,7 +65,10 @@ class Tokenizer:
             raise
         except Exception as e:  # the tokenizers library raises plain Exceptions for bad files
             raise GptgenError(f"{directory}: cannot load the tokenizer: {e}") from None
-        return cls(backend, bos_id=bos_id, eos_ids=eos_ids)
+        # SentencePiece's BPE as transformers converts it (Llama 2, Mistral, Gemma, Phi-3):
+        # pieces with U+2581 for spaces and <0xNN> byte tokens to fall back on.
+        sentencepiece = isinstance(backend.model, models.BPE) and bool(backend.model.byte_fallback)
+        return cls(backend, bos_id=bos_id, eos_ids=eos_ids, sentencepiece=sentencepiece)
 
     @property
     def vocab_size(self) -> int:
