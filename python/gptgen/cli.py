@@ -513,6 +513,16 @@ def bench(
     Console().print(table)
 
 
+def _attention_summary(cfg) -> str:
+    """The attention options of an EngineConfig, in words."""
+    parts = [name for name, on in (("q/k/v biases", cfg.qkv_bias), ("q/k norms", cfg.qk_norm)) if on]
+    window = cfg.sliding_window
+    if window is not None:
+        local = f", rope base {window.rope.base:g}" if window.rope is not None else ""
+        parts.append(f"sliding window {window.length} on {sum(window.layers)} of {len(window.layers)} layers{local}")
+    return ", ".join(parts) or "plain"
+
+
 @app.command()
 def pull(name: str = typer.Argument("smollm2-135m-instruct", help="A known model name.")) -> None:
     """Download a known model into the cache (verified, then moved into place)."""
@@ -569,7 +579,7 @@ def info(model: Optional[str] = ModelOption, threads: Optional[int] = ThreadsOpt
         ("embedding", str(cfg.n_embd)),
         ("layers", str(cfg.n_layer)),
         ("heads", f"{cfg.n_head} (kv {cfg.n_kv_head}, dim {cfg.head_dim})"),
-        ("attention", ", ".join(name for name, on in (("q/k/v biases", cfg.qkv_bias), ("q/k norms", cfg.qk_norm)) if on) or "plain"),
+        ("attention", _attention_summary(cfg)),
         ("feed-forward", str(cfg.n_ff)),
         ("norm epsilon", f"{cfg.norm_eps:g}"),
         ("rope", f"base {cfg.rope.base:g}, {cfg.rope.dims} dims, {cfg.rope.pairing} pairs" if cfg.rope else "none"),
