@@ -138,6 +138,24 @@ def test_a_prompt_past_the_sliding_window_continues_as_llama_cpp():
     assert result.tokens == long["greedy"]
 
 
+def test_rewinding_a_ring_cache_keeps_what_its_window_needs():
+    """A session rewound within reach of its rings (each holds a window and a pass, 1,056
+    positions) goes on from there and agrees with a fresh one; rewound further, it starts over."""
+    model = _load("gemma-3-270m")
+    ids = _reference(next(k for k in KNOWN if k.name == "gemma-3-270m"))["long_prompt"]["ids"]
+    session = model.new_session(len(ids))
+    session.forward(ids[:1150])
+    session.rewind(1000)
+    assert session.pos == 1000
+    again = session.forward(ids[1000:1150])[-1]
+    fresh = model.new_session(len(ids)).forward(ids[:1150])[-1]
+    # The same positions in passes cut elsewhere: sums of other row groupings, not other values.
+    np.testing.assert_allclose(again, fresh, atol=1e-3, rtol=0)
+    assert int(np.argmax(again)) == int(np.argmax(fresh))
+    session.rewind(100)
+    assert session.pos == 0
+
+
 def test_chat_template_and_reply_match_llama_cpp(known):
     _, model, reference = known
     chat = reference["chats"][0]
