@@ -52,6 +52,21 @@ def test_second_load_comes_from_the_index_and_equals_a_full_parse(tmp_path, cach
     _assert_same_model(load_gguf(path), first)
 
 
+def test_a_sentencepiece_file_loads_from_its_index_too(tmp_path, cache):
+    """Its tokenizer comes back with its SentencePiece byte view (the tiny SentencePiece file)."""
+    from conftest import FIXTURES
+
+    path = tmp_path / "tiny-spm.gguf"
+    path.write_bytes((FIXTURES / "tiny-spm" / "tiny-spm.gguf").read_bytes())
+    first = load_gguf(path)
+    from_index = gguf_index.load(path)
+    assert from_index is not None and from_index[1].sentencepiece
+    _assert_same_model(from_index, first)
+    ids = first[1].encode(" naïve café 日本語")
+    # add_space_prefix's space comes back, as llama.cpp writes it.
+    assert from_index[1].decode(ids) == first[1].decode(ids) == "  naïve café 日本語"
+
+
 def test_a_changed_file_is_parsed_again(tmp_path, cache):
     path = valid_gguf(tmp_path)
     load_gguf(path)

@@ -25,7 +25,7 @@ from .mapping import map_file
 from .spec import ModelSpec, TensorView
 
 # Bumped whenever what load_gguf derives changes shape.
-_FORMAT = 2
+_FORMAT = 3
 # Indexes kept (least recently used go first): a few MB each for 50k-token vocabularies.
 _KEEP = 16
 
@@ -62,7 +62,13 @@ def save(path: Path, spec: ModelSpec, tokenizer: Tokenizer, offsets: dict[str, i
         "eos_token_ids": spec.eos_token_ids,
         "bos_token_id": spec.bos_token_id,
         "chat_template": spec.chat_template,
-        "tokenizer": {"json": tokenizer.backend.to_str(), "bos_id": tokenizer.bos_id, "eos_ids": tokenizer.eos_ids, "add_bos": tokenizer.add_bos},
+        "tokenizer": {
+            "json": tokenizer.backend.to_str(),
+            "bos_id": tokenizer.bos_id,
+            "eos_ids": tokenizer.eos_ids,
+            "add_bos": tokenizer.add_bos,
+            "sentencepiece": tokenizer.sentencepiece,
+        },
         "tensors": [[name, t.dtype, list(t.shape), offsets[name], t.data.nbytes] for name, t in spec.tensors.items()],
     }
     try:
@@ -106,7 +112,9 @@ def _from_record(path: Path, record: dict) -> tuple[ModelSpec, Tokenizer]:
     for name, dtype, shape, offset, nbytes in record["tensors"]:
         tensors[name] = TensorView(data=mapped[offset : offset + nbytes], dtype=dtype, shape=tuple(shape))
     t = record["tokenizer"]
-    tokenizer = Tokenizer(HFTokenizer.from_str(t["json"]), bos_id=t["bos_id"], eos_ids=t["eos_ids"], add_bos=t["add_bos"])
+    tokenizer = Tokenizer(
+        HFTokenizer.from_str(t["json"]), bos_id=t["bos_id"], eos_ids=t["eos_ids"], add_bos=t["add_bos"], sentencepiece=t["sentencepiece"]
+    )
     spec = ModelSpec(
         arch=record["arch"],
         config=EngineConfig.from_dict(record["config"]),
