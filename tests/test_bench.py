@@ -144,6 +144,24 @@ def test_bench_runs_every_test_at_every_depth():
     assert all(len(r["samples_ts"]) == 2 and all(v > 0 for v in r["samples_ts"]) for r in results)
 
 
+def test_bench_prints_a_row_for_each_test_as_it_is_measured():
+    """Without --json: llama-bench's Markdown table, one row per test in the order they run,
+    read here line by line from the pipe."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "gptgen", "bench", "-m", str(TINY_GPT2), "-p", "8", "-n", "4", "-d", "0,100", "-r", "2", "-t", "1,2"]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = [process.stdout.readline() for _ in range(5)]  # title, blank, header, rule, first row
+    assert lines[4].startswith("| 1 | pp8 | ")
+    rest, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert lines[2:4] == ["| threads | test | t/s |\n", "| ---: | ---: | ---: |\n"]
+    rows = [line.split(" | ")[:2] for line in [lines[4], *rest.splitlines()]]
+    tests = ["pp8", "tg4", "pp8 @ d100", "tg4 @ d100"]
+    assert rows == [[f"| {t}", test] for t in (1, 2) for test in tests]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

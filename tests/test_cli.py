@@ -51,7 +51,16 @@ def test_streamed_text_equals_json_text():
     args = ["The quick brown fox", *MODEL, "-n", "20", "-t", "1.0", "--seed", "3", "--ignore-eos"]
     streamed = run_cli("generate", *args)
     as_json = json.loads(run_cli("generate", *args, "--json").stdout)
-    assert streamed.stdout.decode("utf-8") == as_json["text"]
+    # The text, then one newline (piped output ends a line, as a terminal's does).
+    assert streamed.stdout.decode("utf-8") == as_json["text"] + "\n"
+
+
+def test_an_empty_prompt_from_stdin_needs_allow_empty():
+    refused = run_cli("generate", *MODEL, "-n", "4", "-t", "0", input=b"")
+    assert refused.returncode == 1 and refused.stdout == b""
+    assert refused.stderr.decode().strip().splitlines() == ["error: the prompt from stdin is empty (give --allow-empty to start from the BOS token alone)"]
+    allowed = run_cli("generate", *MODEL, "-n", "4", "-t", "0", "--ignore-eos", "--allow-empty", "--json", input=b"")
+    assert allowed.returncode == 0 and len(json.loads(allowed.stdout)["tokens"]) == 4
 
 
 def test_seed_makes_sampling_reproducible():

@@ -48,3 +48,12 @@ def test_a_sentencepiece_llama_file_tokenizes_and_runs_as_llama_cpp():
     np.testing.assert_array_equal(logits, np.float32(case["text_last_logits"]))
     result = generate(model, GenerationRequest(ids, 16, SamplingParams(temperature=0), ignore_eos=True))
     assert result.tokens == case["text_greedy16"]
+
+
+def test_info_names_the_sliding_window():
+    from conftest import run_cli
+
+    out = run_cli("info", "-m", str(TINY / "gemma3-q8_0.gguf"))
+    assert out.returncode == 0, out.stderr
+    # The file's sliding_window 8 and pattern 2 (layer 0 windowed), rope.freq_base_swa 10000.
+    assert "sliding window 8 on 1 of 2 layers, rope base 10000" in " ".join(out.stdout.decode().split())

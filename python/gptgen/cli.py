@@ -65,14 +65,19 @@ def _global_options(
     """Fast CPU text generation with GPT-family language models."""
 
 
-def _read_prompt(prompt: Optional[str]) -> str:
+def _read_prompt(prompt: Optional[str], allow_empty: bool = True) -> str:
     """The prompt: the argument, stdin when it is omitted or '-', or both (argument first, then
     a newline and stdin) when an argument is given and stdin is piped. One trailing newline of
-    stdin is dropped, as `echo` adds it."""
-    if prompt is not None and prompt != "-" and sys.stdin.isatty():
+    stdin is dropped, as `echo` adds it. Reading a terminal says so on stderr; a prompt read
+    from stdin alone that comes out empty is an error unless `allow_empty`."""
+    if prompt is not None and prompt != "-" and (sys.stdin is None or sys.stdin.isatty()):
         return prompt
+    if prompt in (None, "-") and sys.stdin is not None and sys.stdin.isatty():
+        _log("gptgen: reading the prompt from stdin (Ctrl-D to end)")
     piped = _read_stdin()
     if prompt is None or prompt == "-":
+        if not piped and not allow_empty:
+            raise GptgenError("the prompt from stdin is empty (give --allow-empty to start from the BOS token alone)")
         return piped
     return f"{prompt}\n{piped}" if piped else prompt
 
@@ -196,6 +201,7 @@ def generate(
     chat: bool = typer.Option(False, "--chat", help="Wrap the prompt as a user message in the model's chat template."),
     system: Optional[str] = typer.Option(None, "--system", help="System message (implies --chat)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Timings and details on stderr."),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="Accept an empty prompt from stdin (generation starts from the BOS token)."),
 ) -> None:
     """Generate a continuation of PROMPT."""
     if max_tokens is not None and max_length is not None:
@@ -216,7 +222,7 @@ def generate(
             raise GptgenError("--each-line and --jsonl read their prompts from stdin; give no PROMPT argument")
         _run_batch_lines(_load(model, threads, verbose), options, jsonl, batch_size)
         return
-    text = _read_prompt(prompt)
+    text = _read_prompt(prompt, allow_empty)
     m = _load(model, threads, verbose)
     if num_return_sequences > 1:
         _print_samples(m, text, options, num_return_sequences, as_json, verbose)
@@ -227,12 +233,11 @@ def generate(
 
 
 def _stream_text(m, text: str, options: GenerateOptions, verbose: bool) -> None:
-    """The generated text, written as it comes (a newline after it on a terminal)."""
+    """The generated text, written as it comes, then a newline."""
     run = m.start(text, options=options)
     for piece in run.pieces():
         _write(piece)
-    if sys.stdout.isatty():
-        _write("\n")
+    _write("\n")
     if run.ends_at_context:
         _log(f"gptgen: generation stopped at the end of the model's context ({m.n_ctx} tokens)")
     if verbose:
@@ -473,10 +478,8 @@ def bench(
     batch: str = typer.Option("1", "--batch", help="Sequences decoded together in tgN tests (comma-separated)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with every repetition."),
 ) -> None:
-    """Prefill (ppN) and decode (tgN) throughput, with llama-bench's definitions."""
-    from rich.console import Console
-    from rich.table import Table
-
+    """Prefill (ppN) and decode (tgN) throughput, with llama-bench's definitions; each row is
+    printed as soon as it is measured (a Markdown table, as llama-bench prints)."""
     from . import _native
     from .bench import cpu_info, run
     from .model import Model, check_threads, load_files
@@ -493,24 +496,22 @@ def bench(
         if max(lengths) + max(depths) > spec.n_ctx:
             at_depth = f" after --n-depth {max(depths)}" if max(depths) else ""
             raise GptgenError(f"{option} {max(lengths)}{at_depth} is longer than the model's context of {spec.n_ctx} tokens")
+    info = {"model": str(path), "n_params": spec.n_params, "kernels": _native.kernel_name(), "cpu": cpu_info()}
+    if not as_json:
+        _write(f"{path.name} ({info['kernels']}; {info['cpu']['model']}; {' '.join(info['cpu']['flags'])})\n\n")
+        _write("| threads | test | t/s |\n| ---: | ---: | ---: |\n")
     results = []
     for t in thread_counts:
         m = Model(spec, tokenizer, threads=t or None)
+        tests = [(p, 0) for p in prompts] + [(0, g) for g in gens]
         for d in depths:
-            for p in prompts:
-                results += run(m, n_prompt=p, n_gen=0, batches=batches, repetitions=repetitions, n_depth=d)
-            for g in gens:
-                results += run(m, n_prompt=0, n_gen=g, batches=batches, repetitions=repetitions, n_depth=d)
-    info = {"model": str(path), "n_params": spec.n_params, "kernels": _native.kernel_name(), "cpu": cpu_info()}
+            for p, g in tests:
+                measured = run(m, n_prompt=p, n_gen=g, batches=batches, repetitions=repetitions, n_depth=d)
+                results += measured
+                if not as_json:
+                    _write("".join(f"| {r.threads} | {r.test} | {r.avg_ts:.2f} ± {r.stddev_ts:.2f} |\n" for r in measured))
     if as_json:
         _write(json.dumps({**info, "results": [r.as_dict() for r in results]}) + "\n")
-        return
-    table = Table(title=f"{path.name}  ({info['kernels']}; {info['cpu']['model']}; {' '.join(info['cpu']['flags'])})")
-    for column in ("threads", "test", "t/s"):
-        table.add_column(column, justify="right")
-    for r in results:
-        table.add_row(str(r.threads), r.test, f"{r.avg_ts:.2f} ± {r.stddev_ts:.2f}")
-    Console().print(table)
 
 
 def _attention_summary(cfg) -> str:
