@@ -56,4 +56,5 @@ def test_info_names_the_sliding_window():
     out = run_cli("info", "-m", str(TINY / "gemma3-q8_0.gguf"))
     assert out.returncode == 0, out.stderr
     # The file's sliding_window 8 and pattern 2 (layer 0 windowed), rope.freq_base_swa 10000.
-    assert "sliding window 8 on 1 of 2 layers, rope base 10000" in " ".join(out.stdout.decode().split())
+    cells = " ".join(out.stdout.decode().replace("\u2502", " ").split())  # the table's cells, unwrapped
+    assert "sliding window 8 on 1 of 2 layers, rope base 10000" in cells
