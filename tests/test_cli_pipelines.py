@@ -58,6 +58,15 @@ def test_num_return_sequences_json_list():
     assert all(len(r["tokens"]) == 5 for r in results)
 
 
+def test_num_return_sequences_as_text_are_separated_unambiguously():
+    args = ["generate", "Hi", *MODEL, "-n", "6", "-t", "1.0", "--seed", "3", "--num-return-sequences", "3", "--ignore-eos"]
+    texts = [r["text"] for r in json.loads(run_cli(*args, "--json").stdout)]
+    marked = run_cli(*args).stdout.decode()
+    assert marked == texts[0] + "".join(f"\n\n--- {i} ---\n{t}" for i, t in enumerate(texts[1:], start=2)) + "\n"
+    assert run_cli(*args, "--null").stdout.decode().split("\0") == [*texts, ""]
+    assert run_cli(*args, "-0").stdout == run_cli(*args, "--null").stdout
+
+
 def test_broken_pipe_ends_quietly():
     command = f"{' '.join(gptgen_command())} generate Hello -m {TINY_GPT2} -n 120 -t 0 --ignore-eos | head -c 5"
     out = subprocess.run(["bash", "-c", command], capture_output=True, timeout=120)

@@ -202,6 +202,7 @@ def generate(
     system: Optional[str] = typer.Option(None, "--system", help="System message (implies --chat)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Timings and details on stderr."),
     allow_empty: bool = typer.Option(False, "--allow-empty", help="Accept an empty prompt from stdin (generation starts from the BOS token)."),
+    null: bool = typer.Option(False, "--null", "-0", help="With --num-return-sequences: end each sample with a NUL byte instead of markers."),
 ) -> None:
     """Generate a continuation of PROMPT."""
     if max_tokens is not None and max_length is not None:
@@ -225,7 +226,7 @@ def generate(
     text = _read_prompt(prompt, allow_empty)
     m = _load(model, threads, verbose)
     if num_return_sequences > 1:
-        _print_samples(m, text, options, num_return_sequences, as_json, verbose)
+        _print_samples(m, text, options, num_return_sequences, as_json, null, verbose)
     elif as_json:
         _print_json(m, text, options, verbose)
     else:
@@ -252,14 +253,17 @@ def _print_json(m, text: str, options: GenerateOptions, verbose: bool) -> None:
         _log_timings(result.timings)
 
 
-def _print_samples(m, text: str, options: GenerateOptions, n: int, as_json: bool, verbose: bool) -> None:
-    """--num-return-sequences: n samples decoded as one batch, one a line or a JSON list."""
+def _print_samples(m, text: str, options: GenerateOptions, n: int, as_json: bool, null: bool, verbose: bool) -> None:
+    """--num-return-sequences: n samples decoded as one batch: a JSON list; each sample ended by
+    a NUL byte (--null); or the samples after one another, each after the first behind a blank
+    line and its `--- i ---` marker, then a newline."""
     results = m.generate_batch([text] * n, options=options)
     if as_json:
         _write(json.dumps([r.as_dict() for r in results], ensure_ascii=False) + "\n")
+    elif null:
+        _write("".join(result.text + "\0" for result in results))
     else:
-        for result in results:
-            _write(result.text + "\n")
+        _write("".join((f"\n\n--- {i} ---\n" if i > 1 else "") + result.text for i, result in enumerate(results, start=1)) + "\n")
     if verbose:
         _log_timings(results[0].timings)
 
