@@ -188,3 +188,18 @@ def test_version_names_the_package_version_kernels_and_python():
     for flag in ("--version", "-V"):
         out = run_cli(flag)
         assert (out.returncode, out.stdout.decode(), out.stderr) == (0, want, b"")
+
+
+def test_help_groups_the_options_and_describes_every_one():
+    wide = {"COLUMNS": "200"}
+    text = run_cli("generate", "--help", env=wide).stdout.decode()
+    headings = [line.split("─ ")[1].split(" ─")[0] for line in text.splitlines() if line.startswith("╭─ ")]
+    assert headings == ["Arguments", "Options", "Model", "Length", "Sampling", "Penalties", "Batch", "Output", "Prompt"]
+    rows = [line for line in text.splitlines() if line.startswith("│ --")]
+    # Flags carry no value label; every default reads "Default: ..." in the text.
+    assert not [r for r in rows if "<bool>" in r and "--help" not in r]
+    assert "[default:" not in text and "Default: 40." in text
+    chat = run_cli("chat", "--help", env=wide).stdout.decode()
+    rows = [line.strip("│ ").split() for line in chat.splitlines() if line.startswith("│ --")]
+    # Each option row has words beyond its flags and value label.
+    assert rows and all([w for w in row if not w.startswith(("-", "<", "[")) and not w.endswith((">", "]"))] for row in rows)

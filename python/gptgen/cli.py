@@ -36,14 +36,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+def _flag(*names: str, help: str, panel: str | None = None) -> Any:
+    """An on/off option: off unless given; shown in the help without a value label."""
+    return typer.Option(False, *names, help=help, rich_help_panel=panel, metavar=" ")
+
+
 ModelOption = typer.Option(
     None,
     "--model",
     "-m",
+    rich_help_panel="Model",
     help="A .gguf file, a checkpoint directory, a known name, or a Hugging Face repo id. "
     "Default: $GPTGEN_MODEL, else smollm2-135m-instruct.",
 )
-ThreadsOption = typer.Option(None, "--threads", help="Worker threads (default: one per physical core).", min=1)
+ThreadsOption = typer.Option(None, "--threads", help="Worker threads. Default: one per physical core.", min=1, rich_help_panel="Model")
 
 
 def _print_version(value: bool) -> None:
@@ -131,18 +137,28 @@ _CLI_INPUT: dict[str, tuple[Any, Any, Callable[[Any], Any]]] = {
 }
 
 
-def _sampling_options(names: Sequence[str] | None = None, *, help: dict[str, str | None] | None = None, place: dict[str, str] | None = None):
+# Sampling options listed under "Penalties" in the help; the others under "Sampling".
+_PENALTIES = {"repetition_penalty", "presence_penalty", "frequency_penalty", "repeat_last_n", "no_repeat_ngram_size", "logit_bias"}
+
+
+def _sampling_options(names: Sequence[str] | None = None, *, place: dict[str, str] | None = None):
     """Gives a command options for the sampling parameters (all, or `names`) made from the
-    SamplingParams schema: flags and help from each field's metadata (`help` replaces texts),
-    listed in schema order where the command has its `sampling` parameter (`place`: parameter ->
+    SamplingParams schema: flags and help from each field's metadata, under the Sampling or
+    Penalties heading of the help, listed in schema order where the command has its `sampling` parameter (`place`: parameter ->
     the command's parameter it is listed before instead). The command receives one
     SamplingParams, `sampling`, made and so checked before the command runs."""
     chosen = [f for f in SamplingParams.fields() if names is None or f.name in names]
-    help, place = help or {}, place or {}
+    place = place or {}
 
     def option(f) -> inspect.Parameter:
         kind, default, _ = _CLI_INPUT.get(f.name, (Optional[SamplingParams.value_type(f.name)], None, None))
-        info = typer.Option(default, *f.metadata["flags"], help=help.get(f.name, f.metadata["help"]))
+        panel = "Penalties" if f.name in _PENALTIES else "Sampling"
+        # Unset unless given: the help names what applies then (the model's, else llama.cpp's).
+        fallback = f.metadata["default"]
+        text = f.metadata["help"]
+        if fallback is not None and not isinstance(fallback, dict):
+            text += f" Default: the model's, else {fallback}." if f.name == "temperature" else f" Default: {fallback}."
+        info = typer.Option(default, *f.metadata["flags"], help=text, rich_help_panel=panel, show_default=False)
         return inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=info, annotation=kind)
 
     def decorate(command: Callable[..., None]) -> Callable[..., None]:
@@ -182,27 +198,34 @@ def generate(
     prompt: Optional[str] = typer.Argument(None, help="Prompt text; omit or '-' to read stdin (piped stdin is appended to an argument)."),
     model: Optional[str] = ModelOption,
     max_tokens: Optional[int] = typer.Option(
-        None, "--max-tokens", "-n", help="Tokens to generate (default: 128, or what the context has room for)."
+        None, "--max-tokens", "-n", help="Tokens to generate. Default: 128, or what the context has room for.", rich_help_panel="Length"
     ),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="Prompt plus new tokens, at most (Hugging Face's max_length)."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Prompt plus new tokens, at most (Hugging Face's max_length).", rich_help_panel="Length"),
     sampling: SamplingParams = SamplingParams(),  # the sampling options (--temperature ... --seed)
-    stop: list[str] = typer.Option([], "--stop", help="End when the text contains this string, which is not printed (repeatable)."),
-    num_return_sequences: int = typer.Option(
-        1, "--num-return-sequences", help="Samples of the prompt, decoded together as a batch (seeds S, S+1, ...).", min=1
+    stop: list[str] = typer.Option(
+        [], "--stop", help="End when the text contains this string, which is not printed (repeatable).", show_default=False, rich_help_panel="Length"
     ),
-    batch_size: int = typer.Option(8, "--batch-size", help="Prompts decoded together with --each-line / --jsonl.", min=1),
-    truncate: bool = typer.Option(False, "--truncate", help="Keep the prompt's last tokens when it does not fit the context."),
-    each_line: bool = typer.Option(False, "--each-line", help="One completion per line of stdin, written as JSONL in input order."),
-    jsonl: bool = typer.Option(False, "--jsonl", help='Like --each-line, each line a JSON object {"prompt": ..., options}.'),
+    num_return_sequences: int = typer.Option(
+        1, "--num-return-sequences", help="Samples of the prompt, decoded together as a batch (seeds S, S+1, ...). Default: 1.", min=1,
+        show_default=False, rich_help_panel="Batch",
+    ),
+    batch_size: int = typer.Option(
+        8, "--batch-size", help="Prompts decoded together with --each-line / --jsonl. Default: 8.", min=1, show_default=False, rich_help_panel="Batch"
+    ),
+    truncate: bool = _flag("--truncate", help="Keep the prompt's last tokens when it does not fit the context.", panel="Length"),
+    each_line: bool = _flag("--each-line", help="One completion per line of stdin, written as JSONL in input order.", panel="Batch"),
+    jsonl: bool = _flag("--jsonl", help='Like --each-line, each line a JSON object {"prompt": ..., options}.', panel="Batch"),
     threads: Optional[int] = ThreadsOption,
-    ignore_eos: bool = typer.Option(False, "--ignore-eos", help="Keep generating past the end-of-sequence token."),
-    logprobs: int = typer.Option(0, "--logprobs", help="Report the K most likely tokens at each step (with --json).", min=0),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of streaming text."),
-    chat: bool = typer.Option(False, "--chat", help="Wrap the prompt as a user message in the model's chat template."),
-    system: Optional[str] = typer.Option(None, "--system", help="System message (implies --chat)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Timings and details on stderr."),
-    allow_empty: bool = typer.Option(False, "--allow-empty", help="Accept an empty prompt from stdin (generation starts from the BOS token)."),
-    null: bool = typer.Option(False, "--null", "-0", help="With --num-return-sequences: end each sample with a NUL byte instead of markers."),
+    ignore_eos: bool = _flag("--ignore-eos", help="Keep generating past the end-of-sequence token.", panel="Length"),
+    logprobs: int = typer.Option(
+        0, "--logprobs", help="Report the K most likely tokens at each step (with --json). Default: 0.", min=0, show_default=False, rich_help_panel="Output"
+    ),
+    as_json: bool = _flag("--json", help="Print one JSON object instead of streaming text.", panel="Output"),
+    chat: bool = _flag("--chat", help="Wrap the prompt as a user message in the model's chat template.", panel="Prompt"),
+    system: Optional[str] = typer.Option(None, "--system", help="System message (implies --chat).", rich_help_panel="Prompt"),
+    verbose: bool = _flag("--verbose", "-v", help="Timings and details on stderr.", panel="Output"),
+    allow_empty: bool = _flag("--allow-empty", help="Accept an empty prompt from stdin (generation starts from the BOS token).", panel="Prompt"),
+    null: bool = _flag("--null", "-0", help="With --num-return-sequences: end each sample with a NUL byte instead of markers.", panel="Output"),
 ) -> None:
     """Generate a continuation of PROMPT."""
     if max_tokens is not None and max_length is not None:
@@ -382,17 +405,14 @@ def _log_timings(timings) -> None:
 
 
 @app.command()
-@_sampling_options(
-    ("temperature", "top_k", "top_p", "seed"),
-    help={"temperature": "Sampling temperature; 0 is greedy.", "top_k": None, "top_p": None, "seed": "Random seed (-1: a random one)."},
-)
+@_sampling_options(("temperature", "top_k", "top_p", "seed"))
 def chat(
     model: Optional[str] = ModelOption,
-    system: Optional[str] = typer.Option(None, "--system", help="System message."),
-    max_tokens: int = typer.Option(512, "--max-tokens", "-n", help="Most tokens per reply."),
+    system: Optional[str] = typer.Option(None, "--system", help="System message.", rich_help_panel="Prompt"),
+    max_tokens: int = typer.Option(512, "--max-tokens", "-n", help="Most tokens per reply. Default: 512.", show_default=False, rich_help_panel="Length"),
     sampling: SamplingParams = SamplingParams(),  # --temperature, --top-k, --top-p, --seed
     threads: Optional[int] = ThreadsOption,
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = _flag("--verbose", "-v", help="Timings and details on stderr.", panel="Output"),
 ) -> None:
     """Talk with the model, turn by turn (one line a message; Ctrl-D or /exit ends)."""
     options = GenerateOptions(max_tokens=max_tokens, sampling=sampling, system=system)
@@ -434,7 +454,7 @@ def perplexity(
     ctx: int = typer.Option(512, "--ctx", "-c", help="Tokens per chunk (llama-perplexity's -c)."),
     chunks: Optional[int] = typer.Option(None, "--chunks", help="Score only the first N chunks (llama-perplexity's --chunks)."),
     threads: Optional[int] = ThreadsOption,
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    as_json: bool = _flag("--json", help="Print one JSON object."),
 ) -> None:
     """Perplexity of FILE by llama.cpp's method: chunks of --ctx tokens, second halves scored."""
     from rich.console import Console
@@ -480,7 +500,7 @@ def bench(
     threads: str = typer.Option("", "--threads", "-t", help="Thread counts (comma-separated; default: physical cores)."),
     repetitions: int = typer.Option(5, "--repetitions", "-r", help="Timed runs per test, after one warm-up.", min=1),
     batch: str = typer.Option("1", "--batch", help="Sequences decoded together in tgN tests (comma-separated)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object with every repetition."),
+    as_json: bool = _flag("--json", help="Print one JSON object with every repetition."),
 ) -> None:
     """Prefill (ppN) and decode (tgN) throughput, with llama-bench's definitions; each row is
     printed as soon as it is measured (a Markdown table, as llama-bench prints)."""

@@ -36,7 +36,7 @@ class SamplingParams:
     no_repeat_ngram_size 0 mean "off"; repeat_last_n -1 means the whole sequence."""
 
     temperature: float | None = _param(
-        0.8, ("--temperature", "--temp", "-t"), "Sampling temperature; 0 is greedy. Default: the model's own."
+        0.8, ("--temperature", "--temp", "-t"), "Sampling temperature; 0 is greedy."
     )
     top_k: int | None = _param(40, ("--top-k",), "Sample from the k most likely tokens (0: all).")
     top_p: float | None = _param(0.95, ("--top-p",), "Sample from the smallest set reaching this probability.")
@@ -47,7 +47,7 @@ class SamplingParams:
     )
     presence_penalty: float | None = _param(0.0, ("--presence-penalty",), "Subtract from tokens seen in the window (OpenAI).")
     frequency_penalty: float | None = _param(0.0, ("--frequency-penalty",), "Subtract per occurrence in the window (OpenAI).")
-    repeat_last_n: int | None = _param(64, ("--repeat-last-n",), "Window of the penalties, in tokens (default 64; -1: all).")
+    repeat_last_n: int | None = _param(64, ("--repeat-last-n",), "Window of the penalties, in tokens (-1: all).")
     no_repeat_ngram_size: int | None = _param(0, ("--no-repeat-ngram-size",), "Never repeat an n-gram of this size (Hugging Face).")
     # {token id: value added to its logit}; -inf bans the token.
     logit_bias: dict[int, float] | None = _param(
