@@ -110,8 +110,9 @@ def test_info_describes_the_model():
     assert "gpt2" in text and "1,637,792" in text and "f32" in text
 
 
-def _assert_one_line_error(out, fragment: str):
-    assert out.returncode == 1, (out.stdout, out.stderr)
+def _assert_one_line_error(out, fragment: str, status: int = 1):
+    """One `error:` line naming `fragment`, nothing on stdout, exit `status` (2: a usage error)."""
+    assert out.returncode == status, (out.stdout, out.stderr)
     err = out.stderr.decode()
     assert "Traceback" not in err
     assert err.count("\n") == 1 and err.startswith("error: "), err
@@ -159,19 +160,26 @@ def test_max_tokens_beyond_the_context():
 
 
 def test_bad_sampling_values():
-    _assert_one_line_error(run_cli("generate", "Hello", *MODEL, "--top-p", "1.5"), "top-p")
-    _assert_one_line_error(run_cli("generate", "Hello", *MODEL, "-t", "-1"), "temperature")
+    _assert_one_line_error(run_cli("generate", "Hello", *MODEL, "--top-p", "1.5"), "top-p", 2)
+    _assert_one_line_error(run_cli("generate", "Hello", *MODEL, "-t", "-1"), "temperature", 2)
     for value, fragment in (("nan", "temperature"), ("inf", "temperature")):
-        _assert_one_line_error(run_cli("generate", "Hello", *MODEL, "-t", value), fragment)
-    _assert_one_line_error(run_cli("generate", "Hello", *MODEL, "--top-p", "0"), "top-p")
-    _assert_one_line_error(run_cli("generate", "Hello", *MODEL, "--seed", "-2"), "seed")
+        _assert_one_line_error(run_cli("generate", "Hello", *MODEL, "-t", value), fragment, 2)
+    _assert_one_line_error(run_cli("generate", "Hello", *MODEL, "--top-p", "0"), "top-p", 2)
+    _assert_one_line_error(run_cli("generate", "Hello", *MODEL, "--seed", "-2"), "seed", 2)
     # llama.cpp's --seed -1: a random seed, like no seed at all.
     random_seed = run_cli("generate", "Hello", *MODEL, "--seed", "-1", "-n", "3", "--ignore-eos", "--json")
     assert random_seed.returncode == 0 and len(json.loads(random_seed.stdout)["tokens"]) == 3
 
 
-def test_usage_errors_are_one_line():
-    for args in (["generate", "Hello", "--tempature", "1"], ["generate", "Hello", "-n", "many"], ["no-such-command"]):
+def test_usage_errors_are_one_line_and_exit_2():
+    """click's (unknown option or command, malformed number) and gptgen's own (values out of
+    range, options that exclude each other) alike."""
+    usage = (
+        ["generate", "Hello", "--tempature", "1"], ["generate", "Hello", "-n", "many"], ["no-such-command"],
+        ["generate", "Hello", "--top-k", "-3"], ["generate", "Hello", "--threads", "9999"], ["generate", "Hello", "-n", "3", "--max-length", "4"],
+        ["generate", "Hello", "--logit-bias", "x"], ["bench", "--batch", "0"],
+    )
+    for args in usage:
         out = run_cli(*args)
         err = out.stderr.decode()
         assert out.returncode == 2, args

@@ -106,7 +106,7 @@ def test_no_color_and_plain_stdout_when_piped():
     assert b"\x1b[" not in out.stdout and out.stderr == b""
 
 
-def test_bad_option_values_are_one_line_errors():
+def test_bad_option_values_are_one_line_usage_errors():
     for args, fragment in [
         (["--min-p", "2"], "min-p"),
         (["--typical-p", "0"], "typical-p"),
@@ -115,7 +115,7 @@ def test_bad_option_values_are_one_line_errors():
         (["--max-length", "2", "-n", "3"], "not both"),
     ]:
         out = run_cli("generate", "Hello", *MODEL, *args)
-        assert out.returncode == 1, args
+        assert out.returncode == 2, args
         assert out.stderr.decode().startswith("error: ") and fragment in out.stderr.decode(), out.stderr
 
 

@@ -25,7 +25,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import typer  # noqa: E402
 
-from .errors import GptgenError  # noqa: E402
+from .errors import GptgenError, UsageError  # noqa: E402
 from .options import GenerateOptions, SamplingParams  # noqa: E402  (no NumPy: --help stays fast)
 
 app = typer.Typer(
@@ -104,11 +104,22 @@ def _load(model: Optional[str], threads: Optional[int], verbose: bool = False):
     """The model, with the Python API's generation methods (api.LanguageModel)."""
     from .api import LanguageModel
 
+    _check_threads(threads)
     start = time.perf_counter()
     m = LanguageModel.load(model, threads, log=_log)
     if verbose:
         _log(f"loaded {m.spec.path} ({m.spec.arch}, {m.engine.threads} threads) in {time.perf_counter() - start:.2f} s")
     return m
+
+
+def _check_threads(threads: Optional[int]) -> None:
+    """A --threads value the engine would not start is a usage error."""
+    from .model import check_threads
+
+    try:
+        check_threads(threads)
+    except GptgenError as e:
+        raise UsageError(str(e)) from None
 
 
 def _parse_logit_bias(values: list[str]) -> dict[int, float]:
@@ -118,9 +129,9 @@ def _parse_logit_bias(values: list[str]) -> dict[int, float]:
         try:
             bias[int(token)] = float(value) if value.strip().lower() not in ("-inf", "-infinity") else float("-inf")
         except ValueError:
-            raise GptgenError(f"--logit-bias takes ID=VALUE (e.g. 15496=-5 or 50256=-inf), not {item!r}") from None
+            raise UsageError(f"--logit-bias takes ID=VALUE (e.g. 15496=-5 or 50256=-inf), not {item!r}") from None
         if not sep:
-            raise GptgenError(f"--logit-bias takes ID=VALUE, not {item!r}")
+            raise UsageError(f"--logit-bias takes ID=VALUE, not {item!r}")
     return bias
 
 
@@ -174,7 +185,11 @@ def _sampling_options(names: Sequence[str] | None = None, *, place: dict[str, st
             for name, value in sampling.items():
                 if name in _CLI_INPUT:
                     sampling[name] = _CLI_INPUT[name][2](value)
-            command(sampling=SamplingParams(**sampling), **values)
+            try:
+                params = SamplingParams(**sampling)
+            except GptgenError as e:
+                raise UsageError(str(e)) from None
+            command(sampling=params, **values)
 
         run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
         run.__annotations__ = {p.name: p.annotation for p in parameters}
@@ -229,7 +244,7 @@ def generate(
 ) -> None:
     """Generate a continuation of PROMPT."""
     if max_tokens is not None and max_length is not None:
-        raise GptgenError("give --max-tokens or --max-length, not both")
+        raise UsageError("give --max-tokens or --max-length, not both")
     options = GenerateOptions(
         max_tokens=max_tokens,
         max_length=max_length,
@@ -243,7 +258,7 @@ def generate(
     )
     if each_line or jsonl:
         if prompt is not None:
-            raise GptgenError("--each-line and --jsonl read their prompts from stdin; give no PROMPT argument")
+            raise UsageError("--each-line and --jsonl read their prompts from stdin; give no PROMPT argument")
         _run_batch_lines(_load(model, threads, verbose), options, jsonl, batch_size)
         return
     text = _read_prompt(prompt, allow_empty)
@@ -483,9 +498,9 @@ def _int_list(text: str, option: str, minimum: int = 0) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise GptgenError(f"{option} takes comma-separated whole numbers, not {text!r}") from None
+        raise UsageError(f"{option} takes comma-separated whole numbers, not {text!r}") from None
     if not values or any(v < minimum for v in values):
-        raise GptgenError(f"{option} takes comma-separated whole numbers >= {minimum}, not {text!r}")
+        raise UsageError(f"{option} takes comma-separated whole numbers >= {minimum}, not {text!r}")
     return values
 
 
@@ -506,14 +521,14 @@ def bench(
     printed as soon as it is measured (a Markdown table, as llama-bench prints)."""
     from . import _native
     from .bench import cpu_info, run
-    from .model import Model, check_threads, load_files
+    from .model import Model, load_files
     from .models import resolve
 
     prompts, gens, batches = _int_list(n_prompt, "--n-prompt"), _int_list(n_gen, "--n-gen"), _int_list(batch, "--batch", minimum=1)
     depths = _int_list(n_depth, "--n-depth")
     thread_counts = _int_list(threads, "--threads") if threads else [0]
     for t in thread_counts:  # every count before any run (0: one per physical core)
-        check_threads(t or None)
+        _check_threads(t or None)
     path = resolve(model, log=_log)
     spec, tokenizer = load_files(path)
     for option, lengths in (("--n-prompt", prompts), ("--n-gen", gens)):
@@ -638,6 +653,9 @@ def main() -> None:
         # Typer returns an exit code instead of raising in this mode (130 after Ctrl-C).
         code = app(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
+    except UsageError as e:
+        _log(f"error: {e}")
+        sys.exit(2)
     except GptgenError as e:
         _log(f"error: {e}")
         sys.exit(1)
