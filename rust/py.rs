@@ -327,5 +327,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(quant_dot, m)?)?;
     m.add_function(wrap_pyfunction!(storage_types, m)?)?;
     m.add("MAX_THREADS", model::MAX_THREADS)?;
+    m.add("PASS_ROWS", model::PASS_ROWS)?;
     Ok(())
 }

@@ -6,6 +6,8 @@ import numpy as np
 import numpy.typing as npt
 
 MAX_THREADS: int
+# The most rows of one session a forward pass takes; longer calls run in passes of this many.
+PASS_ROWS: int
 """The most worker threads an Engine starts."""
 
 def kernel_name() -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from .generate import Generation, GenerationRequest, GenerationResult, TextRun, generate, generate_batch
+from .generate import Generation, GenerationRequest, GenerationResult, Progress, TextRun, generate, generate_batch
 from .model import Model
 from .options import GenerateOptions
 from .session import ChatSession, Prompt, build_request
@@ -27,9 +27,10 @@ class LanguageModel(Model):
         """The GenerationRequest for `prompt` (text, or chat messages [{"role", "content"}])."""
         return build_request(self, prompt, _options(options, kwargs))
 
-    def start(self, prompt: Prompt, *, options: GenerateOptions | None = None, **kwargs: Any) -> TextRun:
-        """A TextRun for `prompt`: its pieces() are the text as it is generated."""
-        return TextRun(Generation(self, self.request(prompt, options=options, **kwargs)))
+    def start(self, prompt: Prompt, *, options: GenerateOptions | None = None, progress: Progress | None = None, **kwargs: Any) -> TextRun:
+        """A TextRun for `prompt`: its pieces() are the text as it is generated; `progress(done,
+        total)` hears of a long prompt's passes (tokens run so far)."""
+        return TextRun(Generation(self, self.request(prompt, options=options, **kwargs), progress=progress))
 
     def generate(self, prompt: Prompt, *, options: GenerateOptions | None = None, **kwargs: Any) -> GenerationResult:
         """Generates from `prompt` (text, or chat messages) and returns a GenerationResult

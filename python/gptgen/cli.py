@@ -241,6 +241,7 @@ def generate(
     verbose: bool = _flag("--verbose", "-v", help="Timings and details on stderr.", panel="Output"),
     allow_empty: bool = _flag("--allow-empty", help="Accept an empty prompt from stdin (generation starts from the BOS token).", panel="Prompt"),
     null: bool = _flag("--null", "-0", help="With --num-return-sequences: end each sample with a NUL byte instead of markers.", panel="Output"),
+    quiet: bool = _flag("--quiet", "-q", help="No progress display on stderr (shown on a terminal for a long prompt).", panel="Output"),
 ) -> None:
     """Generate a continuation of PROMPT."""
     if max_tokens is not None and max_length is not None:
@@ -268,12 +269,38 @@ def generate(
     elif as_json:
         _print_json(m, text, options, verbose)
     else:
-        _stream_text(m, text, options, verbose)
+        _stream_text(m, text, options, verbose, quiet)
 
 
-def _stream_text(m, text: str, options: GenerateOptions, verbose: bool) -> None:
+class _PromptProgress:
+    """A progress bar on stderr while a long prompt runs, shown from its first pass on and gone
+    once the prompt is done (before any text is written)."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        if self._bar is None:
+            columns = (TextColumn("prompt"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"), TimeRemainingColumn())
+            self._bar = Progress(*columns, console=Console(stderr=True), transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task("prompt", total=total)
+        self._bar.update(self._task, completed=done)
+        if done >= total:
+            self._bar.stop()
+
+
+def _progress_display(quiet: bool) -> Optional[_PromptProgress]:
+    """The prompt's progress bar: on a terminal's stderr, unless --quiet."""
+    return None if quiet or not sys.stderr.isatty() else _PromptProgress()
+
+
+def _stream_text(m, text: str, options: GenerateOptions, verbose: bool, quiet: bool) -> None:
     """The generated text, written as it comes, then a newline."""
-    run = m.start(text, options=options)
+    run = m.start(text, options=options, progress=_progress_display(quiet))
     for piece in run.pieces():
         _write(piece)
     _write("\n")

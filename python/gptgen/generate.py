@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -146,6 +146,26 @@ class StopFilter:
         return out
 
 
+# Told (tokens done, tokens in all) after each pass of a long prompt.
+Progress = Callable[[int, int], None]
+
+
+def run_prompt(session, tokens: list[int], progress: Progress | None = None) -> np.ndarray:
+    """The logits after `tokens` (the last row), run at the session's next positions. With
+    `progress`, a prompt longer than one pass runs one engine pass (PASS_ROWS tokens) per call,
+    the passes the engine would make of it alone, so the logits are the same, and `progress`
+    hears of each."""
+    from . import _native
+
+    step = _native.PASS_ROWS
+    if progress is None or len(tokens) <= step:
+        return session.forward(tokens)[0]
+    for start in range(0, len(tokens), step):
+        logits = session.forward(tokens[start : start + step])
+        progress(min(start + step, len(tokens)), len(tokens))
+    return logits[0]
+
+
 class Conversation:
     """A session kept across generations (chat turns): tokens already in its KV cache are not
     computed again when the next prompt starts with them."""
@@ -156,8 +176,8 @@ class Conversation:
         # The tokens whose keys and values the session holds, in order.
         self.cached: list[int] = []
 
-    def prefill(self, prompt: list[int]) -> np.ndarray:
-        """Logits after `prompt`, reusing the longest cached prefix."""
+    def prefill(self, prompt: list[int], progress: Progress | None = None) -> np.ndarray:
+        """Logits after `prompt`, reusing the longest cached prefix (`progress`: see run_prompt)."""
         common = 0
         for a, b in zip(self.cached, prompt):
             if a != b:
@@ -168,7 +188,7 @@ class Conversation:
         # A sliding window's ring may no longer hold what that prefix needs: the session says
         # where it stands.
         common = self.session.pos
-        logits = self.session.forward(prompt[common:])[0]
+        logits = run_prompt(self.session, prompt[common:], progress)
         self.cached = list(prompt)
         return logits
 
@@ -181,12 +201,14 @@ class Conversation:
 class Generation:
     """One run of `request` on `model`: iterate for TokenEvents; afterwards `finish_reason`,
     `timings` and `ends_at_context` describe the run. A `conversation` carries the KV cache
-    across runs."""
+    across runs; `progress` hears of a long prompt's passes."""
 
-    def __init__(self, model: Model, request: GenerationRequest, conversation: Conversation | None = None):
+    def __init__(self, model: Model, request: GenerationRequest, conversation: Conversation | None = None, progress: Progress | None = None):
         self.model = model
         self.request = request
         self.conversation = conversation
+        # Told of the prompt's passes (run_prompt) when it is long.
+        self.progress = progress
         self.plan = plan(model, request)
         self.sampler = Sampler(request.sampling)
         self.timings = Timings()
@@ -231,10 +253,10 @@ class Generation:
         start = time.perf_counter()
         if self.conversation is None:
             self.session = self.model.new_session(len(prompt) + max_tokens)
-            logits = self.session.forward(prompt)[0]
+            logits = run_prompt(self.session, prompt, self.progress)
             self._step = lambda token: self.session.forward([token])[0]
         else:
-            logits = self.conversation.prefill(prompt)
+            logits = self.conversation.prefill(prompt, self.progress)
             self._step = self.conversation.step
         self.timings.prefill_s = time.perf_counter() - start
         self.timings.prefill_tokens = len(prompt)

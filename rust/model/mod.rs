@@ -165,9 +165,10 @@ pub struct Engine {
 /// CPU this runs on, and a mistyped count does not start thousands of threads.
 pub const MAX_THREADS: usize = 512;
 
-/// The most rows of one session a forward pass takes when the model has sliding-window layers
-/// (llama.cpp's default ubatch): their ring caches are sized for a window plus this many.
-pub const WINDOWED_PASS_ROWS: usize = 512;
+/// The most rows of one session a forward pass takes (llama.cpp's default ubatch, so that a long
+/// prompt is summed in the passes llama.cpp sums it in); sliding-window layers' ring caches are
+/// sized for a window plus this many. Activation buffers stay within this many rows a session.
+pub const PASS_ROWS: usize = 512;
 
 impl Engine {
     /// `threads` = 0 means one per physical core; `name` is what error messages call the model.
@@ -218,9 +219,8 @@ impl Engine {
     /// read once for every row). Returns the logits [rows, n_vocab]: every row if `all_logits`,
     /// else the last row of each session, in order.
     ///
-    /// With sliding-window layers, whose caches hold a window plus one pass's rows, a session
-    /// given more than `WINDOWED_PASS_ROWS` tokens runs alone in passes of that many (as
-    /// llama.cpp's ubatches of 512).
+    /// A session given more than `PASS_ROWS` tokens runs alone, in passes of that many from
+    /// its first token (as llama.cpp's ubatches of 512).
     pub fn forward_batch(&self, sessions: &mut [&mut Session], tokens: &[&[u32]], all_logits: bool) -> Result<Vec<f32>> {
         let cfg = self.config();
         if sessions.is_empty() || sessions.len() != tokens.len() {
@@ -240,13 +240,13 @@ impl Engine {
                 bail!("{} tokens at position {} exceed the session length {}", toks.len(), session.pos, session.max_seq);
             }
         }
-        if cfg.sliding_window.is_none() || tokens.iter().all(|t| t.len() <= WINDOWED_PASS_ROWS) {
+        if tokens.iter().all(|t| t.len() <= PASS_ROWS) {
             return self.run_pass(sessions, tokens, all_logits);
         }
         let mut logits = Vec::new();
         for (session, toks) in sessions.iter_mut().zip(tokens) {
-            let passes = toks.len().div_ceil(WINDOWED_PASS_ROWS);
-            for (i, part) in toks.chunks(WINDOWED_PASS_ROWS).enumerate() {
+            let passes = toks.len().div_ceil(PASS_ROWS);
+            for (i, part) in toks.chunks(PASS_ROWS).enumerate() {
                 let part_logits = self.run_pass(&mut [&mut **session], &[part], all_logits)?;
                 if all_logits || i + 1 == passes {
                     logits.extend_from_slice(&part_logits);

@@ -3,7 +3,7 @@
 //! activation buffers (`Scratch`: grown once to the largest batch, never per token).
 
 use super::layers::BlockScratch;
-use super::{Config, WINDOWED_PASS_ROWS};
+use super::{Config, PASS_ROWS};
 use crate::kernels::{narrow, Elem};
 use crate::ops::attention::{attention, Heads, Sequence, WINDOW_ALIGN};
 use half::f16;
@@ -178,7 +178,7 @@ impl KvCache {
         (0..cfg.n_layer)
             .map(|i| {
                 let window = cfg.sliding_window.as_ref().filter(|w| w.layers[i]).map(|w| w.len);
-                let ring = window.map_or(max_seq, |w| (w + WINDOWED_PASS_ROWS + WINDOW_ALIGN).next_multiple_of(WINDOW_ALIGN));
+                let ring = window.map_or(max_seq, |w| (w + PASS_ROWS + WINDOW_ALIGN).next_multiple_of(WINDOW_ALIGN));
                 let layer = KvLayer { start, slots: ring.min(max_seq), window };
                 start += cfg.n_kv_head * layer.slots * cfg.head_dim;
                 layer
