@@ -44,3 +44,31 @@ def run_cli(*args: str, input: bytes | None = None, env: dict | None = None, tim
         env={**os.environ, **(env or {})},
         timeout=timeout,
     )
+
+
+def with_stderr_on_a_terminal(args: list[str]) -> tuple[bytes, bytes, int]:
+    """Runs gptgen with stderr on a pseudo-terminal (stdout piped): (stdout, what the terminal
+    showed, exit status)."""
+    import pty
+    import threading
+
+    master, slave = pty.openpty()
+    shown = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the terminal closed
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    out = subprocess.run([*gptgen_command(), *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, timeout=300)
+    os.close(slave)
+    reader.join(timeout=10)
+    os.close(master)
+    return out.stdout, bytes(shown), out.returncode

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import TINY_GPT2, run_cli
+from conftest import TINY_GPT2, run_cli, with_stderr_on_a_terminal
 
 MODEL = ["-m", str(TINY_GPT2)]
 
@@ -213,38 +213,6 @@ def test_help_groups_the_options_and_describes_every_one():
     assert rows and all([w for w in row if not w.startswith(("-", "<", "[")) and not w.endswith((">", "]"))] for row in rows)
 
 
-def _with_stderr_on_a_terminal(args: list[str]) -> tuple[bytes, bytes, int]:
-    """Runs gptgen with stderr on a pseudo-terminal (stdout piped): (stdout, what the terminal
-    showed, exit status)."""
-    import os
-    import pty
-    import subprocess
-    import threading
-
-    from conftest import gptgen_command
-
-    master, slave = pty.openpty()
-    shown = bytearray()
-
-    def read() -> None:
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # the terminal closed
-                return
-            if not chunk:
-                return
-            shown.extend(chunk)
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    out = subprocess.run([*gptgen_command(), *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, timeout=300)
-    os.close(slave)
-    reader.join(timeout=10)
-    os.close(master)
-    return out.stdout, bytes(shown), out.returncode
-
-
 def test_a_long_prompt_shows_its_progress_on_a_terminal_and_changes_nothing():
     """A prompt of over two passes (512 tokens each) on SmolLM2: a progress bar on a terminal's
     stderr, none with --quiet or when stderr is piped, and the same text every way."""
@@ -254,12 +222,12 @@ def test_a_long_prompt_shows_its_progress_on_a_terminal_and_changes_nothing():
 
     prompt = (FIXTURES / "texts" / "apache-2.0.txt").read_text()[:5000]
     args = ["generate", prompt, "-m", str(resolve("smollm2-135m-instruct")), "-n", "8", "-t", "0", "--ignore-eos"]
-    text, shown, status = _with_stderr_on_a_terminal(args)
+    text, shown, status = with_stderr_on_a_terminal(args)
     import re
 
     # The bar, at last at every token of the prompt (done/total, equal).
     assert status == 0 and b"prompt" in shown and re.search(rb"(?<![0-9])([0-9]{3,})/\1(?![0-9])", shown), shown
-    quiet_text, quiet_shown, _ = _with_stderr_on_a_terminal([*args, "--quiet"])
+    quiet_text, quiet_shown, _ = with_stderr_on_a_terminal([*args, "--quiet"])
     assert b"prompt" not in quiet_shown, quiet_shown
     piped = run_cli(*args)
     assert piped.returncode == 0 and piped.stderr == b""

@@ -97,29 +97,15 @@ def test_perplexity_chunks_scores_only_the_first_chunks():
     assert out.stderr == b""  # no progress line when stderr is not a terminal
 
 
-def test_perplexity_shows_progress_on_a_terminal():
-    import os
-    import pty
-    import subprocess
+def test_perplexity_shows_progress_on_a_terminal_unless_quiet():
+    from conftest import with_stderr_on_a_terminal
 
-    from conftest import gptgen_command
-
-    leader, follower = pty.openpty()
-    command = [*gptgen_command(), "perplexity", str(FIXTURES / "texts" / "apache-2.0.txt"), "--chunks", "2"]
-    process = subprocess.run(command, stderr=follower, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=120)
-    os.close(follower)
-    shown = b""
-    while True:
-        try:
-            data = os.read(leader, 4096)
-        except OSError:  # the terminal closed
-            break
-        if not data:
-            break
-        shown += data
-    os.close(leader)
-    assert process.returncode == 0 and process.stdout.startswith(b"PPL = ")
+    args = ["perplexity", str(FIXTURES / "texts" / "apache-2.0.txt"), "--chunks", "2"]
+    out, shown, status = with_stderr_on_a_terminal(args)
+    assert status == 0 and out.startswith(b"PPL = ")
     assert b"perplexity" in shown and b"2/2" in shown, shown
+    quiet_out, quiet_shown, _ = with_stderr_on_a_terminal([*args, "-q"])
+    assert quiet_out == out and b"perplexity" not in quiet_shown, quiet_shown
 
 
 def test_uncached_hugging_face_repo_offline_is_a_clear_error(tmp_path):

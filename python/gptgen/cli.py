@@ -497,6 +497,7 @@ def perplexity(
     chunks: Optional[int] = typer.Option(None, "--chunks", help="Score only the first N chunks (llama-perplexity's --chunks)."),
     threads: Optional[int] = ThreadsOption,
     as_json: bool = _flag("--json", help="Print one JSON object."),
+    quiet: bool = _flag("--quiet", "-q", help="No progress display on stderr (shown on a terminal)."),
 ) -> None:
     """Perplexity of FILE by llama.cpp's method: chunks of --ctx tokens, second halves scored."""
     from rich.console import Console
@@ -512,7 +513,7 @@ def perplexity(
     console = Console(stderr=True)
     # A progress line on a terminal only: stderr stays clean in pipes and logs.
     columns = (TextColumn("perplexity"), BarColumn(), MofNCompleteColumn(), TextColumn("chunks"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+    with Progress(*columns, console=console, transient=True, disable=quiet or not console.is_terminal) as bar:
         task = bar.add_task("chunks", total=None)
         result = run_perplexity(m, text, ctx, chunks, lambda done, total: bar.update(task, completed=done, total=total))
     if as_json:
