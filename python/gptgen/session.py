@@ -5,7 +5,7 @@ tokenized, lengths worked out, the model's sampling defaults beneath the caller'
 
 from __future__ import annotations
 
-from typing import Iterator, Union
+from typing import Callable, Iterator, Union
 
 from .chat import messages_for, render
 from .errors import GptgenError
@@ -70,33 +70,78 @@ class ChatSession:
     """A conversation with `model`, one reply at a time: the messages so far (after
     options.system), rendered with the model's chat template for each turn; the tokens of
     earlier turns stay in the KV cache and are not computed again. Each reply has at most
-    options.max_tokens new tokens (default: as in generate) and what the context has room for."""
+    options.max_tokens new tokens (default: as in generate) and what the context has room for.
+    A conversation that outgrows the context loses its oldest turns (the system message stays),
+    and `notice` hears of it; a reply cut short (Ctrl-C) stays in the conversation, marked
+    `"interrupted": true`."""
 
-    def __init__(self, model: Model, options: GenerateOptions | None = None):
+    # Tokens a reply must have room for before the oldest turns are dropped to make room.
+    MIN_REPLY_ROOM = 16
+
+    def __init__(self, model: Model, options: GenerateOptions | None = None, notice: Callable[[str], None] = lambda _: None):
         self.model = model
         self.options = options or GenerateOptions()
+        self.notice = notice
         system = self.options.system
-        self.messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+        self.messages: list[dict] = [{"role": "system", "content": system}] if system else []
         self.conversation = Conversation(model)
         self.run: TextRun | None = None  # the latest reply's
 
+    def reset(self) -> None:
+        """A new conversation: the system message alone."""
+        self.messages = [m for m in self.messages if m["role"] == "system"][:1]
+
+    def set_system(self, content: str) -> None:
+        """Replaces the system message (or adds one), keeping the turns."""
+        self.messages = [{"role": "system", "content": content}] + [m for m in self.messages if m["role"] != "system"]
+
+    def load(self, messages: object) -> None:
+        """Takes `messages` ([{"role", "content"}, ...], as /save writes them) as the conversation."""
+        if not isinstance(messages, list) or not all(
+            isinstance(m, dict) and m.get("role") in ("system", "user", "assistant") and isinstance(m.get("content"), str) for m in messages
+        ):
+            raise GptgenError('a conversation is a JSON list of {"role": "system" | "user" | "assistant", "content": text}')
+        self.messages = [dict(m) for m in messages]
+
     def reply(self, content: str) -> Iterator[str]:
         """Adds the user message `content` and yields the reply's text in pieces as it is
-        generated; the reply joins the messages once it has been read to the end."""
+        generated; the reply joins the messages once it has been read to the end, or, marked
+        interrupted, when reading it stops early."""
         self.messages.append({"role": "user", "content": content})
-        ids = self.model.tokenizer.encode(render_messages(self.model, self.messages))
-        n_ctx = self.model.n_ctx
-        room = n_ctx - len(ids)
-        if room <= 0:
-            raise GptgenError(f"the conversation ({len(ids)} tokens) no longer fits the context of {n_ctx}")
+        ids = self._fitted_prompt()
+        room = self.model.n_ctx - len(ids)
         wanted = self.options.max_tokens
         request = request_for(self.model, ids, self.options, max_tokens=None if wanted is None else min(wanted, room))
         self.run = TextRun(Generation(self.model, request, self.conversation))
-        pieces = []
-        for piece in self.run.pieces():
-            pieces.append(piece)
-            yield piece
+        pieces: list[str] = []
+        try:
+            for piece in self.run.pieces():
+                pieces.append(piece)
+                yield piece
+        except BaseException:  # Ctrl-C, or the reader closing the generator
+            self.messages.append({"role": "assistant", "content": "".join(pieces), "interrupted": True})
+            raise
         self.messages.append({"role": "assistant", "content": "".join(pieces)})
+
+    def _fitted_prompt(self) -> list[int]:
+        """The conversation's prompt tokens, its oldest turns dropped (the system message and the
+        new user message kept) until a reply has room; an error when even that does not fit."""
+        n_ctx, dropped = self.model.n_ctx, 0
+        while True:
+            ids = self.model.tokenizer.encode(render_messages(self.model, self.messages))
+            turns = [i for i, m in enumerate(self.messages[:-1]) if m["role"] != "system"]
+            if n_ctx - len(ids) >= min(self.MIN_REPLY_ROOM, n_ctx // 2) or not turns:
+                break
+            # The oldest turn: its user message and what answered it, up to the next user message.
+            first = turns[0]
+            end = next((i for i in range(first + 1, len(self.messages) - 1) if self.messages[i]["role"] == "user"), len(self.messages) - 1)
+            del self.messages[first:end]
+            dropped += end - first
+        if dropped:
+            self.notice(f"the conversation outgrew the context of {n_ctx} tokens: its {dropped} oldest messages were dropped")
+        if len(ids) >= n_ctx:
+            raise GptgenError(f"the message ({len(ids)} tokens with the system message) does not fit the context of {n_ctx}")
+        return ids
 
     @property
     def timings(self) -> Timings | None:
