@@ -6,73 +6,16 @@ runs."""
 from __future__ import annotations
 
 import json
-import os
-import pty
-import select
 import time
 
-from conftest import FIXTURES, gptgen_command
+from conftest import FIXTURES, Terminal
 
 TINY_LLAMA = FIXTURES / "tiny-llama"
-# What prompt_toolkit writes as it draws a prompt (bracketed paste on).
-PROMPT_SHOWN = b"\x1b[?2004h"
-
-
-class Terminal:
-    """gptgen chat ARGS on a pseudo-terminal of its own (its controlling terminal, so that
-    Ctrl-C there is SIGINT as at a real one)."""
-
-    def __init__(self, args: list[str], home: str):
-        env = {**os.environ, "GPTGEN_HOME": home, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1", "COLUMNS": "120", "LINES": "40"}
-        command = [*gptgen_command(), "chat", *args]
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:  # the child: become gptgen
-            os.execve(command[0], command, env)
-        self.seen = b""
-
-    def expect(self, text: bytes, timeout: float = 60) -> bytes:
-        """Reads until `text` has been shown; returns what was shown up to and including it."""
-        deadline = time.monotonic() + timeout
-        while text not in self.seen:
-            left = deadline - time.monotonic()
-            assert left > 0, f"{text!r} not shown; the terminal shows {self.seen[-2000:]!r}"
-            if select.select([self.fd], [], [], left)[0]:
-                try:
-                    self.seen += os.read(self.fd, 4096)
-                except OSError:  # the terminal closed
-                    assert text in self.seen, f"{text!r} not shown before exit; {self.seen[-2000:]!r}"
-        shown, _, self.seen = self.seen.partition(text)
-        return shown + text
-
-    def send(self, keys: bytes) -> None:
-        os.write(self.fd, keys)
-
-    def prompt(self) -> bytes:
-        """Waits for the next prompt (prompt_toolkit turns bracketed paste on as it draws one);
-        returns what was shown before it."""
-        return self.expect(PROMPT_SHOWN)
-
-    def line(self, text: str) -> bytes:
-        """Types `text` and Enter at the prompt; returns what was shown until the next prompt."""
-        self.send(text.encode() + b"\r")
-        return self.prompt()
-
-    def wait(self) -> int:
-        """The exit status, once the process ends (the terminal read to the end)."""
-        while True:
-            try:
-                if not os.read(self.fd, 4096):
-                    break
-            except OSError:
-                break
-        _, status = os.waitpid(self.pid, 0)
-        os.close(self.fd)
-        return os.waitstatus_to_exitcode(status)
 
 
 def test_a_chat_at_a_terminal(tmp_path):
     saved = tmp_path / "chat.json"
-    term = Terminal(["-m", str(TINY_LLAMA), "-n", "4", "-t", "0", "--system", "Be brief."], str(tmp_path / "home"))
+    term = Terminal(["chat", "-m", str(TINY_LLAMA), "-n", "4", "-t", "0", "--system", "Be brief."], str(tmp_path / "home"))
     term.expect(b"/help for commands, Ctrl-D to quit.")
     term.prompt()
     assert b"/set NAME VALUE" in term.line("/help")
@@ -96,7 +39,7 @@ def test_a_chat_at_a_terminal(tmp_path):
     assert [messages[3]["content"], messages[5]["content"]] == ["pasted one\npasted two", "line one\nline two"]
     # The history is kept between runs: the next chat finds what was typed.
     assert "hello" in (tmp_path / "home" / "chat-history").read_text()
-    again = Terminal(["-m", str(TINY_LLAMA), "-n", "4", "-t", "0"], str(tmp_path / "home"))
+    again = Terminal(["chat", "-m", str(TINY_LLAMA), "-n", "4", "-t", "0"], str(tmp_path / "home"))
     again.expect(b"Ctrl-D to quit.")
     again.prompt()
     assert b"(loaded 7 messages" in again.line(f"/load {saved}")
@@ -109,7 +52,7 @@ def test_ctrl_c_stops_a_reply_and_the_chat_goes_on(tmp_path):
 
     saved = tmp_path / "chat.json"
     # SmolLM2 writing up to 2,000 tokens: seconds, time enough to interrupt it.
-    term = Terminal(["-m", str(resolve("smollm2-135m-instruct")), "-n", "2000", "-t", "0.8", "--seed", "1"], str(tmp_path / "home"))
+    term = Terminal(["chat", "-m", str(resolve("smollm2-135m-instruct")), "-n", "2000", "-t", "0.8", "--seed", "1"], str(tmp_path / "home"))
     term.expect(b"Ctrl-D to quit.")
     term.prompt()
     term.send(b"Write a very long story about a dragon.\r")

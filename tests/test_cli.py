@@ -232,3 +232,14 @@ def test_a_long_prompt_shows_its_progress_on_a_terminal_and_changes_nothing():
     piped = run_cli(*args)
     assert piped.returncode == 0 and piped.stderr == b""
     assert text == quiet_text == piped.stdout and len(text) > 1
+
+
+def test_generate_says_it_reads_a_terminal_and_takes_the_typed_prompt(tmp_path):
+    from conftest import Terminal
+
+    term = Terminal(["generate", *MODEL, "-n", "3", "-t", "0", "--ignore-eos", "--json"], str(tmp_path))
+    term.expect(b"gptgen: reading the prompt from stdin (Ctrl-D to end)")
+    term.send(b"Hello\n\x04")  # a line, then Ctrl-D at the start of the next: end of input
+    assert term.wait() == 0
+    record = json.loads(next(line for line in term.seen.splitlines() if line.startswith(b"{")))
+    assert len(record["tokens"]) == 3 and record["prompt_tokens"] == json.loads(run_cli("tokenize", *MODEL, "Hello").stdout)
