@@ -155,9 +155,10 @@ _PENALTIES = {"repetition_penalty", "presence_penalty", "frequency_penalty", "re
 def _sampling_options(names: Sequence[str] | None = None, *, place: dict[str, str] | None = None):
     """Gives a command options for the sampling parameters (all, or `names`) made from the
     SamplingParams schema: flags and help from each field's metadata, under the Sampling or
-    Penalties heading of the help, listed in schema order where the command has its `sampling` parameter (`place`: parameter ->
-    the command's parameter it is listed before instead). The command receives one
-    SamplingParams, `sampling`, made and so checked before the command runs."""
+    Penalties heading of the help, listed in schema order where the command has its `sampling`
+    parameter (`place`: parameter -> the command's parameter it is listed before instead). The
+    command receives one SamplingParams, `sampling`, made and so checked before the command
+    runs."""
     chosen = [f for f in SamplingParams.fields() if names is None or f.name in names]
     place = place or {}
 

@@ -179,7 +179,7 @@ class Sampler:
         p = self.params
         window = sequence if p.repeat_last_n == -1 else sequence[max(0, len(sequence) - p.repeat_last_n) :] if p.repeat_last_n else []
         penalised = window and (p.repetition_penalty != 1 or p.presence_penalty != 0 or p.frequency_penalty != 0)
-        if not (p.logit_bias or penalised or banned_ngram_tokens(sequence, p.no_repeat_ngram_size)):
+        if not (p.logit_bias or penalised or p.no_repeat_ngram_size):
             return logits
         scores = apply_logit_bias(logits.astype(np.float64), p.logit_bias)
         scores = apply_repetition_penalty(scores, window, p.repetition_penalty)

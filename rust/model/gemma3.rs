@@ -15,7 +15,7 @@ use crate::tensor::{Matrix, WeightSet};
 
 pub struct Gemma3 {
     cfg: Config,
-    /// RoPE of the global layers, then of the windowed ones (the attention's table indices).
+    /// `Config::ropes`: the tables each forward pass builds.
     ropes: Vec<Rope>,
     /// [n_vocab, n_embd]
     token_embd: Matrix,
@@ -27,12 +27,12 @@ pub struct Gemma3 {
 
 impl Gemma3 {
     pub fn new(cfg: Config, w: &WeightSet) -> Result<Self> {
-        let Some(rope) = cfg.rope.clone() else { bail!("a Gemma 3 model needs RoPE settings") };
+        if cfg.rope.is_none() {
+            bail!("a Gemma 3 model needs RoPE settings");
+        }
         if !cfg.qk_norm || cfg.qkv_bias || cfg.query_scale.is_none() {
             bail!("a Gemma 3 model has Q/K norms, no Q/K/V biases, and a query scale");
         }
-        let mut ropes = vec![rope];
-        ropes.extend(cfg.sliding_window.as_ref().and_then(|window| window.rope.clone()));
         let act = if cfg.gelu_lookup { GateActivation::GeluLookup } else { GateActivation::Gelu };
         let d = cfg.n_embd;
         let blocks = (0..cfg.n_layer)
@@ -50,7 +50,7 @@ impl Gemma3 {
             .collect::<Result<Vec<_>>>()?;
         let token_embd = w.matrix("token_embd.weight", cfg.n_vocab, d)?;
         let head = Head::load(w, &cfg, Norm::rms(w, "output_norm", d, &cfg)?, &token_embd)?;
-        Ok(Gemma3 { ropes, token_embd, embd_scale: (d as f32).sqrt(), blocks, head, cfg })
+        Ok(Gemma3 { ropes: cfg.ropes(), token_embd, embd_scale: (d as f32).sqrt(), blocks, head, cfg })
     }
 }
 

@@ -98,7 +98,7 @@ pub struct Attention {
     /// RMSNorm of each query and key head (weights [head_dim]) before RoPE.
     pub q_norm: Option<Norm>,
     pub k_norm: Option<Norm>,
-    /// The RoPE and which of `AttnScratch::rope_tables`' tables are its.
+    /// The RoPE and which of `AttnScratch::rope_tables`' tables are its (`Config::rope_of`).
     pub rope: Option<(Rope, usize)>,
     /// Queries times this after RoPE, scores then unscaled; None: scores / sqrt(head_dim).
     pub query_scale: Option<f32>,
@@ -149,11 +149,6 @@ impl Attention {
         let (d, q_dim, kv_dim) = (cfg.n_embd, heads.q_dim(), heads.kv_dim());
         let head_norm = |part: &str| cfg.qk_norm.then(|| Norm::rms(w, &name(part), cfg.head_dim, cfg)).transpose();
         let window = cfg.sliding_window.as_ref().filter(|window| window.layers[layer]);
-        // A windowed layer's own RoPE is the second table.
-        let rope = match window.and_then(|window| window.rope.clone()) {
-            Some(local) => Some((local, 1)),
-            None => cfg.rope.clone().map(|rope| (rope, 0)),
-        };
         let qkv = if w.contains(&name("attn_qkv.weight")) {
             QkvProjection::Fused(Linear::load(w, &name("attn_qkv"), q_dim + 2 * kv_dim, d, cfg.qkv_bias)?)
         } else {
@@ -167,7 +162,7 @@ impl Attention {
             qkv,
             q_norm: head_norm("attn_q_norm")?,
             k_norm: head_norm("attn_k_norm")?,
-            rope,
+            rope: cfg.rope_of(layer),
             query_scale: cfg.query_scale,
             output: Linear::load(w, &name("attn_output"), d, q_dim, false)?,
             heads,

@@ -13,7 +13,8 @@ use crate::tensor::{Matrix, WeightSet};
 
 pub struct Llama {
     cfg: Config,
-    rope: Rope,
+    /// `Config::ropes`: the tables each forward pass builds.
+    ropes: Vec<Rope>,
     /// [n_vocab, n_embd]
     token_embd: Matrix,
     blocks: Vec<Block>,
@@ -22,7 +23,9 @@ pub struct Llama {
 
 impl Llama {
     pub fn new(cfg: Config, w: &WeightSet) -> Result<Self> {
-        let Some(rope) = cfg.rope.clone() else { bail!("a Llama model needs RoPE settings") };
+        if cfg.rope.is_none() {
+            bail!("a Llama model needs RoPE settings");
+        }
         let d = cfg.n_embd;
         let blocks = (0..cfg.n_layer)
             .map(|i| {
@@ -38,7 +41,7 @@ impl Llama {
             .collect::<Result<Vec<_>>>()?;
         let token_embd = w.matrix("token_embd.weight", cfg.n_vocab, d)?;
         let head = Head::load(w, &cfg, Norm::rms(w, "output_norm", d, &cfg)?, &token_embd)?;
-        Ok(Llama { rope, token_embd, blocks, head, cfg })
+        Ok(Llama { ropes: cfg.ropes(), token_embd, blocks, head, cfg })
     }
 }
 
@@ -50,7 +53,7 @@ impl Model for Llama {
     fn forward(&self, batch: &mut Batch<'_>, s: &mut Scratch, logits: &mut Vec<f32>) {
         let n = batch.tokens.len() * self.cfg.n_embd;
         batch.positions(&mut s.positions);
-        s.blocks.attn.rope_tables(std::slice::from_ref(&self.rope), &s.positions);
+        s.blocks.attn.rope_tables(&self.ropes, &s.positions);
         let (x, h) = (sized(&mut s.x, n), sized(&mut s.h, n));
         embed(&self.token_embd, &batch.tokens, x);
         let rows = Block::run_all(&self.blocks, batch, x, h, &mut s.blocks);

@@ -65,6 +65,21 @@ impl Config {
         Heads { n_head: self.n_head, n_kv_head: self.n_kv_head, head_dim: self.head_dim }
     }
 
+    /// The RoPEs whose tables a forward pass builds (`AttnScratch::rope_tables`): the model's,
+    /// then the windowed layers' own where they have one.
+    pub fn ropes(&self) -> Vec<Rope> {
+        self.rope.iter().chain(self.sliding_window.as_ref().and_then(|w| w.rope.as_ref())).cloned().collect()
+    }
+
+    /// Layer `layer`'s RoPE and the index of its table in `ropes()`; None without RoPE.
+    pub fn rope_of(&self, layer: usize) -> Option<(Rope, usize)> {
+        let local = self.sliding_window.as_ref().filter(|w| w.layers[layer]).and_then(|w| w.rope.clone());
+        match (local, &self.rope) {
+            (Some(local), Some(_)) => Some((local, 1)),
+            (_, rope) => rope.clone().map(|rope| (rope, 0)),
+        }
+    }
+
     /// Rejects sizes no model can have, before any buffer is sized from them.
     pub fn validate(&self) -> Result<()> {
         let sizes = [
@@ -95,8 +110,7 @@ impl Config {
         if !self.norm_weight_offset.is_finite() {
             bail!("norm weight offset {} must be a number", self.norm_weight_offset);
         }
-        let ropes = self.rope.iter().chain(self.sliding_window.as_ref().and_then(|w| w.rope.as_ref()));
-        for rope in ropes {
+        for rope in &self.ropes() {
             if rope.dims == 0 || rope.dims % 2 != 0 || rope.dims > self.head_dim {
                 bail!("rope dimensions {} must be even and at most head_dim {}", rope.dims, self.head_dim);
             }

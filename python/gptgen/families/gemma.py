@@ -7,6 +7,7 @@ and, where a file has no chat template, Gemma's turn format."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from ..loading.config import EngineConfig, RopeConfig, SlidingWindow
 from ..loading.gguf_metadata import GGUFMetadata
 from ..loading.hf_config import HFConfig
 from . import llama
-from .base import Family, HFTensorNames
+from .base import Family
 
 # Layers per global one: llama.cpp's default for gemma3 files, transformers' sliding_window_pattern.
 _PATTERN = 6
@@ -69,9 +70,7 @@ def _hf_config(config: HFConfig) -> EngineConfig:
             raise GptgenError(f"{config.path}: {key} is not supported")
     if config.get("use_bidirectional_attention"):
         raise GptgenError(f"{config.path}: use_bidirectional_attention = true is not supported")
-    sizes = config.sizes(
-        {"n_vocab": "vocab_size", "n_ctx": "max_position_embeddings", "n_embd": "hidden_size", "n_layer": "num_hidden_layers", "n_head": "num_attention_heads", "n_ff": "intermediate_size"}
-    )
+    sizes = config.sizes(llama.HF_SIZES)
     head_dim = config.positive_int("head_dim", 256)
     # transformers 5 keeps each layer type's RoPE in rope_parameters; earlier versions a global
     # rope_theta and rope_scaling, and the local layers' base as rope_local_base_freq.
@@ -109,17 +108,15 @@ def _hf_config(config: HFConfig) -> EngineConfig:
     )
 
 
-HF_NAMES = HFTensorNames(
-    globals={"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"},
-    block_prefix=r"model\.layers\.(\d+)\.",
+# Llama's module names, but for the norms: Gemma's post_attention_layernorm follows the
+# attention (Llama's precedes the feed-forward), and two more norms; a second RoPE buffer.
+HF_NAMES = replace(
+    llama.HF_NAMES,
     blocks={
-        "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-        "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm", "self_attn.o_proj": "attn_output",
+        **{k: v for k, v in llama.HF_NAMES.blocks.items() if k != "post_attention_layernorm"},
         "post_attention_layernorm": "post_attention_norm", "pre_feedforward_layernorm": "ffn_norm",
-        "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
         "post_feedforward_layernorm": "post_ffw_norm",
     },
-    # Cached buffers, recomputed by the engine.
     ignored=r".*rotary_emb(_local)?\.inv_freq",
 )
 

@@ -130,15 +130,24 @@ def _hf_config(config: HFConfig) -> EngineConfig:
     return engine
 
 
-def hf_config(config: HFConfig, **options: bool) -> EngineConfig:
+# The EngineConfig sizes under the config.json keys transformers' Llama-shaped configs use.
+HF_SIZES = {
+    "n_vocab": "vocab_size", "n_ctx": "max_position_embeddings", "n_embd": "hidden_size", "n_layer": "num_hidden_layers",
+    "n_head": "num_attention_heads", "n_ff": "intermediate_size",
+}
+
+
+def hf_config(config: HFConfig, **options: Any) -> EngineConfig:
     """The engine's `llama` forward for a config.json of a Llama-shaped family; `options` the
-    EngineConfig flags the family sets (qkv_bias, qk_norm)."""
+    EngineConfig fields the family sets (qkv_bias, qk_norm, query_scale). RoPE turns the first
+    partial_rotary_factor of each head (all of it unless the config says)."""
     if config.get("hidden_act", "silu") != "silu":
         raise GptgenError(f"{config.path}: hidden_act {config.get('hidden_act')!r} is not supported (silu)")
-    rope_parameters = config.get("rope_parameters") or {}
-    sizes = config.sizes(
-        {"n_vocab": "vocab_size", "n_ctx": "max_position_embeddings", "n_embd": "hidden_size", "n_layer": "num_hidden_layers", "n_head": "num_attention_heads", "n_ff": "intermediate_size"}
-    )
+    scaling = config.get("rope_parameters") or config.get("rope_scaling")
+    partial = (scaling if isinstance(scaling, dict) else {}).get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0))
+    if isinstance(partial, bool) or not isinstance(partial, (int, float)) or not 0 < partial <= 1:
+        raise GptgenError(f"{config.path}: partial_rotary_factor must be in (0, 1], not {partial!r}")
+    sizes = config.sizes(HF_SIZES)
     head_dim = config.positive_int("head_dim", sizes["n_embd"] // sizes["n_head"])
     return EngineConfig(
         arch="llama",
@@ -146,7 +155,7 @@ def hf_config(config: HFConfig, **options: bool) -> EngineConfig:
         n_kv_head=config.positive_int("num_key_value_heads", sizes["n_head"]),
         head_dim=head_dim,
         norm_eps=config.positive_float("rms_norm_eps", 1e-6),
-        rope=hf_rope(config, rope_parameters or config.get("rope_scaling"), config.get("rope_theta", 10000.0), head_dim),
+        rope=hf_rope(config, scaling, config.get("rope_theta", 10000.0), int(head_dim * partial)),
         **options,
     )
 
