@@ -481,6 +481,37 @@ def chat(
 
 
 @app.command()
+def serve(
+    model: Optional[str] = ModelOption,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface). Default: 127.0.0.1.", show_default=False),
+    port: int = typer.Option(8080, "--port", help="Port to listen on (0: a free one, printed). Default: 8080.", min=0, max=65535, show_default=False),
+    threads: Optional[int] = ThreadsOption,
+    parallel: int = typer.Option(8, "--parallel", "-np", help="Sequences decoded together, at most. Default: 8.", min=1, show_default=False),
+    max_queue: int = typer.Option(
+        64, "--max-queue", help="Sequences that may wait for a slot; more are refused with 429. Default: 64.", min=0, show_default=False
+    ),
+    ctx_size: Optional[int] = typer.Option(
+        None, "--ctx-size", "-c", help="Tokens per sequence (prompt and reply). Default: the model's context.", min=1, show_default=False
+    ),
+    api_key: Optional[str] = typer.Option(
+        None, "--api-key", envvar="GPTGEN_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1 (also $GPTGEN_API_KEY).", show_default=False
+    ),
+    cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow browser requests from this origin (repeatable; * for any).", show_default=False),
+    verbose: bool = _flag("--verbose", "-v", help="Timings of each request on stderr."),
+) -> None:
+    """Serve the model over an OpenAI-compatible HTTP API (needs: pip install 'gptgen[serve]')."""
+    from .server import serve as run_server
+    from .server.app import Settings
+
+    _check_threads(threads)
+    settings = Settings(
+        model=model, threads=threads, parallel=parallel, max_queue=max_queue, ctx_size=ctx_size,
+        api_key=api_key or None, cors_origins=list(cors_origin), verbose=verbose,
+    )
+    run_server(settings, host, port, _log)
+
+
+@app.command()
 def tokenize(
     text: str = typer.Argument(..., help="Text to tokenize; '-' reads stdin."),
     model: Optional[str] = ModelOption,

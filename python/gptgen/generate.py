@@ -95,10 +95,11 @@ class Plan:
     ends_at_context: bool
 
 
-def plan(model: Model, request: GenerationRequest) -> Plan:
+def plan(model: Model, request: GenerationRequest, n_ctx: int | None = None) -> Plan:
     """The prompt to run and how many tokens to generate; a clear error, before any work, when
-    the context cannot hold them (unless the request allows truncating the prompt)."""
-    prompt, n_ctx = list(request.prompt_tokens), model.n_ctx
+    the context (`n_ctx`, default the model's) cannot hold them (unless the request allows
+    truncating the prompt)."""
+    prompt, n_ctx = list(request.prompt_tokens), n_ctx or model.n_ctx
     if not prompt:
         raise GptgenError("the prompt is empty and the model has no BOS token to start from")
     wanted = DEFAULT_MAX_TOKENS if request.max_tokens is None else request.max_tokens
@@ -201,15 +202,23 @@ class Conversation:
 class Generation:
     """One run of `request` on `model`: iterate for TokenEvents; afterwards `finish_reason`,
     `timings` and `ends_at_context` describe the run. A `conversation` carries the KV cache
-    across runs; `progress` hears of a long prompt's passes."""
+    across runs; `progress` hears of a long prompt's passes; `n_ctx` bounds the run where it is
+    less than the model's context (a server's per-request context)."""
 
-    def __init__(self, model: Model, request: GenerationRequest, conversation: Conversation | None = None, progress: Progress | None = None):
+    def __init__(
+        self,
+        model: Model,
+        request: GenerationRequest,
+        conversation: Conversation | None = None,
+        progress: Progress | None = None,
+        n_ctx: int | None = None,
+    ):
         self.model = model
         self.request = request
         self.conversation = conversation
         # Told of the prompt's passes (run_prompt) when it is long.
         self.progress = progress
-        self.plan = plan(model, request)
+        self.plan = plan(model, request, n_ctx)
         self.sampler = Sampler(request.sampling)
         self.timings = Timings()
         self.finish_reason = "length"

@@ -162,8 +162,10 @@ impl KvCache {
     fn new(cfg: &Config, max_seq: usize) -> Self {
         let layers = Self::layers(cfg, max_seq);
         let len = layers.last().map_or(0, |l| l.start + cfg.n_kv_head * l.slots * cfg.head_dim);
+        // Zeroed allocations: the pages are mapped as positions are first written, so a
+        // session sized for the whole context costs memory only for what it holds.
         let store = if cfg.kv_f16 {
-            KvStore::F16 { k: vec![f16::ZERO; len], v: vec![f16::ZERO; len] }
+            KvStore::F16 { k: bytemuck::zeroed_vec(len), v: bytemuck::zeroed_vec(len) }
         } else {
             KvStore::F32 { k: vec![0.0; len], v: vec![0.0; len] }
         };
