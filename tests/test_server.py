@@ -74,15 +74,15 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server():
-    s = Server("--parallel", "8", "--max-queue", "64")
+    s = Server("--parallel", "8", "--max-queue", "64", "--verbose")
     yield s
     assert s.stop() == 0
 
 
 @pytest.fixture(scope="module")
 def small_server():
-    """Four slots, a queue of four, a context of 256 tokens and an API key."""
-    s = Server("--parallel", "4", "--max-queue", "4", "--ctx-size", "256", "--api-key", "sesame")
+    """Four slots, a queue of four, a context of 256 tokens, an API key and one CORS origin."""
+    s = Server("--parallel", "4", "--max-queue", "4", "--ctx-size", "256", "--api-key", "sesame", "--cors-origin", "http://example.com")
     yield s
     assert s.stop() == 0
 
@@ -349,7 +349,25 @@ def test_context_limits_are_400_and_keys_401(small_server):
     assert small_server.client(api_key="sesame").models.list().data[0].id == "smollm2-135m-instruct"
 
 
+def test_cors_preflight_names_the_allowed_origin_only(small_server):
+    ask = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization, content-type"}
+    allowed = httpx.options(f"{small_server.url}/v1/chat/completions", headers={"Origin": "http://example.com", **ask})
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "http://example.com"
+    other = httpx.options(f"{small_server.url}/v1/chat/completions", headers={"Origin": "http://evil.example", **ask})
+    assert "access-control-allow-origin" not in other.headers
+
+
 # ---- metrics, health, the command's life ----
+
+
+def test_verbose_logs_each_request_and_the_access_log_is_on_stderr(server):
+    reply = server.client().completions.create(model="m", prompt="Hello there", max_tokens=3, temperature=0)
+    deadline = time.monotonic() + 5
+    while not any(reply.id in line for line in server.stderr) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    line = next(line for line in server.stderr if reply.id in line)
+    assert f"prompt {reply.usage.prompt_tokens} tokens" in line and "first token after" in line and "3 tokens at" in line
+    assert any('"POST /v1/completions HTTP/1.1" 200' in line for line in server.stderr)
 
 
 def test_metrics_count_requests_tokens_and_latencies(server):

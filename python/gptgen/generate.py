@@ -167,6 +167,25 @@ def run_prompt(session, tokens: list[int], progress: Progress | None = None) -> 
     return logits[0]
 
 
+def top_alternatives(logprobs: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """[(token id, logprob)] of the k most likely tokens, best first."""
+    if k <= 0:
+        return []
+    best = np.argpartition(-logprobs, k - 1)[:k]
+    best = best[np.argsort(-logprobs[best], kind="stable")]
+    return [(int(i), float(logprobs[i])) for i in best]
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many tokens `a` and `b` share from the start."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class Conversation:
     """A session kept across generations (chat turns): tokens already in its KV cache are not
     computed again when the next prompt starts with them."""
@@ -179,12 +198,7 @@ class Conversation:
 
     def prefill(self, prompt: list[int], progress: Progress | None = None) -> np.ndarray:
         """Logits after `prompt`, reusing the longest cached prefix (`progress`: see run_prompt)."""
-        common = 0
-        for a, b in zip(self.cached, prompt):
-            if a != b:
-                break
-            common += 1
-        common = min(common, len(prompt) - 1)  # the last prompt token must run to give logits
+        common = min(common_prefix(self.cached, prompt), len(prompt) - 1)  # the last prompt token must run to give logits
         self.session.rewind(common)
         # A sliding window's ring may no longer hold what that prefix needs: the session says
         # where it stands.
@@ -295,10 +309,7 @@ class Generation:
         if k == 0:
             return TokenEvent(token=token, text=text, logprob=token_logprob(logits, token), top=[])
         logprobs = log_softmax(logits)
-        best = np.argpartition(-logprobs, k - 1)[:k]
-        best = best[np.argsort(-logprobs[best], kind="stable")]
-        top = [(int(i), float(logprobs[i])) for i in best]
-        return TokenEvent(token=token, text=text, logprob=float(logprobs[token]), top=top)
+        return TokenEvent(token=token, text=text, logprob=float(logprobs[token]), top=top_alternatives(logprobs, k))
 
 
 class TextRun:

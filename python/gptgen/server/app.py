@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import sys
 import threading
@@ -130,7 +131,10 @@ class Job:
                 choice = p * body.n + j
 
                 def deliver(item: Any, choice: int = choice) -> None:
-                    loop.call_soon_threadsafe(self.queue.put_nowait, (choice, item))
+                    try:
+                        loop.call_soon_threadsafe(self.queue.put_nowait, (choice, item))
+                    except RuntimeError:  # the event loop has closed (the server stopped): no one is waiting
+                        pass
 
                 self.sequences.append(Sequence(model, request, deliver, n_ctx=scheduler.n_ctx, prompt_logprobs=prompt_logprobs))
         try:
@@ -286,6 +290,7 @@ class _Reply:
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion, "prompt_tokens_details": {"cached_tokens": cached}}
 
     def prompt_token_count(self) -> int:
+        """Prompt tokens, counted once per prompt (in the subclasses)."""
         raise NotImplementedError
 
     def take(self, choice: int, item: Any) -> None:
@@ -332,11 +337,8 @@ class _Reply:
             self.job.cancel()
 
     def response(self) -> dict:
+        """The whole response, once every choice has ended (in the subclasses)."""
         raise NotImplementedError
-
-    async def chunks(self) -> AsyncIterator[dict]:
-        raise NotImplementedError
-        yield {}
 
     def logprob_entry(self, token: int, logprob: float, top: list[tuple[int, float]]) -> dict:
         text, data = _token_text(self.model, token)
@@ -524,23 +526,55 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _error_response(ApiError(e.status_code, f"{request.method} {request.url.path}: {e.detail}", type=kind))
 
 
+# How pydantic names the branch of a union a value failed (messages.0.content.str): not a field.
+_BRANCH = re.compile(r"^(str|int|float|bool|list\[.*\]|dict\[.*\]|[A-Z]\w*|function-\w+\[.*\])$")
+_JSON_KINDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false", "list": "an array", "dict": "an object"}
+
+
 def _validation_error(e: RequestValidationError) -> ApiError:
-    """The first problem pydantic found, naming the field (messages[0].role, ...)."""
-    error = e.errors()[0]
-    if error.get("type") == "json_invalid":
-        return bad_request(f"the body is not valid JSON: {error.get('ctx', {}).get('error', error.get('msg'))}")
-    where = [str(part) for part in error.get("loc", ()) if part != "body"]
-    # A union's failed branches add the branch's type name to the location: leave those out.
-    path = ""
-    for part in where:
-        if part.isdigit():
-            path += f"[{part}]"
-        elif part[:1].islower() and not any(c in part for c in "[]-,"):
-            path += f".{part}" if path else part
-    if error.get("type") == "missing" and not path:
+    """The first problem pydantic found, naming the field (messages[0].role: ...)."""
+    errors = e.errors()
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return bad_request(f"the body is not valid JSON: {first.get('ctx', {}).get('error', first.get('msg'))}")
+    path, branch = _field_path(first.get("loc", ()))
+    if not path:
         return bad_request("the body must be a JSON object")
-    message = f"{path}: {error.get('msg')}" if path else str(error.get("msg"))
-    return bad_request(message, path.split(".")[0].split("[")[0] or None)
+    param = path.split(".")[0].split("[")[0]
+    if branch is None:
+        return bad_request(f"{path}: {first.get('msg')}", param)
+    # A value no branch of a union took (pydantic reports each branch).
+    tried = [(error, _branch_kind(b)) for error in errors for p, b in [_field_path(error.get("loc", ()))] if p == path and b is not None]
+    got = _JSON_KINDS.get(type(first.get("input")).__name__, "null")
+    inner = next((error for error, kind in tried if kind == got), None)
+    if inner is not None:
+        # The right kind of value with something wrong inside: that branch's complaint, and where.
+        rest = inner["loc"][[str(part) for part in inner["loc"]].index(_field_path(inner["loc"])[1]) + 1 :]
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in rest)
+        return bad_request(f"{path}{where}: {inner.get('msg')}", param)
+    kinds = list(dict.fromkeys(kind for _, kind in tried))
+    if "a number" in kinds and "an integer" in kinds:
+        kinds.remove("an integer")
+    return bad_request(f"{path}: expected {' or '.join(kinds)}, not {got}", param)
+
+
+def _field_path(loc: tuple) -> tuple[str, str | None]:
+    """("body", "messages", 0, "content", "str") -> ("messages[0].content", "str"): the field,
+    and the union branch the value failed, if any."""
+    path = ""
+    for part in loc[1:] if loc[:1] == ("body",) else loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif _BRANCH.match(part) and path:
+            return path, part
+        else:
+            path += f".{part}" if path else part
+    return path, None
+
+
+def _branch_kind(branch: str) -> str:
+    """A union branch's kind of JSON value: "list[str]" -> "an array"."""
+    return _JSON_KINDS.get(branch.split("[")[0], "an object")
 
 
 def _key_check(api_key: Optional[str]) -> Callable:

@@ -29,7 +29,7 @@ from typing import Callable, Union
 import numpy as np
 
 from ..errors import GptgenError
-from ..generate import Generation, GenerationRequest, TokenEvent
+from ..generate import Generation, GenerationRequest, TokenEvent, common_prefix, top_alternatives
 from ..model import Model
 from ..sampling import log_softmax
 
@@ -108,7 +108,7 @@ class Sequence:
         # Prompt tokens not yet run, and how many came from a slot's cache.
         self.pending: list[int] = []
         self.cached_tokens = 0
-        self._prompt_scores: list[tuple[float, list[tuple[int, float]]]] = []
+        self.prompt_scores: list[tuple[float, list[tuple[int, float]]]] = []
         self.first_token_at: float | None = None
         self.last_token_at: float | None = None
 
@@ -216,8 +216,8 @@ class Scheduler:
                 continue
             # Scoring the prompt needs every prompt row's logits: run it all.
             reusable = sequence.prompt_logprobs is None
-            slot = max(free, key=lambda s: (_common_prefix(s.cached, sequence.prompt) if reusable else 0, -s.last_used))
-            keep = min(_common_prefix(slot.cached, sequence.prompt), len(sequence.prompt) - 1) if reusable else 0
+            slot = max(free, key=lambda s: (common_prefix(s.cached, sequence.prompt) if reusable else 0, -s.last_used))
+            keep = min(common_prefix(slot.cached, sequence.prompt), len(sequence.prompt) - 1) if reusable else 0
             slot.session.rewind(keep)
             # A sliding window's ring may no longer hold that prefix: the session says where it is.
             keep = slot.session.pos
@@ -270,7 +270,7 @@ class Scheduler:
                 return
             self.metrics.prompt_done(len(sequence.prompt), sequence.cached_tokens)
             if sequence.prompt_logprobs is not None:
-                sequence.deliver(PromptScores(sequence._prompt_scores))
+                sequence.deliver(PromptScores(sequence.prompt_scores))
             if generation.plan.max_tokens == 0:
                 self._finish(slot, now)
                 return
@@ -288,15 +288,13 @@ class Scheduler:
     def _score_prompt(self, sequence: Sequence, tokens: list[int], rows: np.ndarray) -> None:
         """Each chunk row's logits score the prompt token after it."""
         start = len(sequence.prompt) - len(sequence.pending)
-        k = sequence.prompt_logprobs
+        k = sequence.prompt_logprobs or 0
         for i in range(len(tokens)):
             position = start + i + 1
             if position >= len(sequence.prompt):
                 break
             logprobs = log_softmax(rows[i])
-            token = sequence.prompt[position]
-            best = np.argsort(-logprobs, kind="stable")[:k] if k else []
-            sequence._prompt_scores.append((float(logprobs[token]), [(int(j), float(logprobs[j])) for j in best]))
+            sequence.prompt_scores.append((float(logprobs[sequence.prompt[position]]), top_alternatives(logprobs, k)))
 
     def _finish(self, slot: Slot, now: float) -> None:
         sequence = slot.sequence
@@ -338,11 +336,3 @@ class Scheduler:
         while self.waiting:
             self.waiting.popleft().deliver(Failure(message))
 
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
