@@ -36,11 +36,12 @@ import httpx
 
 from gptgen.models import resolve
 
-# ~100 tokens of the default model's tokenizer with a client's header.
+# With a client's header, 100 tokens of the default model's tokenizer.
 PROMPT = (
     "The history of the lighthouse begins in the ancient world, where fires were lit on hilltops to guide ships "
     "into harbour. The most famous of these was the Pharos of Alexandria, built in the third century BC, which stood "
-    "for more than a thousand years. Modern lighthouses use lenses and electric lamps, and many are now automated. "
+    "for more than a thousand years. Keepers once lived in small cottages beside the tower and trimmed the wicks "
+    "every night. Modern lighthouses use lenses and electric lamps, and many are now automated. "
     "Write a short story about a lighthouse keeper who"
 )
 
@@ -155,7 +156,9 @@ async def _drive(url: str, level: Level, requests_per_client: int, max_tokens: i
             }
             await _one_request(client, url, body, level)
 
-    limits = httpx.Limits(max_connections=level.clients + 4)
+    # A connection per request: llama-server closes idle keep-alive connections, and a request
+    # sent on one as it closes fails.
+    limits = httpx.Limits(max_connections=level.clients + 4, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         start = time.perf_counter()
         await asyncio.gather(*(client_loop(client, c) for c in range(level.clients)))
@@ -181,7 +184,8 @@ def main() -> None:
 
     _, tokenizer = load_files(path)
     eos_id = tokenizer.eos_ids[0]
-    print(f"# {path.name}, {args.threads} threads, {args.requests} requests per client of ~{len(tokenizer.encode(PROMPT)) + 8} prompt tokens "
+    n_prompt = len(tokenizer.encode(f"Client 0, request 0. {PROMPT}"))
+    print(f"# {path.name}, {args.threads} threads, {args.requests} requests per client of {n_prompt} prompt tokens "
           f"and {args.max_tokens} new tokens; CPU: {_cpu()}\n")
     servers = []
     port = _free_port()
@@ -214,7 +218,11 @@ def main() -> None:
             asyncio.run(_drive(url, Level(name, 1), 1, 8, eos_id, tag="warm-up"))
             for n in clients:
                 level = Level(name, n, max_tokens=args.max_tokens)
-                asyncio.run(_drive(url, level, args.requests, args.max_tokens, eos_id))
+                try:
+                    asyncio.run(_drive(url, level, args.requests, args.max_tokens, eos_id))
+                except httpx.HTTPError as e:
+                    print(f"| {name} | {n} | failed: {e!r}; the server's last words: {' / '.join(server.log[-3:])} |", flush=True)
+                    break
                 row = level.row()
                 rows.append(row)
                 print(f"| {name} | {n} | {row['requests']} ({row['whole']}) | {row['tokens_per_s']:.1f} | {row['ttft_p50_s']:.3f} s | {row['ttft_p99_s']:.3f} s | "

@@ -180,14 +180,15 @@ impl Engine {
 
     /// Runs `tokens[i]` at the next positions of `sessions[i]` in one pass: the weights are read
     /// once for all of them. Returns float32 logits: every row if `all_logits`, else
-    /// [len(sessions), n_vocab], the last row of each.
-    #[pyo3(signature = (sessions, tokens, all_logits = false))]
+    /// [len(sessions), n_vocab], the last row of each. `stepwise`: see `model::Pass`.
+    #[pyo3(signature = (sessions, tokens, all_logits = false, stepwise = false))]
     fn forward_batch<'py>(
         &self,
         py: Python<'py>,
         sessions: Vec<PyRefMut<'py, Session>>,
         tokens: Vec<Vec<u32>>,
         all_logits: bool,
+        stepwise: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let mut sessions = sessions;
         if sessions.iter().any(|s| !Arc::ptr_eq(&s.engine, &self.inner)) {
@@ -196,7 +197,7 @@ impl Engine {
         let mut inner: Vec<&mut model::Session> = sessions.iter_mut().map(|s| &mut s.inner).collect();
         let token_slices: Vec<&[u32]> = tokens.iter().map(|t| t.as_slice()).collect();
         let engine = &self.inner;
-        let logits = py.detach(|| engine.forward_batch(&mut inner, &token_slices, all_logits))?;
+        let logits = py.detach(|| engine.forward_batch(&mut inner, &token_slices, model::Pass { all_logits, stepwise }))?;
         logits_array(py, logits, self.inner.config().n_vocab)
     }
 }
@@ -217,12 +218,12 @@ struct Session {
 #[pymethods]
 impl Session {
     /// Runs `tokens` at the next positions. Returns float32 logits [len(tokens), n_vocab]
-    /// when `all_logits`, else [1, n_vocab] for the last token.
-    #[pyo3(signature = (tokens, all_logits = false))]
-    fn forward<'py>(&mut self, py: Python<'py>, tokens: Vec<u32>, all_logits: bool) -> PyResult<Bound<'py, PyAny>> {
+    /// when `all_logits`, else [1, n_vocab] for the last token. `stepwise`: see `model::Pass`.
+    #[pyo3(signature = (tokens, all_logits = false, stepwise = false))]
+    fn forward<'py>(&mut self, py: Python<'py>, tokens: Vec<u32>, all_logits: bool, stepwise: bool) -> PyResult<Bound<'py, PyAny>> {
         let engine = &self.engine;
         let session = &mut self.inner;
-        let logits = py.detach(|| engine.forward(session, &tokens, all_logits))?;
+        let logits = py.detach(|| engine.forward(session, &tokens, model::Pass { all_logits, stepwise }))?;
         logits_array(py, logits, self.engine.config().n_vocab)
     }
 

@@ -202,7 +202,7 @@ def test_help_groups_the_options_and_describes_every_one():
     wide = {"COLUMNS": "200"}
     text = run_cli("generate", "--help", env=wide).stdout.decode()
     headings = [line.split("─ ")[1].split(" ─")[0] for line in text.splitlines() if line.startswith("╭─ ")]
-    assert headings == ["Arguments", "Options", "Model", "Length", "Sampling", "Penalties", "Batch", "Output", "Prompt"]
+    assert headings == ["Arguments", "Options", "Model", "Length", "Sampling", "Penalties", "Batch", "Output", "Prompt", "Speed"]
     rows = [line for line in text.splitlines() if line.startswith("│ --")]
     # Flags carry no value label; every default reads "Default: ..." in the text.
     assert not [r for r in rows if "<bool>" in r and "--help" not in r]

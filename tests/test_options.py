@@ -49,7 +49,7 @@ def test_cli_options_and_jsonl_keys_come_from_the_schema():
     chat = [p.name for p in command.commands["chat"].params]
     assert [n for n in chat if n in SamplingParams.names()] == ["temperature", "top_k", "top_p", "seed"]
     sampling_keys = [f.name for f in SamplingParams.fields() if f.metadata["jsonl"]]
-    assert list(cli.JSONL_OPTIONS) == ["max_tokens", *sampling_keys, "stop", "ignore_eos"]
+    assert list(cli.JSONL_OPTIONS) == ["max_tokens", *sampling_keys, "stop", "ignore_eos", "lookup"]
     assert cli.JSONL_OPTIONS["temperature"] is float and cli.JSONL_OPTIONS["top_k"] is int and "logit_bias" not in cli.JSONL_OPTIONS
     # The Python API's keyword arguments: GenerateOptions fields and the schema's names.
     options = GenerateOptions.from_kwargs(max_tokens=3, stop=["x"], **{name: None for name in SamplingParams.names()})

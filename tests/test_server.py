@@ -133,7 +133,7 @@ def test_chat_completion_equals_generate_with_the_same_template_and_seed(server,
 
 
 def test_streamed_chat_concatenates_to_the_whole_reply(server):
-    kwargs = dict(model="m", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 2?"}], seed=3, max_tokens=30)
+    kwargs = dict(model="m", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 2?"}], seed=3, max_completion_tokens=30)
     whole = server.client().chat.completions.create(**kwargs)
     stream = server.client().chat.completions.create(stream=True, stream_options={"include_usage": True}, **kwargs)
     chunks = list(stream)
@@ -385,7 +385,8 @@ def test_metrics_count_requests_tokens_and_latencies(server):
 def test_health_is_503_until_the_model_is_loaded():
     from fastapi.testclient import TestClient
 
-    from gptgen.server.app import ServerState, Settings, create_app
+    from gptgen.server import Settings
+    from gptgen.server.app import ServerState, create_app
 
     client = TestClient(create_app(ServerState(Settings(), log=lambda _: None)))  # no lifespan: nothing loads
     assert client.get("/health").status_code == 503
@@ -417,6 +418,15 @@ def test_sigterm_stops_a_busy_server_with_exit_0():
     assert not reader.is_alive()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{s.url}/health")
+
+
+def test_serve_without_its_extra_says_what_to_install(tmp_path):
+    # A package that fails to import stands for one that is not installed.
+    (tmp_path / "fastapi").mkdir()
+    (tmp_path / "fastapi" / "__init__.py").write_text("raise ImportError('No module named fastapi')\n")
+    out = run_cli("serve", "--port", "0", env={"PYTHONPATH": str(tmp_path)})
+    assert out.returncode == 1
+    assert out.stderr.decode().strip() == "error: gptgen serve needs fastapi: pip install 'gptgen[serve]'"
 
 
 def test_serve_refuses_a_bad_model_and_a_busy_port():

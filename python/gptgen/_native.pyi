@@ -46,15 +46,21 @@ class Engine:
     @property
     def n_ctx(self) -> int: ...
     def new_session(self, max_seq: int) -> Session: ...
-    def forward_batch(self, sessions: list[Session], tokens: list[list[int]], all_logits: bool = False) -> npt.NDArray[np.float32]:
+    def forward_batch(
+        self, sessions: list[Session], tokens: list[list[int]], all_logits: bool = False, stepwise: bool = False
+    ) -> npt.NDArray[np.float32]:
         """Runs tokens[i] at the next positions of sessions[i] in one pass (weights read once).
-        Logits: every row if all_logits, else [len(sessions), n_vocab], the last row of each."""
+        Logits: every row if all_logits, else [len(sessions), n_vocab], the last row of each.
+        stepwise: every row summed as a pass of that row alone sums it, so each row's logits
+        equal those of running the tokens one at a time (else a session's rows are summed as
+        llama.cpp sums a batch of them, which can differ in the last bits)."""
 
 class Session:
     """One sequence: a KV cache of max_seq positions."""
 
-    def forward(self, tokens: list[int], all_logits: bool = False) -> npt.NDArray[np.float32]:
-        """Logits [len(tokens), n_vocab] if all_logits, else [1, n_vocab] for the last token."""
+    def forward(self, tokens: list[int], all_logits: bool = False, stepwise: bool = False) -> npt.NDArray[np.float32]:
+        """Logits [len(tokens), n_vocab] if all_logits, else [1, n_vocab] for the last token
+        (stepwise: as Engine.forward_batch)."""
     @property
     def pos(self) -> int: ...
     @property

@@ -205,6 +205,7 @@ JSONL_OPTIONS = {
     **{f.name: SamplingParams.value_type(f.name) for f in SamplingParams.fields() if f.metadata["jsonl"]},
     "stop": list,
     "ignore_eos": bool,
+    "lookup": int,
 }
 
 
@@ -243,6 +244,10 @@ def generate(
     allow_empty: bool = _flag("--allow-empty", help="Accept an empty prompt from stdin (generation starts from the BOS token).", panel="Prompt"),
     null: bool = _flag("--null", "-0", help="With --num-return-sequences: end each sample with a NUL byte instead of markers.", panel="Output"),
     quiet: bool = _flag("--quiet", "-q", help="No progress display on stderr (shown on a terminal for a long prompt).", panel="Output"),
+    lookup: int = typer.Option(
+        0, "--lookup", help="Prompt lookup: check up to N tokens copied from earlier in the text per forward pass; the output is the same. Default: 0 (off).",
+        min=0, max=64, show_default=False, rich_help_panel="Speed",
+    ),
 ) -> None:
     """Generate a continuation of PROMPT."""
     if max_tokens is not None and max_length is not None:
@@ -257,6 +262,7 @@ def generate(
         top_logprobs=logprobs,
         chat=chat or system is not None,
         system=system,
+        lookup=lookup,
     )
     if each_line or jsonl:
         if prompt is not None:
@@ -444,6 +450,7 @@ def _log_timings(timings) -> None:
     _log(
         f"prompt {timings.prefill_tokens} tokens in {t['prefill_s']:.3f} s ({t['prefill_tok_s']:.1f} tok/s); "
         f"decode {timings.decode_tokens} tokens in {t['decode_s']:.3f} s ({t['decode_tok_s']:.1f} tok/s)"
+        + (f"; lookup: {timings.accepted} of {timings.drafted} draft tokens accepted" if timings.drafted else "")
     )
 
 
@@ -500,8 +507,8 @@ def serve(
     verbose: bool = _flag("--verbose", "-v", help="Timings of each request on stderr."),
 ) -> None:
     """Serve the model over an OpenAI-compatible HTTP API (needs: pip install 'gptgen[serve]')."""
+    from .server import Settings
     from .server import serve as run_server
-    from .server.app import Settings
 
     _check_threads(threads)
     settings = Settings(

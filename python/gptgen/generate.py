@@ -15,6 +15,7 @@ import numpy as np
 from .errors import GptgenError
 from .model import Model
 from .options import SamplingParams
+from .lookup import DraftLength, lookup_draft
 from .sampling import Sampler, log_softmax, token_logprob
 
 DEFAULT_MAX_TOKENS = 128
@@ -34,6 +35,9 @@ class GenerationRequest:
     stop: list[str] = field(default_factory=list)
     # When prompt + max_tokens exceed the context: keep the prompt's last tokens instead of failing.
     truncate: bool = False
+    # Prompt lookup: verify up to this many tokens copied from earlier in the sequence per pass
+    # (0: off). The tokens are the ones decoding without it gives (see Sampler.verify).
+    lookup: int = 0
 
 
 @dataclass
@@ -52,14 +56,20 @@ class Timings:
     decode_s: float = 0.0
     prefill_tokens: int = 0
     decode_tokens: int = 0
+    # Prompt lookup: draft tokens checked, and how many of them the model agreed with.
+    drafted: int = 0
+    accepted: int = 0
 
     def as_dict(self) -> dict[str, float]:
-        return {
+        times = {
             "prefill_s": self.prefill_s,
             "decode_s": self.decode_s,
             "prefill_tok_s": self.prefill_tokens / self.prefill_s if self.prefill_s > 0 else 0.0,
             "decode_tok_s": self.decode_tokens / self.decode_s if self.decode_s > 0 else 0.0,
         }
+        if self.drafted:
+            times.update(drafted=self.drafted, accepted=self.accepted)
+        return times
 
 
 @dataclass
@@ -188,36 +198,41 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 class Conversation:
     """A session kept across generations (chat turns): tokens already in its KV cache are not
-    computed again when the next prompt starts with them."""
+    computed again when the next prompt starts with them. `max_seq`: its positions (default:
+    the model's context)."""
 
-    def __init__(self, model: Model):
+    def __init__(self, model: Model, max_seq: int | None = None):
         self.model = model
-        self.session = model.new_session(model.n_ctx)
+        self.session = model.new_session(max_seq or model.n_ctx)
         # The tokens whose keys and values the session holds, in order.
         self.cached: list[int] = []
 
     def prefill(self, prompt: list[int], progress: Progress | None = None) -> np.ndarray:
         """Logits after `prompt`, reusing the longest cached prefix (`progress`: see run_prompt)."""
         common = min(common_prefix(self.cached, prompt), len(prompt) - 1)  # the last prompt token must run to give logits
-        self.session.rewind(common)
+        self.rewind(common)
         # A sliding window's ring may no longer hold what that prefix needs: the session says
         # where it stands.
-        common = self.session.pos
-        logits = run_prompt(self.session, prompt[common:], progress)
+        logits = run_prompt(self.session, prompt[self.session.pos :], progress)
         self.cached = list(prompt)
         return logits
 
-    def step(self, token: int) -> np.ndarray:
-        logits = self.session.forward([token])[0]
-        self.cached.append(token)
-        return logits
+    def rewind(self, pos: int) -> None:
+        """Forgets the tokens from position `pos` on (see Session.rewind)."""
+        self.session.rewind(pos)
+        del self.cached[self.session.pos :]
 
 
 class Generation:
     """One run of `request` on `model`: iterate for TokenEvents; afterwards `finish_reason`,
     `timings` and `ends_at_context` describe the run. A `conversation` carries the KV cache
     across runs; `progress` hears of a long prompt's passes; `n_ctx` bounds the run where it is
-    less than the model's context (a server's per-request context)."""
+    less than the model's context (a server's per-request context).
+
+    The loop in passes: `prefill()` gives the first token's logits; then each pass runs the
+    tokens `feed()` gives (the latest token, and with `request.lookup` a draft copied from
+    earlier in the sequence) and `take(rows)` turns the pass's logits into tokens. Several
+    generations can so share one batched pass (generate_batch)."""
 
     def __init__(
         self,
@@ -241,10 +256,14 @@ class Generation:
         self._stops = StopFilter(request.stop)
         self._stopped_by_string = False
         self.done = False
-        self.session = None
         # Prompt and generated tokens, grown in place (the penalties and n-gram rule read it).
         self._sequence = list(self.plan.prompt)
         self._stop_ids = set() if request.ignore_eos else set(model.tokenizer.eos_ids)
+        # The tokens of the pass in flight: the latest token, then the draft.
+        self._fed: list[int] = []
+        self._draft_length = DraftLength(request.lookup)
+        # Seconds the pass in flight took, when it ran alone (not in a batch).
+        self._pass_seconds: float | None = None
 
     @property
     def prompt_tokens(self) -> list[int]:
@@ -254,40 +273,77 @@ class Generation:
     def ends_at_context(self) -> bool:
         return self.plan.ends_at_context and self.finish_reason == "length"
 
-    def __iter__(self) -> Iterator[TokenEvent]:
-        logits = self.prefill()
-        decode_start = time.perf_counter()
-        while logits is not None:
-            event = self.accept(logits)
-            yield event
-            logits = None if self.done else self._step(event.token)
-            if logits is not None:
-                self.timings.decode_tokens += 1
-                self.timings.decode_s = time.perf_counter() - decode_start
+    @property
+    def session(self):
+        return self.conversation.session
 
-    # The loop in steps, so that BatchGeneration can run several generations together.
+    def __iter__(self) -> Iterator[TokenEvent]:
+        rows = self.prefill()
+        decode_start = time.perf_counter()
+        while rows is not None:
+            yield from self.take(rows)
+            if self.done:
+                return
+            fed = self.feed()
+            start = time.perf_counter()
+            # Stepwise: a draft's rows get the logits decoding them one at a time would give.
+            rows = self.session.forward(fed, all_logits=len(fed) > 1, stepwise=True)
+            self._pass_seconds = time.perf_counter() - start
+            self.timings.decode_s = time.perf_counter() - decode_start
 
     def prefill(self) -> np.ndarray | None:
-        """Runs the prompt; returns the logits for the first token (None: nothing to generate)."""
+        """Runs the prompt; returns the logits [1, n_vocab] for the first token (None: nothing
+        to generate)."""
         prompt, max_tokens = self.plan.prompt, self.plan.max_tokens
         if max_tokens == 0:
             self.done = True
             return None
         start = time.perf_counter()
         if self.conversation is None:
-            self.session = self.model.new_session(len(prompt) + max_tokens)
-            logits = run_prompt(self.session, prompt, self.progress)
-            self._step = lambda token: self.session.forward([token])[0]
-        else:
-            logits = self.conversation.prefill(prompt, self.progress)
-            self._step = self.conversation.step
+            # Room for the run, and for a draft's rows past its last token.
+            self.conversation = Conversation(self.model, len(prompt) + max_tokens + self.request.lookup)
+        logits = self.conversation.prefill(prompt, self.progress)
         self.timings.prefill_s = time.perf_counter() - start
         self.timings.prefill_tokens = len(prompt)
-        return logits
+        return logits[None]
 
-    def accept(self, logits: np.ndarray) -> TokenEvent:
-        """Samples the next token from `logits` and records it; sets `done` when it ends the run."""
-        token = self.sampler(logits, self._sequence)
+    def feed(self) -> list[int]:
+        """The tokens of the next pass: the latest token, then (prompt lookup) up to
+        request.lookup tokens that followed the sequence's last n-gram where it last occurred,
+        as many as have been paying off (lookup.DraftLength)."""
+        session = self.session
+        room = min(self.plan.max_tokens - len(self.tokens), session.max_seq - session.pos) - 1
+        wanted = min(self._draft_length.choose(), room) if self.request.lookup else 0
+        draft = lookup_draft(self._sequence, wanted) if wanted > 0 else []
+        self._fed = [self.tokens[-1], *draft]
+        self._pass_seconds = None
+        return self._fed
+
+    def take(self, rows: np.ndarray) -> list[TokenEvent]:
+        """The tokens a pass gives: rows[i] is the logits after fed token i. Each draft token
+        is checked against the model's choice (Sampler.verify) and the first one replaced ends
+        the pass's tokens; the KV cache forgets the draft tokens after it."""
+        draft = self._fed[1:]
+        self.conversation.cached.extend(self._fed)
+        events: list[TokenEvent] = []
+        for i, row in enumerate(rows):
+            events.append(self.accept(row, draft[i] if i < len(draft) else None))
+            if self.done or i >= len(draft) or events[-1].token != draft[i]:
+                break
+        accepted = common_prefix([e.token for e in events], draft)
+        if self._fed:
+            self._draft_length.observe(len(draft), accepted, len(self._fed), self._pass_seconds)
+        self.timings.drafted += len(draft)
+        self.timings.accepted += accepted
+        self.conversation.rewind(self.session.pos - (len(draft) - accepted))
+        if self._fed:
+            self.timings.decode_tokens += len(events)
+        return events
+
+    def accept(self, logits: np.ndarray, draft: int | None = None) -> TokenEvent:
+        """Samples the next token from `logits` (given a draft's proposal, by Sampler.verify)
+        and records it; sets `done` when it ends the run."""
+        token = self.sampler(logits, self._sequence) if draft is None else self.sampler.verify(logits, self._sequence, draft)
         self.tokens.append(token)
         self._sequence.append(token)
         text, self._stopped_by_string = self._stops.push(self._stream.push(token))
@@ -343,34 +399,38 @@ def generate(model: Model, request: GenerationRequest) -> GenerationResult:
 
 
 def generate_batch(model: Model, requests: list[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
-    """Runs several requests together: each prompt is prefilled on its own, then every step
-    decodes all unfinished sequences in one forward pass (the weights are read once per step
-    for all of them). Yields (index, result) as each finishes; tokens are the same as from
-    separate runs."""
+    """Runs several requests together: each prompt is prefilled on its own, then every pass
+    runs what each unfinished generation feeds (its latest token, and any lookup draft) in one
+    forward pass (the weights are read once per pass for all of them). Yields (index, result)
+    as each finishes; tokens are the same as from separate runs."""
     runs = [Generation(model, r) for r in requests]
     events: list[list[TokenEvent]] = [[] for _ in runs]
-    logits: dict[int, np.ndarray] = {}
+    rows: dict[int, np.ndarray] = {}
     for i, run in enumerate(runs):
         first = run.prefill()
         if first is None:
             yield i, _result(run, events[i])
         else:
-            logits[i] = first
+            rows[i] = first
     decode_start = time.perf_counter()
-    while logits:
-        for i, row in logits.items():
-            events[i].append(runs[i].accept(row))
-        for i in [i for i in logits if runs[i].done]:
-            del logits[i]
+    while rows:
+        for i, logits in rows.items():
+            events[i].extend(runs[i].take(logits))
+        for i in [i for i in rows if runs[i].done]:
+            del rows[i]
             yield i, _result(runs[i], events[i])
-        if not logits:
+        if not rows:
             break
-        active = list(logits)
-        rows = model.engine.forward_batch([runs[i].session for i in active], [[runs[i].tokens[-1]] for i in active])
+        active = list(rows)
+        fed = [runs[i].feed() for i in active]
+        wide = any(len(tokens) > 1 for tokens in fed)
+        out = model.engine.forward_batch([runs[i].session for i in active], fed, wide, stepwise=True)
         elapsed = time.perf_counter() - decode_start
-        for i, row in zip(active, rows):
-            logits[i] = row
-            runs[i].timings.decode_tokens += 1
+        start = 0
+        for i, tokens in zip(active, fed):
+            count = len(tokens) if wide else 1
+            rows[i] = out[start : start + count]
+            start += count
             runs[i].timings.decode_s = elapsed
 
 

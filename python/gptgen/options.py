@@ -127,13 +127,18 @@ def _copy(value: Any) -> Any:
     return dict(value) if isinstance(value, dict) else value
 
 
+# The most draft tokens prompt lookup checks in one pass.
+MAX_LOOKUP = 64
+
+
 @dataclass(frozen=True)
 class GenerateOptions:
     """max_tokens: new tokens (default 128 or what the context holds); max_length: prompt plus
     new tokens (Hugging Face's meaning), exclusive with max_tokens; sampling: what the caller
     sets, over the model's own defaults; stop: strings that end generation; top_logprobs: the
     alternatives reported per token; chat: render the prompt as a user message with the model's
-    chat template, after `system` if given."""
+    chat template, after `system` if given; lookup: prompt-lookup decoding, checking up to this
+    many tokens copied from earlier in the sequence per forward pass (the same tokens)."""
 
     max_tokens: int | None = None
     max_length: int | None = None
@@ -142,10 +147,14 @@ class GenerateOptions:
     ignore_eos: bool = False
     truncate: bool = False
     top_logprobs: int = 0
+    # Prompt lookup: draft tokens checked per pass (0: off); see lookup.py.
+    lookup: int = 0
     chat: bool = False
     system: str | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.lookup, int) or isinstance(self.lookup, bool) or not 0 <= self.lookup <= MAX_LOOKUP:
+            raise GptgenError(f"lookup must be a whole number from 0 to {MAX_LOOKUP}, not {self.lookup!r}")
         if isinstance(self.sampling, dict):  # {name: value}, as GenerateOptions once took
             object.__setattr__(self, "sampling", _sampling(self.sampling))
 

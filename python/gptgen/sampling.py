@@ -186,11 +186,13 @@ class Sampler:
         scores = apply_presence_frequency(scores, window, p.presence_penalty, p.frequency_penalty)
         return apply_no_repeat_ngram(scores, sequence, p.no_repeat_ngram_size)
 
-    def __call__(self, logits: np.ndarray, sequence: Sequence[int] = ()) -> int:
+    def distribution(self, logits: np.ndarray, sequence: Sequence[int] = ()) -> tuple[np.ndarray | None, np.ndarray]:
+        """When sampling (temperature > 0): the distribution the next token is drawn from, as
+        (candidates, weights): weights over the token ids `candidates` (increasing), or over the
+        whole vocabulary when candidates is None. Weights are softmax outputs: they sum to 1
+        up to rounding."""
         p = self.params
         scores = self.process(logits, sequence)
-        if p.temperature == 0:
-            return int(np.argmax(scores))
         # Only top-k's candidates can survive: the temperature, the later filters and the draw
         # look at them alone (in vocabulary order), not at the whole vocabulary. Dividing by the
         # temperature keeps the order (and ties), so top-k may come first.
@@ -201,8 +203,41 @@ class Sampler:
         scores = typical_filter(scores, p.typical_p)
         scores = top_p_filter(scores, p.top_p)
         scores = min_p_filter(scores, p.min_p)
-        probs = softmax(scores)
-        # Inverse-CDF draw: one uniform number per token keeps the stream reproducible.
-        index = int(np.searchsorted(np.cumsum(probs), self.rng.random() * probs.sum(), side="right"))
-        index = min(index, probs.size - 1)
-        return index if candidates is None else int(candidates[index])
+        return candidates, softmax(scores)
+
+    def __call__(self, logits: np.ndarray, sequence: Sequence[int] = ()) -> int:
+        if self.params.temperature == 0:
+            return int(np.argmax(self.process(logits, sequence)))
+        candidates, weights = self.distribution(logits, sequence)
+        return _token_at(candidates, self._draw(weights))
+
+    def verify(self, logits: np.ndarray, sequence: Sequence[int], draft: int) -> int:
+        """The next token, given that a draft proposed `draft` (speculative decoding). Greedy:
+        the argmax, as __call__ gives. Sampling: `draft` with its probability p(draft), else a
+        draw from the distribution without it, renormalised: for a draft that proposes one
+        token for certain this is speculative sampling's rule (accept with min(1, p/q), resample
+        from max(0, p - q)), and the token is distributed exactly as __call__'s."""
+        if self.params.temperature == 0:
+            return self(logits, sequence)
+        candidates, weights = self.distribution(logits, sequence)
+        place = draft if candidates is None else int(np.searchsorted(candidates, draft))
+        proposed = place < weights.size and _token_at(candidates, place) == draft
+        chance = weights[place] / weights.sum() if proposed else 0.0
+        if self.rng.random() < chance:
+            return draft
+        rest = weights.copy()
+        if proposed:
+            rest[place] = 0.0
+        if not rest.sum() > 0:  # the draft held all the mass; only rounding refused it
+            return draft
+        return _token_at(candidates, self._draw(rest))
+
+    def _draw(self, weights: np.ndarray) -> int:
+        """An index drawn with probability proportional to `weights`. Inverse-CDF: one uniform
+        number per token keeps the stream reproducible."""
+        index = int(np.searchsorted(np.cumsum(weights), self.rng.random() * weights.sum(), side="right"))
+        return min(index, weights.size - 1)
+
+
+def _token_at(candidates: np.ndarray | None, index: int) -> int:
+    return index if candidates is None else int(candidates[index])

@@ -58,6 +58,7 @@ def request_for(model: Model, ids: list[int], options: GenerateOptions, max_toke
         top_logprobs=options.top_logprobs,
         stop=list(options.stop),
         truncate=options.truncate,
+        lookup=options.lookup,
     )
 
 

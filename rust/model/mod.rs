@@ -12,7 +12,7 @@ use crate::error::{EngineError, Result};
 use crate::ops::attention::Heads;
 use crate::ops::rope::Rope;
 use crate::tensor::WeightSet;
-pub use session::{Batch, Scratch, Segment, Session};
+pub use session::{Batch, Pass, Scratch, Segment, Session};
 use std::sync::Mutex;
 
 /// The hyperparameters every architecture shares.
@@ -224,18 +224,18 @@ impl Engine {
     }
 
     /// Runs `tokens` at the session's next positions. Returns the logits, [rows, n_vocab]:
-    /// every row if `all_logits`, else the last.
-    pub fn forward(&self, session: &mut Session, tokens: &[u32], all_logits: bool) -> Result<Vec<f32>> {
-        self.forward_batch(&mut [session], &[tokens], all_logits)
+    /// every row if `pass.all_logits`, else the last.
+    pub fn forward(&self, session: &mut Session, tokens: &[u32], pass: Pass) -> Result<Vec<f32>> {
+        self.forward_batch(&mut [session], &[tokens], pass)
     }
 
     /// Runs `tokens[i]` at the next positions of `sessions[i]`, all in one pass (the weights are
-    /// read once for every row). Returns the logits [rows, n_vocab]: every row if `all_logits`,
-    /// else the last row of each session, in order.
+    /// read once for every row). Returns the logits [rows, n_vocab]: every row if
+    /// `pass.all_logits`, else the last row of each session, in order.
     ///
     /// A session given more than `PASS_ROWS` tokens runs alone, in passes of that many from
     /// its first token (as llama.cpp's ubatches of 512).
-    pub fn forward_batch(&self, sessions: &mut [&mut Session], tokens: &[&[u32]], all_logits: bool) -> Result<Vec<f32>> {
+    pub fn forward_batch(&self, sessions: &mut [&mut Session], tokens: &[&[u32]], pass: Pass) -> Result<Vec<f32>> {
         let cfg = self.config();
         if sessions.is_empty() || sessions.len() != tokens.len() {
             bail!("a batch needs one token list per session");
@@ -255,14 +255,14 @@ impl Engine {
             }
         }
         if tokens.iter().all(|t| t.len() <= PASS_ROWS) {
-            return self.run_pass(sessions, tokens, all_logits);
+            return self.run_pass(sessions, tokens, pass);
         }
         let mut logits = Vec::new();
         for (session, toks) in sessions.iter_mut().zip(tokens) {
             let passes = toks.len().div_ceil(PASS_ROWS);
             for (i, part) in toks.chunks(PASS_ROWS).enumerate() {
-                let part_logits = self.run_pass(&mut [&mut **session], &[part], all_logits)?;
-                if all_logits || i + 1 == passes {
+                let part_logits = self.run_pass(&mut [&mut **session], &[part], pass)?;
+                if pass.all_logits || i + 1 == passes {
                     logits.extend_from_slice(&part_logits);
                 }
             }
@@ -271,8 +271,8 @@ impl Engine {
     }
 
     /// One forward pass over validated rows.
-    fn run_pass(&self, sessions: &mut [&mut Session], tokens: &[&[u32]], all_logits: bool) -> Result<Vec<f32>> {
-        let mut batch = Batch { tokens: Vec::new(), segments: Vec::with_capacity(sessions.len()), all_logits };
+    fn run_pass(&self, sessions: &mut [&mut Session], tokens: &[&[u32]], pass: Pass) -> Result<Vec<f32>> {
+        let mut batch = Batch { tokens: Vec::new(), segments: Vec::with_capacity(sessions.len()), pass };
         for (session, toks) in sessions.iter_mut().zip(tokens) {
             let start = batch.tokens.len();
             batch.tokens.extend_from_slice(toks);

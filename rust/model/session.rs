@@ -17,13 +17,24 @@ pub struct Session {
     pub kv: KvCache,
 }
 
+/// What a forward call gives back, and how it sums its rows.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Pass {
+    /// Logits for every row, else only for the last row of each session.
+    pub all_logits: bool,
+    /// Every row summed as a pass of that row alone sums it (a decoding step's order, in the
+    /// matmuls and in attention), so each row's logits equal those of running the tokens one
+    /// at a time: a check of draft tokens (prompt lookup) then gives exactly the tokens plain
+    /// decoding gives. Otherwise a session's rows are summed as llama.cpp sums them together.
+    pub stepwise: bool,
+}
+
 /// The rows of one forward call: each segment extends one session's sequence.
 pub struct Batch<'a> {
     /// [rows] token ids, segment after segment.
     pub tokens: Vec<u32>,
     pub segments: Vec<Segment<'a>>,
-    /// Logits for every row, or only for the last row of each segment.
-    pub all_logits: bool,
+    pub pass: Pass,
 }
 
 pub struct Segment<'a> {
@@ -46,7 +57,7 @@ impl Batch<'_> {
     /// Moves the rows whose logits are wanted (every row, or the last of each segment) of
     /// x [rows, width] to its front, in order; returns how many.
     pub fn keep_logit_rows(&self, x: &mut [f32], width: usize) -> usize {
-        if self.all_logits {
+        if self.pass.all_logits {
             return self.tokens.len();
         }
         for (i, seg) in self.segments.iter().enumerate() {
@@ -57,9 +68,19 @@ impl Batch<'_> {
         self.segments.len()
     }
 
-    /// How many of `keep_logit_rows`' rows each segment has, segment after segment.
-    pub fn logit_rows_per_segment(&self) -> impl Iterator<Item = usize> + '_ {
-        self.segments.iter().map(|s| if self.all_logits { s.rows.len() } else { 1 })
+    /// How many rows each segment has, segment after segment: all of them, or (`logit_rows`)
+    /// those `keep_logit_rows` keeps. Stepwise, each row counts as a segment of its own. The
+    /// matmuls place their rows by these counts (`MatmulScratch::place_rows`).
+    pub fn row_counts(&self, logit_rows: bool) -> impl Iterator<Item = usize> + '_ {
+        let pass = self.pass;
+        self.segments.iter().flat_map(move |s| {
+            let rows = if logit_rows && !pass.all_logits { 1 } else { s.rows.len() };
+            if pass.stepwise {
+                vec![1; rows]
+            } else {
+                vec![rows]
+            }
+        })
     }
 
     /// Writes row r's keys and values (each [kv_dim]) into its session's cache at its position.
@@ -91,7 +112,7 @@ impl Batch<'_> {
             .map(|seg| {
                 let (k_cache, v_cache) = seg.kv.layer_as::<C>(layer).expect("the sessions of a batch share the cache type");
                 let KvLayer { slots, window, .. } = seg.kv.layers[layer];
-                Sequence { k_cache, v_cache, slots, window, pos0: seg.pos0, rows: seg.rows.clone() }
+                Sequence { k_cache, v_cache, slots, window, pos0: seg.pos0, rows: seg.rows.clone(), stepwise: self.pass.stepwise }
             })
             .collect();
         attention(out, q, q_stride, &seqs, heads, kq_scale);

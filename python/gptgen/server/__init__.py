@@ -9,12 +9,14 @@ side; metrics.py the Prometheus metrics. This module binds the socket and runs u
 from __future__ import annotations
 
 import copy
-import importlib.util
+import importlib
 import signal
 import socket
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 from ..errors import GptgenError
+from .scheduler import DEFAULT_PREFILL_CHUNK
 
 # The packages `gptgen serve` needs beyond gptgen's own: import name -> PyPI name.
 REQUIRED = {"fastapi": "fastapi", "uvicorn": "uvicorn", "prometheus_client": "prometheus-client"}
@@ -23,14 +25,34 @@ REQUIRED = {"fastapi": "fastapi", "uvicorn": "uvicorn", "prometheus_client": "pr
 GRACEFUL_SHUTDOWN_S = 3
 
 
+@dataclass
+class Settings:
+    """What `gptgen serve`'s options set (see its --help)."""
+
+    model: Optional[str] = None  # as `generate -m` takes it; None: the default model
+    threads: Optional[int] = None
+    parallel: int = 8
+    max_queue: int = 64
+    ctx_size: Optional[int] = None  # None: the model's context
+    api_key: Optional[str] = None
+    cors_origins: list[str] = field(default_factory=list)
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK
+    verbose: bool = False
+
+
 def check_installed() -> None:
     """A clear error naming the extra when a package the server needs is missing."""
-    missing = [pypi for module, pypi in REQUIRED.items() if importlib.util.find_spec(module) is None]
+    missing = []
+    for module, pypi in REQUIRED.items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(pypi)
     if missing:
         raise GptgenError(f"gptgen serve needs {', '.join(missing)}: pip install 'gptgen[serve]'")
 
 
-def serve(settings, host: str, port: int, log: Callable[[str], None]) -> None:
+def serve(settings: Settings, host: str, port: int, log: Callable[[str], None]) -> None:
     """Listens on host:port (0: a free port), says where on one line, and serves until
     SIGTERM or Ctrl-C; a model that fails to load stops the server with its error."""
     check_installed()

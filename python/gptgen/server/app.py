@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Optional, Union
 
 from fastapi import Depends, FastAPI, Request
@@ -32,26 +31,14 @@ from ..model import Model
 from ..session import prompt_tokens, render_messages, request_for
 from .metrics import ServerMetrics
 from .protocol import ApiError, ChatCompletionRequest, CompletionRequest, _Sampling, bad_request
-from .scheduler import DEFAULT_PREFILL_CHUNK, Failure, Finished, PromptScores, QueueFull, Scheduler, Sequence, ShuttingDown
+from . import Settings
+from .scheduler import Failure, Finished, PromptScores, QueueFull, Scheduler, Sequence, ShuttingDown
 
 # Request bodies larger than this are refused (413): a prompt longer than any context fits well
 # within it.
 MAX_BODY_BYTES = 8 * 1024 * 1024
 # OpenAI's default for /v1/completions; chat completions default to the rest of the context.
 DEFAULT_COMPLETION_TOKENS = 16
-
-
-@dataclass
-class Settings:
-    model: Optional[str] = None  # as `generate -m` takes it; None: the default model
-    threads: Optional[int] = None
-    parallel: int = 8
-    max_queue: int = 64
-    ctx_size: Optional[int] = None  # None: the model's context
-    api_key: Optional[str] = None
-    cors_origins: list[str] = field(default_factory=list)
-    prefill_chunk: int = DEFAULT_PREFILL_CHUNK
-    verbose: bool = False
 
 
 class ServerState:
