@@ -180,8 +180,9 @@ impl Engine {
 
     /// Runs `tokens[i]` at the next positions of `sessions[i]` in one pass: the weights are read
     /// once for all of them. Returns float32 logits: every row if `all_logits`, else
-    /// [len(sessions), n_vocab], the last row of each. `stepwise`: see `model::Pass`.
-    #[pyo3(signature = (sessions, tokens, all_logits = false, stepwise = false))]
+    /// [len(sessions), n_vocab], the last row of each. `stepwise`: see `model::Pass`;
+    /// `within[i]`: (of, first), session i's rows summed as rows first.. of a pass of `of`.
+    #[pyo3(signature = (sessions, tokens, all_logits = false, stepwise = false, within = None))]
     fn forward_batch<'py>(
         &self,
         py: Python<'py>,
@@ -189,6 +190,7 @@ impl Engine {
         tokens: Vec<Vec<u32>>,
         all_logits: bool,
         stepwise: bool,
+        within: Option<Vec<(usize, usize)>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let mut sessions = sessions;
         if sessions.iter().any(|s| !Arc::ptr_eq(&s.engine, &self.inner)) {
@@ -197,7 +199,9 @@ impl Engine {
         let mut inner: Vec<&mut model::Session> = sessions.iter_mut().map(|s| &mut s.inner).collect();
         let token_slices: Vec<&[u32]> = tokens.iter().map(|t| t.as_slice()).collect();
         let engine = &self.inner;
-        let logits = py.detach(|| engine.forward_batch(&mut inner, &token_slices, model::Pass { all_logits, stepwise }))?;
+        let within: Option<Vec<model::Within>> = within.map(|w| w.into_iter().map(|(of, first)| model::Within { of, first }).collect());
+        let pass = model::Pass { all_logits, stepwise };
+        let logits = py.detach(|| engine.forward_batch(&mut inner, &token_slices, pass, within.as_deref()))?;
         logits_array(py, logits, self.inner.config().n_vocab)
     }
 }
@@ -313,6 +317,13 @@ fn storage_types() -> Vec<(&'static str, usize, usize, usize)> {
     DType::ALL.iter().map(|&t| (t.name(), t.block().0, t.block().1, t.align())).collect()
 }
 
+/// The class of a row summed as row `index` of a pass of `of` rows: rows of equal class are
+/// summed alike (see `RowPlace::sum_class`).
+#[pyfunction]
+fn row_sum_class(of: usize, index: usize) -> (bool, bool, bool) {
+    crate::quant::RowPlace { seq_rows: of, index }.sum_class()
+}
+
 /// The SIMD kernel family in use ("avx2" or "scalar").
 #[pyfunction]
 fn kernel_name() -> &'static str {
@@ -324,6 +335,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
     m.add_class::<Session>()?;
     m.add_function(wrap_pyfunction!(kernel_name, m)?)?;
+    m.add_function(wrap_pyfunction!(row_sum_class, m)?)?;
     m.add_function(wrap_pyfunction!(dequantize, m)?)?;
     m.add_function(wrap_pyfunction!(quant_dot, m)?)?;
     m.add_function(wrap_pyfunction!(storage_types, m)?)?;

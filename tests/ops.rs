@@ -78,7 +78,7 @@ fn matmul_matches_naive_for_every_layout_type_and_batch() {
 fn attend_two(heads: Heads, slots: usize, window: Option<usize>, q: &[f32], q_stride: usize, caches: &[(Vec<f32>, Vec<f32>)], pos0: [usize; 2], rows: &[std::ops::Range<usize>; 2]) -> Vec<f32> {
     let n = rows[1].end;
     let seqs: Vec<Sequence<f32>> = (0..2)
-        .map(|s| Sequence { k_cache: &caches[s].0, v_cache: &caches[s].1, slots, window, pos0: pos0[s], rows: rows[s].clone(), stepwise: false })
+        .map(|s| Sequence { k_cache: &caches[s].0, v_cache: &caches[s].1, slots, window, pos0: pos0[s], rows: rows[s].clone(), tiled: rows[s].len() > 1 })
         .collect();
     let mut out = vec![0.0; n * heads.n_head * heads.head_dim];
     attention(&mut out, q, q_stride, &seqs, heads, 1.0 / (heads.head_dim as f32).sqrt());

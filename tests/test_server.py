@@ -287,7 +287,8 @@ def test_a_shared_prefix_is_not_computed_again(server):
         model="m", messages=[system, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": first.choices[0].message.content}, {"role": "user", "content": "And?"}],
         max_tokens=4, temperature=0,
     )
-    assert second.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens - 1
+    # All of the first prompt but its last few rows (a longer prompt sums them otherwise).
+    assert second.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens // 4 * 4
 
 
 # ---- bad input: a 4xx with a message, the server still up ----

@@ -13,6 +13,10 @@ PASS_ROWS: int
 def kernel_name() -> str:
     """The SIMD kernel family in use: "avx2+vnni", "avx2" or "scalar" (GPTGEN_FORCE_SCALAR=1)."""
 
+def row_sum_class(of: int, index: int) -> tuple[bool, bool, bool]:
+    """The class of a row summed as row `index` of a pass of `of` rows: rows of equal class
+    get the same arithmetic from every kernel (their keys, values and logits are equal)."""
+
 def storage_types() -> list[tuple[str, int, int, int]]:
     """Every storage type the engine reads, from its one table (rust/tensor.rs): (name,
     elements per block, bytes per block, alignment in bytes), floats being blocks of one.
@@ -47,13 +51,20 @@ class Engine:
     def n_ctx(self) -> int: ...
     def new_session(self, max_seq: int) -> Session: ...
     def forward_batch(
-        self, sessions: list[Session], tokens: list[list[int]], all_logits: bool = False, stepwise: bool = False
+        self,
+        sessions: list[Session],
+        tokens: list[list[int]],
+        all_logits: bool = False,
+        stepwise: bool = False,
+        within: list[tuple[int, int]] | None = None,
     ) -> npt.NDArray[np.float32]:
         """Runs tokens[i] at the next positions of sessions[i] in one pass (weights read once).
         Logits: every row if all_logits, else [len(sessions), n_vocab], the last row of each.
         stepwise: every row summed as a pass of that row alone sums it, so each row's logits
         equal those of running the tokens one at a time (else a session's rows are summed as
-        llama.cpp sums a batch of them, which can differ in the last bits)."""
+        llama.cpp sums a batch of them, which can differ in the last bits). within[i] = (of,
+        first): session i's rows summed as rows first.. of a pass of `of` rows (at most
+        PASS_ROWS), so that a prompt run in pieces gets the logits of one pass of it."""
 
 class Session:
     """One sequence: a KV cache of max_seq positions."""

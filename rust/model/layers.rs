@@ -323,14 +323,14 @@ impl Block {
     pub fn run_all(blocks: &[Block], batch: &mut Batch<'_>, x: &mut [f32], h: &mut [f32], s: &mut BlockScratch) -> usize {
         let width = x.len() / batch.tokens.len();
         let mut rows = batch.tokens.len();
-        s.matmul.place_rows(batch.row_counts(false));
+        s.matmul.place_rows(batch.row_places(false));
         for (layer, b) in blocks.iter().enumerate() {
             b.attn_norm.apply(&mut h[..rows * width], &x[..rows * width]);
             b.attn.forward(layer, batch, &mut h[..rows * width], &mut s.attn, &mut s.matmul);
             if layer + 1 == blocks.len() {
                 rows = batch.keep_logit_rows(x, width);
                 batch.keep_logit_rows(h, width);
-                s.matmul.place_rows(batch.row_counts(true));
+                s.matmul.place_rows(batch.row_places(true));
             }
             let (x, h) = (&mut x[..rows * width], &mut h[..rows * width]);
             if let Some(norm) = &b.post_attn_norm {
@@ -375,7 +375,7 @@ impl Head {
         let h = &mut h[..x.len()];
         self.norm.apply(h, x);
         logits.resize(x.len() / self.output.n_in * self.output.n_out, 0.0);
-        mm.place_rows(batch.row_counts(true));
+        mm.place_rows(batch.row_places(true));
         matmul(logits, h, &self.output, None, mm);
     }
 }

@@ -12,7 +12,7 @@ use crate::error::{EngineError, Result};
 use crate::ops::attention::Heads;
 use crate::ops::rope::Rope;
 use crate::tensor::WeightSet;
-pub use session::{Batch, Pass, Scratch, Segment, Session};
+pub use session::{Batch, Pass, Scratch, Segment, Session, Within};
 use std::sync::Mutex;
 
 /// The hyperparameters every architecture shares.
@@ -226,7 +226,7 @@ impl Engine {
     /// Runs `tokens` at the session's next positions. Returns the logits, [rows, n_vocab]:
     /// every row if `pass.all_logits`, else the last.
     pub fn forward(&self, session: &mut Session, tokens: &[u32], pass: Pass) -> Result<Vec<f32>> {
-        self.forward_batch(&mut [session], &[tokens], pass)
+        self.forward_batch(&mut [session], &[tokens], pass, None)
     }
 
     /// Runs `tokens[i]` at the next positions of `sessions[i]`, all in one pass (the weights are
@@ -234,8 +234,9 @@ impl Engine {
     /// `pass.all_logits`, else the last row of each session, in order.
     ///
     /// A session given more than `PASS_ROWS` tokens runs alone, in passes of that many from
-    /// its first token (as llama.cpp's ubatches of 512).
-    pub fn forward_batch(&self, sessions: &mut [&mut Session], tokens: &[&[u32]], pass: Pass) -> Result<Vec<f32>> {
+    /// its first token (as llama.cpp's ubatches of 512). `within[i]`: the pass session i's
+    /// rows are summed as part of (default: a pass of their own).
+    pub fn forward_batch(&self, sessions: &mut [&mut Session], tokens: &[&[u32]], pass: Pass, within: Option<&[Within]>) -> Result<Vec<f32>> {
         let cfg = self.config();
         if sessions.is_empty() || sessions.len() != tokens.len() {
             bail!("a batch needs one token list per session");
@@ -254,14 +255,23 @@ impl Engine {
                 bail!("{} tokens at position {} exceed the session length {}", toks.len(), session.pos, session.max_seq);
             }
         }
+        if let Some(within) = within {
+            if within.len() != tokens.len() {
+                bail!("a batch needs one pass place per session");
+            }
+            if let Some((w, toks)) = within.iter().zip(tokens).find(|(w, t)| w.of > PASS_ROWS || w.first + t.len() > w.of) {
+                bail!("{} rows from row {} do not fit a pass of {} rows (at most {PASS_ROWS})", toks.len(), w.first, w.of);
+            }
+        }
         if tokens.iter().all(|t| t.len() <= PASS_ROWS) {
-            return self.run_pass(sessions, tokens, pass);
+            let own: Vec<Within> = tokens.iter().map(|t| Within { of: t.len(), first: 0 }).collect();
+            return self.run_pass(sessions, tokens, pass, within.unwrap_or(&own));
         }
         let mut logits = Vec::new();
         for (session, toks) in sessions.iter_mut().zip(tokens) {
             let passes = toks.len().div_ceil(PASS_ROWS);
             for (i, part) in toks.chunks(PASS_ROWS).enumerate() {
-                let part_logits = self.run_pass(&mut [&mut **session], &[part], pass)?;
+                let part_logits = self.run_pass(&mut [&mut **session], &[part], pass, &[Within { of: part.len(), first: 0 }])?;
                 if pass.all_logits || i + 1 == passes {
                     logits.extend_from_slice(&part_logits);
                 }
@@ -271,12 +281,12 @@ impl Engine {
     }
 
     /// One forward pass over validated rows.
-    fn run_pass(&self, sessions: &mut [&mut Session], tokens: &[&[u32]], pass: Pass) -> Result<Vec<f32>> {
+    fn run_pass(&self, sessions: &mut [&mut Session], tokens: &[&[u32]], pass: Pass, within: &[Within]) -> Result<Vec<f32>> {
         let mut batch = Batch { tokens: Vec::new(), segments: Vec::with_capacity(sessions.len()), pass };
-        for (session, toks) in sessions.iter_mut().zip(tokens) {
+        for ((session, toks), &within) in sessions.iter_mut().zip(tokens).zip(within) {
             let start = batch.tokens.len();
             batch.tokens.extend_from_slice(toks);
-            batch.segments.push(Segment { kv: &mut session.kv, pos0: session.pos, rows: start..batch.tokens.len() });
+            batch.segments.push(Segment { kv: &mut session.kv, pos0: session.pos, rows: start..batch.tokens.len(), within });
         }
         let mut logits = Vec::new();
         {

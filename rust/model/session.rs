@@ -6,6 +6,7 @@ use super::layers::BlockScratch;
 use super::{Config, PASS_ROWS};
 use crate::kernels::{narrow, Elem};
 use crate::ops::attention::{attention, Heads, Sequence, WINDOW_ALIGN};
+use crate::quant::RowPlace;
 use half::f16;
 use std::any::Any;
 use std::ops::Range;
@@ -43,6 +44,17 @@ pub struct Segment<'a> {
     pub pos0: usize,
     /// Its rows in `Batch::tokens`.
     pub rows: Range<usize>,
+    /// The pass its rows are summed as part of.
+    pub within: Within,
+}
+
+/// Rows summed as rows `first..` of a pass of `of` rows of one sequence: llama.cpp picks its
+/// summation orders by a row's place in its pass (`RowPlace`, and attention's lanes), so a
+/// prompt run in pieces (a server's chunks) is summed exactly as the one pass of it would be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Within {
+    pub of: usize,
+    pub first: usize,
 }
 
 impl Batch<'_> {
@@ -68,19 +80,22 @@ impl Batch<'_> {
         self.segments.len()
     }
 
-    /// How many rows each segment has, segment after segment: all of them, or (`logit_rows`)
-    /// those `keep_logit_rows` keeps. Stepwise, each row counts as a segment of its own. The
-    /// matmuls place their rows by these counts (`MatmulScratch::place_rows`).
-    pub fn row_counts(&self, logit_rows: bool) -> impl Iterator<Item = usize> + '_ {
-        let pass = self.pass;
-        self.segments.iter().flat_map(move |s| {
-            let rows = if logit_rows && !pass.all_logits { 1 } else { s.rows.len() };
-            if pass.stepwise {
-                vec![1; rows]
+    /// Where each row sits in the pass that sums it (`MatmulScratch::place_rows`), for all
+    /// rows or (`logit_rows`) those `keep_logit_rows` keeps: a segment's own last row alone
+    /// when only the last rows go on (llama.cpp's output rows), each row alone stepwise, else
+    /// by the segment's `within`.
+    pub fn row_places(&self, logit_rows: bool) -> Vec<RowPlace> {
+        let mut places = Vec::with_capacity(self.tokens.len());
+        for seg in &self.segments {
+            if logit_rows && !self.pass.all_logits {
+                places.push(RowPlace::ALONE);
+            } else if self.pass.stepwise {
+                places.extend(seg.rows.clone().map(|_| RowPlace::ALONE));
             } else {
-                vec![rows]
+                places.extend((0..seg.rows.len()).map(|i| RowPlace { seq_rows: seg.within.of, index: seg.within.first + i }));
             }
-        })
+        }
+        places
     }
 
     /// Writes row r's keys and values (each [kv_dim]) into its session's cache at its position.
@@ -112,7 +127,9 @@ impl Batch<'_> {
             .map(|seg| {
                 let (k_cache, v_cache) = seg.kv.layer_as::<C>(layer).expect("the sessions of a batch share the cache type");
                 let KvLayer { slots, window, .. } = seg.kv.layers[layer];
-                Sequence { k_cache, v_cache, slots, window, pos0: seg.pos0, rows: seg.rows.clone(), stepwise: self.pass.stepwise }
+                // Several rows of a pass go through tinyBLAS's order, a row alone through ggml_vec_dot's.
+                let tiled = seg.within.of > 1 && !self.pass.stepwise;
+                Sequence { k_cache, v_cache, slots, window, pos0: seg.pos0, rows: seg.rows.clone(), tiled }
             })
             .collect();
         attention(out, q, q_stride, &seqs, heads, kq_scale);

@@ -81,8 +81,9 @@ pub struct Sequence<'a, C> {
     pub pos0: usize,
     /// Its rows in q and out.
     pub rows: Range<usize>,
-    /// Each row summed as a row alone is (see `model::Pass::stepwise`).
-    pub stepwise: bool,
+    /// Sums in tinyBLAS's lanes (rows of a pass of several), else in ggml_vec_dot's (a row
+    /// alone).
+    pub tiled: bool,
 }
 
 /// For each sequence s and each of its new rows r, at position p = s.pos0 + (r - s.rows.start):
@@ -109,8 +110,7 @@ pub fn attention<C: Elem>(out: &mut [f32], q: &[f32], q_stride: usize, seqs: &[S
     out.par_chunks_mut(head_dim).enumerate().for_each(|(idx, o)| {
         let (r, h) = (idx / n_head, idx % n_head);
         let Some(s) = seqs.iter().find(|s| s.rows.contains(&r)) else { return };
-        // Several new tokens of a sequence go through tinyBLAS's order, one through ggml_vec_dot's.
-        let lanes = if s.rows.len() > 1 && !s.stepwise { Lanes::Tiled } else { Lanes::Vector };
+        let lanes = if s.tiled { Lanes::Tiled } else { Lanes::Vector };
         let end = s.pos0 + (r - s.rows.start) + 1;
         // Positions first..end are read; those before `visible` are masked (weight 0).
         let visible = s.window.map_or(0, |w| end.saturating_sub(w));

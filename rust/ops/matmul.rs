@@ -64,16 +64,13 @@ pub struct MatmulScratch {
 }
 
 impl MatmulScratch {
-    /// Sets where the activation rows of the next matmuls sit, given the rows' sequences in
-    /// order by their row counts. llama.cpp sums some types in another order when a row comes
-    /// with others (`QuantBlock::order_at`), deciding by the whole batch; here each sequence is
-    /// taken as if alone: one prompt is summed as llama.cpp sums it, and a sequence's results
-    /// do not depend on what else shares its batch.
-    pub fn place_rows(&mut self, sequences: impl IntoIterator<Item = usize>) {
-        self.places.clear();
-        for seq_rows in sequences {
-            self.places.extend((0..seq_rows).map(|index| RowPlace { seq_rows, index }));
-        }
+    /// Sets where each activation row of the next matmuls sits. llama.cpp sums some types in
+    /// another order when a row comes with others (`QuantBlock::order_at`), deciding by the
+    /// whole batch; here each sequence is taken as if alone (`Batch::row_places`): one prompt
+    /// is summed as llama.cpp sums it, and a sequence's results do not depend on what else
+    /// shares its batch.
+    pub fn place_rows(&mut self, places: Vec<RowPlace>) {
+        self.places = places;
     }
 }
 

@@ -83,6 +83,13 @@ impl RowPlace {
     pub fn in_group_of_four(self) -> bool {
         self.index < self.seq_rows / 4 * 4
     }
+
+    /// What the summation orders of a row at this place depend on, for every type's
+    /// `order_at` and for attention's lanes (several rows or one): rows at places of equal
+    /// class are summed alike, so their keys, values and logits are equal.
+    pub fn sum_class(self) -> (bool, bool, bool) {
+        (self.seq_rows > 1, self.seq_rows >= Self::TILED_MIN_ROWS, self.in_group_of_four())
+    }
 }
 
 /// The summation orders of llama.cpp's kernels that `QuantBlock::order_at` chooses between.

@@ -9,10 +9,14 @@ finish or are cancelled (a client gone). Each keeps its own sampler, seed and st
 and since a row's logits do not depend on what else is in the pass, a sequence produces the
 same tokens alone or in any batch.
 
+Every row is summed exactly as `gptgen generate` sums it: a prompt chunk is run as its rows of
+the pass the engine would make of the whole prompt (`within`), and a decoded token alone. So a
+sequence's tokens are the same alone, in any batch, and as from `gptgen generate`.
+
 There is one KV-cache session per slot (`parallel` of them). A slot remembers which tokens its
-cache holds after its sequence ends, and a new sequence takes the free slot whose tokens share
-the longest prefix with its prompt: a chat's next turn or a shared system prompt is not run
-again.
+cache holds after its sequence ends, and how each was summed; a new sequence takes the free
+slot whose cache holds the longest prefix of its prompt summed as a fresh run of the prompt
+would sum it (a shared system prompt, a chat's earlier prompts), and runs only the rest.
 
 Results go back through the `deliver` callable each sequence was given, called on the
 scheduler's thread with a TokenEvent, a PromptScores, a Finished or a Failure.
@@ -26,8 +30,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Union
 
+import functools
+
 import numpy as np
 
+from .. import _native
 from ..errors import GptgenError
 from ..generate import Generation, GenerationRequest, TokenEvent, common_prefix, top_alternatives
 from ..model import Model
@@ -117,13 +124,37 @@ class Sequence:
         self.cancelled = True
 
 
+@functools.lru_cache(maxsize=64)
+def fresh_classes(length: int) -> tuple[tuple[bool, bool, bool], ...]:
+    """How each position of a prompt of `length` tokens is summed when it runs fresh, in the
+    engine's passes of PASS_ROWS from its first token (`_native.row_sum_class`)."""
+    classes = []
+    for start in range(0, length, _native.PASS_ROWS):
+        of = min(_native.PASS_ROWS, length - start)
+        classes += [_native.row_sum_class(of, i) for i in range(of)]
+    return tuple(classes)
+
+
+# How a decoded token's row is summed: alone.
+DECODED = _native.row_sum_class(1, 0)
+
+
 @dataclass
 class Slot:
     session: object  # a _native.Session of the scheduler's context length
-    # The tokens whose keys and values the session holds, in order.
+    # The tokens whose keys and values the session holds, in order, and how each was summed.
     cached: list[int] = field(default_factory=list)
+    classes: list[tuple[bool, bool, bool]] = field(default_factory=list)
     sequence: Sequence | None = None
     last_used: float = 0.0
+
+    def reusable(self, sequence: "Sequence") -> int:
+        """How many leading prompt tokens of `sequence` this slot's cache holds as a fresh run
+        would (at most all but the last, which must run to give logits)."""
+        if sequence.prompt_logprobs is not None:
+            return 0  # scoring the prompt needs every prompt row's logits
+        same = min(common_prefix(self.cached, sequence.prompt), common_prefix(self.classes, fresh_classes(len(sequence.prompt))))
+        return min(same, len(sequence.prompt) - 1)
 
 
 class Scheduler:
@@ -214,14 +245,12 @@ class Scheduler:
             sequence = self.waiting.popleft()
             if sequence.cancelled:
                 continue
-            # Scoring the prompt needs every prompt row's logits: run it all.
-            reusable = sequence.prompt_logprobs is None
-            slot = max(free, key=lambda s: (common_prefix(s.cached, sequence.prompt) if reusable else 0, -s.last_used))
-            keep = min(common_prefix(slot.cached, sequence.prompt), len(sequence.prompt) - 1) if reusable else 0
-            slot.session.rewind(keep)
+            slot = max(free, key=lambda s: (s.reusable(sequence), -s.last_used))
+            slot.session.rewind(slot.reusable(sequence))
             # A sliding window's ring may no longer hold that prefix: the session says where it is.
             keep = slot.session.pos
             del slot.cached[keep:]
+            del slot.classes[keep:]
             sequence.pending = sequence.prompt[keep:]
             sequence.cached_tokens = keep
             slot.sequence = sequence
@@ -231,31 +260,39 @@ class Scheduler:
         for slot in self.slots:
             if slot.sequence is not None and slot.sequence.cancelled:
                 self._release(slot)
-        work: list[tuple[Slot, list[int]]] = []
+        # (slot, tokens, (of, first): the pass they are summed as part of, their classes)
+        work: list[tuple[Slot, list[int], tuple[int, int], list]] = []
         budget = self.prefill_chunk
         for slot in self.slots:
             sequence = slot.sequence
             if sequence is not None and not sequence.pending:
-                work.append((slot, [sequence.generation.tokens[-1]]))
+                work.append((slot, [sequence.generation.tokens[-1]], (1, 0), [DECODED]))
         for slot in sorted((s for s in self.slots if s.sequence is not None and s.sequence.pending), key=lambda s: s.sequence.submitted):
             if budget <= 0:
                 break
-            chunk = slot.sequence.pending[:budget]
-            budget -= len(chunk)
-            work.append((slot, chunk))
+            # A chunk stays within one of the passes the engine makes of the whole prompt.
+            prompt, start = slot.sequence.prompt, len(slot.sequence.prompt) - len(slot.sequence.pending)
+            pass_start = start // _native.PASS_ROWS * _native.PASS_ROWS
+            pass_end = min(pass_start + _native.PASS_ROWS, len(prompt))
+            end = min(start + budget, pass_end)
+            budget -= end - start
+            work.append((slot, prompt[start:end], (pass_end - pass_start, start - pass_start), list(fresh_classes(len(prompt))[start:end])))
         if not work:
             return
-        all_logits = any(slot.sequence.pending and slot.sequence.prompt_logprobs is not None for slot, _ in work)
-        logits = self.model.engine.forward_batch([slot.session for slot, _ in work], [tokens for _, tokens in work], all_logits)
+        all_logits = any(slot.sequence.pending and slot.sequence.prompt_logprobs is not None for slot, *_ in work)
+        logits = self.model.engine.forward_batch(
+            [slot.session for slot, *_ in work], [tokens for _, tokens, *_ in work], all_logits, within=[within for _, _, within, _ in work]
+        )
         now = time.perf_counter()
         row = 0
-        for slot, tokens in work:
+        for slot, tokens, _, classes in work:
             rows = logits[row : row + len(tokens)] if all_logits else logits[row : row + 1]
             row += rows.shape[0]
             slot.cached.extend(tokens)
+            slot.classes.extend(classes)
             self._advance(slot, tokens, rows, now)
         running, waiting = self.load()
-        self.metrics.step(running, waiting, sum(len(tokens) for _, tokens in work))
+        self.metrics.step(running, waiting, sum(len(tokens) for _, tokens, *_ in work))
 
     def _advance(self, slot: Slot, tokens: list[int], rows: np.ndarray, now: float) -> None:
         """Takes a pass's logits for the slot's sequence: the rows of a prompt chunk (all of
@@ -324,6 +361,7 @@ class Scheduler:
                 sequence = slot.sequence
                 slot.session.rewind(0)
                 slot.cached.clear()
+                slot.classes.clear()
                 self._release(slot)
                 sequence.deliver(Failure(message))
 
