@@ -3,7 +3,8 @@ requests decoded together by a continuous-batching scheduler. Needs the `serve` 
 `pip install 'gptgen[serve]'`.
 
 scheduler.py owns the engine; protocol.py reads OpenAI's request bodies; app.py is the HTTP
-side; metrics.py the Prometheus metrics. This module binds the socket and runs uvicorn.
+side; metrics.py the Prometheus metrics; settings.py what the command's options set. This
+module binds the socket and runs uvicorn.
 """
 
 from __future__ import annotations
@@ -12,32 +13,18 @@ import copy
 import importlib
 import signal
 import socket
-from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable
 
 from ..errors import GptgenError
-from .scheduler import DEFAULT_PREFILL_CHUNK
+from .settings import Settings
 
 # The packages `gptgen serve` needs beyond gptgen's own: import name -> PyPI name.
 REQUIRED = {"fastapi": "fastapi", "uvicorn": "uvicorn", "prometheus_client": "prometheus-client"}
 
+__all__ = ["Settings", "check_installed", "serve"]
+
 # Seconds a stopping server (SIGTERM, Ctrl-C) lets running requests finish before cancelling them.
 GRACEFUL_SHUTDOWN_S = 3
-
-
-@dataclass
-class Settings:
-    """What `gptgen serve`'s options set (see its --help)."""
-
-    model: Optional[str] = None  # as `generate -m` takes it; None: the default model
-    threads: Optional[int] = None
-    parallel: int = 8
-    max_queue: int = 64
-    ctx_size: Optional[int] = None  # None: the model's context
-    api_key: Optional[str] = None
-    cors_origins: list[str] = field(default_factory=list)
-    prefill_chunk: int = DEFAULT_PREFILL_CHUNK
-    verbose: bool = False
 
 
 def check_installed() -> None:

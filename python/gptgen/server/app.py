@@ -30,8 +30,8 @@ from ..generate import TokenEvent
 from ..model import Model
 from ..session import prompt_tokens, render_messages, request_for
 from .metrics import ServerMetrics
-from .protocol import ApiError, ChatCompletionRequest, CompletionRequest, _Sampling, bad_request
-from . import Settings
+from .protocol import ApiError, ChatCompletionRequest, CompletionRequest, CommonFields, bad_request
+from .settings import Settings
 from .scheduler import Failure, Finished, PromptScores, QueueFull, Scheduler, Sequence, ShuttingDown
 
 # Request bodies larger than this are refused (413): a prompt longer than any context fits well
@@ -100,14 +100,14 @@ class Job:
     """The sequences of one request (every prompt's n choices, choice i = prompt * n + j), their
     results arriving on this event loop's queue as (choice, delivery)."""
 
-    def __init__(self, state: ServerState, body: _Sampling, prompts: list[list[int]], *, default_tokens: Optional[int], top_logprobs: int, prompt_logprobs: Optional[int] = None):
+    def __init__(self, state: ServerState, body: CommonFields, prompts: list[list[int]], *, default_tokens: Optional[int], top_logprobs: int, prompt_logprobs: Optional[int] = None):
         model, scheduler = state.ready()
         loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue = asyncio.Queue()
         self.choices = self.open_choices = len(prompts) * body.n
         if self.choices > scheduler.capacity:
             raise bad_request(f"{self.choices} choices are more than this server holds at once ({scheduler.capacity})", "n")
-        wanted = body.max_completion_tokens if isinstance(body, ChatCompletionRequest) and body.max_completion_tokens is not None else body.max_tokens
+        wanted = body.wanted_tokens()
         self.sequences: list[Sequence] = []
         for p, ids in enumerate(prompts):
             max_tokens = _fit(ids, wanted, default_tokens, scheduler.n_ctx)
@@ -261,7 +261,7 @@ class _Reply:
     object_name = ""
     id_prefix = ""
 
-    def __init__(self, state: ServerState, model: Model, body: _Sampling, job: Job):
+    def __init__(self, state: ServerState, model: Model, body: CommonFields, job: Job):
         self.state, self.model, self.body, self.job = state, model, body, job
         self.id = f"{self.id_prefix}-{uuid.uuid4().hex}"
         self.created = int(time.time())

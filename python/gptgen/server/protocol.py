@@ -48,7 +48,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
 
-class _Sampling(_Strict):
+class CommonFields(_Strict):
     """The fields both endpoints take."""
 
     model: Optional[StrictStr] = None
@@ -75,6 +75,10 @@ class _Sampling(_Strict):
 
     def include_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
+
+    def wanted_tokens(self) -> int | None:
+        """The new tokens asked for (None: the endpoint's default)."""
+        return self.max_tokens
 
     def options(self, n_vocab: int, max_tokens: int | None, top_logprobs: int) -> GenerateOptions:
         """The request as `gptgen generate` would take it (seed: choice 0's)."""
@@ -120,7 +124,7 @@ class Message(_Strict):
         return "".join(part.text for part in self.content)
 
 
-class ChatCompletionRequest(_Sampling):
+class ChatCompletionRequest(CommonFields):
     messages: Annotated[list[Message], Field(min_length=1)]
     max_completion_tokens: Optional[Annotated[StrictInt, Field(ge=0)]] = None
     logprobs: StrictBool = False
@@ -143,7 +147,7 @@ class ChatCompletionRequest(_Sampling):
 PromptInput = Union[StrictStr, Annotated[list[StrictStr], Field(min_length=1)], Annotated[list[StrictInt], Field(min_length=1)], Annotated[list[Annotated[list[StrictInt], Field(min_length=1)]], Field(min_length=1)]]
 
 
-class CompletionRequest(_Sampling):
+class CompletionRequest(CommonFields):
     prompt: PromptInput
     echo: StrictBool = False
     logprobs: Optional[Annotated[StrictInt, Field(ge=0, le=MAX_TOP_LOGPROBS)]] = None
