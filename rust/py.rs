@@ -173,6 +173,16 @@ impl Engine {
         self.inner.config().n_ctx
     }
 
+    /// Read bandwidth in bytes per second with the engine's threads (`model::Engine::read_bandwidth`).
+    #[pyo3(signature = (megabytes = 512, rounds = 3))]
+    fn read_bandwidth(&self, py: Python<'_>, megabytes: usize, rounds: usize) -> PyResult<f64> {
+        if megabytes == 0 || megabytes > 1 << 16 {
+            return Err(refuse(format!("megabytes must be between 1 and 65536, not {megabytes}")));
+        }
+        let engine = &self.inner;
+        Ok(py.detach(|| engine.read_bandwidth(megabytes << 20, rounds)))
+    }
+
     /// A new sequence able to hold `max_seq` positions.
     fn new_session(&self, max_seq: usize) -> PyResult<Session> {
         Ok(Session { engine: self.inner.clone(), inner: self.inner.new_session(max_seq)? })

@@ -336,3 +336,19 @@ fn attention_kernels_equal_their_definitions() {
     check_attention_kernels::<f16>(f16::from_f32);
     check_attention_kernels::<bf16>(bf16::from_f32);
 }
+
+/// The streaming read of the bandwidth probe sums words exactly as its scalar twin.
+#[test]
+fn sum_words_equals_its_scalar_twin() {
+    assert!(avx2_available(), "these tests compare the AVX2 kernels: run them on an AVX2 machine");
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for n in [0usize, 1, 15, 16, 17, 64, 1000] {
+        let words: Vec<u64> = (0..n)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state
+            })
+            .collect();
+        assert_eq!(kernels::sum_words(&words), scalar::sum_words(&words), "n={n}");
+    }
+}

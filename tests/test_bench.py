@@ -134,6 +134,9 @@ def test_bench_json_reports_every_repetition():
         assert len(r["samples_ts"]) == 3 and all(v > 0 for v in r["samples_ts"])
         assert r["avg_ts"] == pytest.approx(statistics.mean(r["samples_ts"]))
         assert r["stddev_ts"] == pytest.approx(statistics.stdev(r["samples_ts"]))
+    # The read bandwidth with each thread count (a measurement: only its form is checked).
+    assert sorted(report["read_gb_s"]) == ["1", "2"] and all(0 < v < 10_000 for v in report["read_gb_s"].values())
+    assert report["weight_bytes"] == sum(t.nbytes for t in load_file(TINY_GPT2 / "model.safetensors").values())
 
 
 def test_bench_runs_every_test_at_every_depth():
@@ -157,9 +160,12 @@ def test_bench_prints_a_row_for_each_test_as_it_is_measured():
     rest, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     assert lines[2:4] == ["| threads | test | t/s |\n", "| ---: | ---: | ---: |\n"]
-    rows = [line.split(" | ")[:2] for line in [lines[4], *rest.splitlines()]]
+    rows = [line.split(" | ")[:2] for line in [lines[4], *rest.splitlines()] if line.startswith("| ")]
     tests = ["pp8", "tg4", "pp8 @ d100", "tg4 @ d100"]
     assert rows == [[f"| {t}", test] for t in (1, 2) for test in tests]
+    after = rest.split("\n\n", 1)[1].splitlines()
+    assert [line.split(":")[0] for line in after] == ["read bandwidth, 1 thread", "read bandwidth, 2 threads"]
+    assert all("GB/s; the decode ceiling for" in line and line.endswith(" t/s") for line in after)
 
 
 @pytest.mark.parametrize(

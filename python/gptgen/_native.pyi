@@ -50,6 +50,10 @@ class Engine:
     @property
     def n_ctx(self) -> int: ...
     def new_session(self, max_seq: int) -> Session: ...
+    def read_bandwidth(self, megabytes: int = 512, rounds: int = 3) -> float:
+        """Read bandwidth in bytes per second: the engine's threads stream their shares of a
+        buffer of `megabytes` (best of `rounds` timed reads after an untimed one). Decode reads
+        every weight once per token, so this over the weights' size is its ceiling."""
     def forward_batch(
         self,
         sessions: list[Session],

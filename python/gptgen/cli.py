@@ -588,7 +588,8 @@ def bench(
     as_json: bool = _flag("--json", help="Print one JSON object with every repetition."),
 ) -> None:
     """Prefill (ppN) and decode (tgN) throughput, with llama-bench's definitions; each row is
-    printed as soon as it is measured (a Markdown table, as llama-bench prints)."""
+    printed as soon as it is measured (a Markdown table, as llama-bench prints). Then the read
+    bandwidth with each thread count, and the decode speed it allows for these weights."""
     from . import _native
     from .bench import cpu_info, run
     from .model import Model, load_files
@@ -610,6 +611,9 @@ def bench(
         _write(f"{path.name} ({info['kernels']}; {info['cpu']['model']}; {' '.join(info['cpu']['flags'])})\n\n")
         _write("| threads | test | t/s |\n| ---: | ---: | ---: |\n")
     results = []
+    # Read bandwidth (GB/s) by thread count: a streaming read in the engine's own pool.
+    bandwidth: dict[int, float] = {}
+    weight_bytes = sum(t.data.nbytes for t in spec.tensors.values())
     for t in thread_counts:
         m = Model(spec, tokenizer, threads=t or None)
         tests = [(p, 0) for p in prompts] + [(0, g) for g in gens]
@@ -619,8 +623,15 @@ def bench(
                 results += measured
                 if not as_json:
                     _write("".join(f"| {r.threads} | {r.test} | {r.avg_ts:.2f} ± {r.stddev_ts:.2f} |\n" for r in measured))
+        bandwidth[m.engine.threads] = m.engine.read_bandwidth(512, 3) / 1e9
     if as_json:
-        _write(json.dumps({**info, "results": [r.as_dict() for r in results]}) + "\n")
+        _write(json.dumps({**info, "results": [r.as_dict() for r in results], "read_gb_s": bandwidth, "weight_bytes": weight_bytes}) + "\n")
+    else:
+        _write("\n" + "".join(
+            f"read bandwidth, {t} thread{'s' if t > 1 else ''}: {gb:.1f} GB/s; the decode ceiling for {weight_bytes / 1e6:.1f} MB of weights: "
+            f"{gb * 1e9 / weight_bytes:.0f} t/s\n"
+            for t, gb in bandwidth.items()
+        ))
 
 
 def _attention_summary(cfg) -> str:

@@ -165,6 +165,27 @@ pub unsafe fn axpy_in_lanes<W: Elem>(partial: &mut [f32], weights: &[f32], rows:
     }
 }
 
+/// See `kernels::sum_words`: four 256-bit accumulators, so that four loads are in flight.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn sum_words(words: &[u64]) -> u64 {
+    let mut acc = [_mm256_setzero_si256(); 4];
+    let blocks = words.chunks_exact(16);
+    let rest = blocks.remainder();
+    for block in blocks {
+        let p = block.as_ptr() as *const __m256i;
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_add_epi64(*a, _mm256_loadu_si256(p.add(k)));
+        }
+    }
+    let total = _mm256_add_epi64(_mm256_add_epi64(acc[0], acc[1]), _mm256_add_epi64(acc[2], acc[3]));
+    let mut lanes = [0u64; 4];
+    _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, total);
+    lanes.iter().chain(rest).fold(0u64, |sum, &w| sum.wrapping_add(w))
+}
+
 /// # Safety
 /// `partial.len() == lanes * out.len()`, lanes 8 or 32; the CPU supports AVX2.
 #[target_feature(enable = "avx2")]

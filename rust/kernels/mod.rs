@@ -266,6 +266,13 @@ pub fn reduce_lanes(partial: &[f32], out: &mut [f32], lanes: usize) {
     dispatch!(reduce_lanes(partial, out, lanes))
 }
 
+/// The wrapping sum of `words`: a streaming read of memory, as fast as the core can load (the
+/// memory-bandwidth probe's loop, `model::Engine::read_bandwidth`).
+#[inline]
+pub fn sum_words(words: &[u64]) -> u64 {
+    dispatch!(sum_words(words))
+}
+
 /// y[i] += a * w[i]
 #[inline]
 pub fn axpy<W: Elem>(y: &mut [f32], a: f32, w: &[W]) {

@@ -86,6 +86,11 @@ pub fn reduce_lanes(partial: &[f32], out: &mut [f32], lanes: usize) {
     }
 }
 
+/// See `kernels::sum_words`.
+pub fn sum_words(words: &[u64]) -> u64 {
+    words.iter().fold(0u64, |sum, &w| sum.wrapping_add(w))
+}
+
 pub fn axpy<W: Elem>(y: &mut [f32], a: f32, w: &[W]) {
     for (yi, &wi) in y.iter_mut().zip(w) {
         *yi += a * wi.to_f32();

@@ -214,6 +214,29 @@ impl Engine {
         self.pool.current_num_threads()
     }
 
+    /// Read bandwidth in bytes per second as decoding meets it: the engine's own threads each
+    /// stream their share of a `bytes` buffer (`kernels::sum_words`); the fastest of `rounds`
+    /// timed reads after an untimed one. Decode reads every weight once per token and writes
+    /// almost nothing, so this over the weights' size is its ceiling.
+    pub fn read_bandwidth(&self, bytes: usize, rounds: usize) -> f64 {
+        use rayon::prelude::*;
+        // Written, so that every page is mapped before the reads are timed.
+        let words = vec![1u64; (bytes / 8).max(1)];
+        let share = words.len().div_ceil(self.threads());
+        let best = self.pool.install(|| {
+            (0..=rounds.max(1))
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    let sum = words.par_chunks(share).map(crate::kernels::sum_words).reduce(|| 0, u64::wrapping_add);
+                    std::hint::black_box(sum);
+                    start.elapsed().as_secs_f64()
+                })
+                .skip(1)
+                .fold(f64::INFINITY, f64::min)
+        });
+        (words.len() * 8) as f64 / best
+    }
+
     /// A fresh session able to hold `max_seq` positions (at most the model's context).
     pub fn new_session(&self, max_seq: usize) -> Result<Session> {
         let cfg = self.config();
