@@ -501,12 +501,15 @@ def serve(
         None, "--ctx-size", "-c", help="Tokens per sequence (prompt and reply). Default: the model's context.", min=1, show_default=False
     ),
     api_key: Optional[str] = typer.Option(
-        None, "--api-key", envvar="GPTGEN_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1 (also $GPTGEN_API_KEY).", show_default=False
+        None, "--api-key", envvar="GPTGEN_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1 (also $GPTGEN_API_KEY).", metavar="KEY",
+        show_default=False,
     ),
-    cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow browser requests from this origin (repeatable; * for any).", show_default=False),
+    cors_origin: list[str] = typer.Option(
+        [], "--cors-origin", help="Allow browser requests from this origin (repeatable; * for any).", metavar="ORIGIN", show_default=False
+    ),
     verbose: bool = _flag("--verbose", "-v", help="Timings of each request on stderr."),
 ) -> None:
-    """Serve the model over an OpenAI-compatible HTTP API (needs: pip install 'gptgen[serve]')."""
+    r"""Serve the model over an OpenAI-compatible HTTP API (needs: pip install 'gptgen\[serve]')."""
     from .server import Settings
     from .server import serve as run_server
 
